@@ -1,0 +1,35 @@
+# Buddies: `make run` sets everything up and runs the product; `make test` installs what is missing and tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+DATA ?=
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# The CPU build of torch 2.13.0 lies on disk; installing it first keeps pip from fetching a CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: install
+	$(PY) -m recsys_site.stack run $(if $(DATA),--data $(DATA))
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf var/run var/mongo var/demo

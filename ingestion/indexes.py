@@ -1,0 +1,29 @@
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from . import collections as c
+
+INDEXES = {
+    c.PLAYLISTS: [
+        IndexModel([("owner", ASCENDING)]),
+        IndexModel([("num_followers", DESCENDING)]),
+        IndexModel([("name_norm", ASCENDING)]),
+        IndexModel([("source.file", ASCENDING)]),
+    ],
+    c.TRACKS: [
+        IndexModel([("num_playlists", DESCENDING)]),
+        IndexModel([("artist_key", ASCENDING)]),
+    ],
+    c.ARTISTS: [IndexModel([("num_tracks", DESCENDING)])],
+    c.USERS: [IndexModel([("source", ASCENDING)])],
+    c.LISTENS: [
+        IndexModel([("user", ASCENDING), ("item", ASCENDING)], unique=True),
+        IndexModel([("item", ASCENDING)]),
+        IndexModel([("source_file", ASCENDING)]),
+    ],
+    c.FRIENDSHIPS: [
+        IndexModel([("user", ASCENDING), ("friend", ASCENDING)], unique=True),
+        IndexModel([("source_file", ASCENDING)]),
+    ],
+    c.INGEST_FILES: [IndexModel([("sha256", ASCENDING)], unique=True)],
+    c.INGEST_RUNS: [IndexModel([("started_at", DESCENDING)])],
+}

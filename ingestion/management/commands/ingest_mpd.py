@@ -1,0 +1,48 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from recsys_site.mongo import ensure_indexes
+
+
+class Command(BaseCommand):
+    help = (
+        "Ingest Spotify Million Playlist Dataset slices. PATH: a slice file, a folder (every mpd.slice.*.json "
+        "below it) or the official spotify_million_playlist_dataset.zip, read in place. Files already ingested "
+        "(same sha256) are skipped; changed files update their playlists by pid. Exit status 1 if anything was "
+        "rejected."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("paths", nargs="*", metavar="PATH")
+        parser.add_argument("--rebuild-catalogue", action="store_true",
+                            help="recompute tracks and artists from the stored playlists")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def handle(self, *args, paths, rebuild_catalogue, no_progress, verbosity, **options):
+        from ingestion.services import catalogue_rebuild, mpd_ingest
+
+        if not paths and not rebuild_catalogue:
+            raise CommandError("give at least one PATH (slice file, folder or MPD zip)")
+        ensure_indexes()
+        show_progress = not no_progress and verbosity > 0
+        if rebuild_catalogue:
+            counts = catalogue_rebuild(show_progress=show_progress)
+            self.stdout.write(f"catalogue rebuilt: {counts['tracks']:,} tracks, {counts['artists']:,} artists")
+        if not paths:
+            return
+        report = mpd_ingest(paths=paths, show_progress=show_progress)
+        for name in report.skipped:
+            self.stdout.write(f"skipped {name}: already ingested (same sha256)")
+        for problem in report.problems:
+            self.stderr.write(f"rejected {problem}")
+        s = report.summary()
+        self.stdout.write(
+            f"files: {s['files']} read, {s['files_skipped']} skipped, {s['files_failed']} failed | "
+            f"playlists: {s['new']:,} new, {s['updated']:,} updated, {s['unchanged']:,} unchanged, "
+            f"{s['rejected']:,} rejected | tracks: {s['new_tracks']:,} new | "
+            f"{s['seconds']:.1f} s ({s['playlists_per_s']:,.0f} playlists/s)"
+        )
+        if s["new"] == 0 and s["updated"] == 0 and report.ok:
+            self.stdout.write("nothing new: the store already holds everything in these files")
+        if not report.ok:
+            self.stderr.write(f"{len(report.problems)} problem(s); see above")
+            raise SystemExit(1)

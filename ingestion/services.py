@@ -1,0 +1,369 @@
+"""Writes of the ingestion package: playlists, the derived track and artist catalogue, users, runs.
+
+``tracks`` and ``artists`` are *derived* from ``playlists``: a track's ``num_playlists`` is the number
+of playlists that hold it. Ingestion keeps them right with per-run deltas (fast: one write per touched
+track per run). A run marks the catalogue dirty before its first playlist write and clean after its last
+delta; a run that finds it dirty (a crash in between) first rebuilds both collections from the playlists,
+so counts never drift, whatever happened before. See docs/adr/0002-document-design.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError
+from tqdm import tqdm
+
+from recsys_site.mongo import get_db
+
+from . import collections as c
+from .mpd import Problem, SliceError, Source, decode_slice, iter_sources, sha256, validate_playlist
+
+log = logging.getLogger(__name__)
+
+# SecantusDB answers large ``$in`` lists in quadratic time; small chunks are fast on every server.
+IN_CHUNK = 100
+WRITE_BATCH = 2000
+DUPLICATE_KEY = 11000
+TRACK_META_FIELDS = ("name", "artist_name", "artist_key", "artist_uri", "album_uri", "album_name", "duration_ms")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: list, size: int = IN_CHUNK) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def insert_new_many(collection: str, docs: list[dict[str, Any]]) -> list[int]:
+    """Insert ``docs`` (unordered); return the indexes of those whose ``_id`` already existed."""
+    if not docs:
+        return []
+    try:
+        get_db()[collection].insert_many(docs, ordered=False)
+        return []
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+        if other:
+            raise
+        return [e["index"] for e in errors]
+
+
+# --- catalogue deltas --------------------------------------------------------------------------------------------
+@dataclass
+class CatalogueDelta:
+    """Pending changes to track counts, accumulated over a run and applied by ``catalogue_apply``."""
+
+    playlists: Counter = field(default_factory=Counter)  # uri -> change in number of playlists holding it
+    occurrences: Counter = field(default_factory=Counter)  # uri -> change in playlist-track rows
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, tracks: list[dict[str, Any]], sign: int) -> None:
+        for track in tracks:
+            self.occurrences[track["uri"]] += sign
+            if sign > 0:
+                self.meta[track["uri"]] = track
+        for uri in {t["uri"] for t in tracks}:
+            self.playlists[uri] += sign
+
+    def __len__(self) -> int:
+        return len(self.occurrences)
+
+
+def _track_doc(uri: str, meta: dict[str, Any], n_playlists: int, n_occurrences: int) -> dict[str, Any]:
+    doc = {"_id": uri, "num_playlists": n_playlists, "num_occurrences": n_occurrences}
+    doc.update({k: meta[k] for k in TRACK_META_FIELDS if k in meta})
+    return doc
+
+
+def catalogue_apply(delta: CatalogueDelta) -> int:
+    """Apply pending count changes; return how many tracks were new to the catalogue."""
+    db = get_db()
+    uris = [u for u in delta.occurrences if delta.occurrences[u] or delta.playlists[u]]
+    new_tracks = [u for u in uris if u in delta.meta]
+    docs = [_track_doc(u, delta.meta[u], delta.playlists[u], delta.occurrences[u]) for u in new_tracks]
+    existing = {new_tracks[i] for i in insert_new_many(c.TRACKS, docs)}
+    inserted = [u for u in new_tracks if u not in existing]
+    updates = [u for u in uris if u not in delta.meta or u in existing]
+    for batch in _chunks(updates, WRITE_BATCH):
+        ops = [UpdateOne({"_id": u}, {"$inc": {"num_playlists": delta.playlists[u],
+                                              "num_occurrences": delta.occurrences[u]}}) for u in batch]
+        db[c.TRACKS].bulk_write(ops, ordered=False)
+    # Artists count their distinct tracks; a track joins an artist once, when it is first seen.
+    per_artist = Counter(delta.meta[u]["artist_key"] for u in inserted)
+    names = {delta.meta[u]["artist_key"]: delta.meta[u] for u in inserted}
+    keys = list(per_artist)
+    artist_docs = [{"_id": k, "name": names[k]["artist_name"], "num_tracks": per_artist[k],
+                    **({"uri": names[k]["artist_uri"]} if "artist_uri" in names[k] else {})} for k in keys]
+    existing_artists = [keys[i] for i in insert_new_many(c.ARTISTS, artist_docs)]
+    for batch in _chunks(existing_artists, WRITE_BATCH):
+        db[c.ARTISTS].bulk_write([UpdateOne({"_id": k}, {"$inc": {"num_tracks": per_artist[k]}}) for k in batch],
+                                 ordered=False)
+    return len(inserted)
+
+
+def catalogue_rebuild(*, show_progress: bool = False) -> dict[str, int]:
+    """Recompute ``tracks`` and ``artists`` from every playlist, then swap them in by rename.
+
+    The repair path after a crashed run, and ``ingest_mpd --rebuild-catalogue``. Holds one entry per
+    distinct track in memory.
+    """
+    db = get_db()
+    delta = CatalogueDelta()
+    cursor = db[c.PLAYLISTS].find({}, {"tracks": 1}, batch_size=500)
+    for playlist in tqdm(cursor, desc="rebuild catalogue", unit="playlist", disable=not show_progress):
+        delta.add(playlist.get("tracks", []), +1)
+    artist_tracks: Counter = Counter()
+    artist_meta: dict[str, dict[str, Any]] = {}
+    for coll in (f"{c.TRACKS}_rebuild", f"{c.ARTISTS}_rebuild"):
+        db[coll].drop()
+    batch: list[dict[str, Any]] = []
+    for uri, meta in delta.meta.items():
+        batch.append(_track_doc(uri, meta, delta.playlists[uri], delta.occurrences[uri]))
+        artist_tracks[meta["artist_key"]] += 1
+        artist_meta.setdefault(meta["artist_key"], meta)
+        if len(batch) >= WRITE_BATCH:
+            db[f"{c.TRACKS}_rebuild"].insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        db[f"{c.TRACKS}_rebuild"].insert_many(batch, ordered=False)
+    artist_docs = [{"_id": k, "name": m["artist_name"], "num_tracks": artist_tracks[k],
+                    **({"uri": m["artist_uri"]} if "artist_uri" in m else {})} for k, m in artist_meta.items()]
+    for part in _chunks(artist_docs, WRITE_BATCH):
+        db[f"{c.ARTISTS}_rebuild"].insert_many(part, ordered=False)
+    names = set(db.list_collection_names())
+    for coll in (c.TRACKS, c.ARTISTS):
+        if f"{coll}_rebuild" in names:
+            db[f"{coll}_rebuild"].rename(coll, dropTarget=True)
+        else:
+            db[coll].drop()
+    from recsys_site.mongo import ensure_indexes
+
+    ensure_indexes()
+    return {"tracks": len(delta.meta), "artists": len(artist_docs)}
+
+
+def catalogue_mark(*, dirty: bool, run_id: Any = None) -> None:
+    get_db()[c.CATALOGUE_STATE].update_one(
+        {"_id": "catalogue"}, {"$set": {"dirty": dirty, "run_id": run_id, "at": _now()}}, upsert=True
+    )
+
+
+def catalogue_is_dirty() -> bool:
+    doc = get_db()[c.CATALOGUE_STATE].find_one({"_id": "catalogue"})
+    return bool(doc and doc.get("dirty"))
+
+
+# --- playlists ---------------------------------------------------------------------------------------------------
+@dataclass
+class PlaylistWriteResult:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def playlist_upsert_many(*, playlists: list[dict[str, Any]], source: dict[str, Any],
+                         delta: CatalogueDelta) -> PlaylistWriteResult:
+    """Insert new playlists, replace changed ones (by pid), leave identical ones alone.
+
+    Each playlist is one document, so it is written whole or not at all. Count changes for the
+    catalogue are added to ``delta``.
+    """
+    db = get_db()
+    result = PlaylistWriteResult()
+    ids = [p["_id"] for p in playlists]
+    stored: dict[Any, str] = {}
+    for chunk in _chunks(ids):
+        for doc in db[c.PLAYLISTS].find({"_id": {"$in": chunk}}, {"content_hash": 1}):
+            stored[doc["_id"]] = doc.get("content_hash")
+    changed = [p for p in playlists if p["_id"] in stored and stored[p["_id"]] != p["content_hash"]]
+    fresh = [p for p in playlists if p["_id"] not in stored]
+    result.unchanged = len(playlists) - len(changed) - len(fresh)
+    for chunk in _chunks([p["_id"] for p in changed]):
+        for old in db[c.PLAYLISTS].find({"_id": {"$in": chunk}}, {"tracks": 1}):
+            delta.add(old.get("tracks", []), -1)
+    now = _now()
+    ops: list[Any] = []
+    for p in fresh:
+        ops.append(InsertOne({**p, "source": source, "ingested_at": now}))
+    for p in changed:
+        ops.append(ReplaceOne({"_id": p["_id"]}, {**p, "source": source, "ingested_at": now}))
+    if ops:
+        db[c.PLAYLISTS].bulk_write(ops, ordered=False)
+    for p in fresh + changed:
+        delta.add(p["tracks"], +1)
+    result.new, result.updated = len(fresh), len(changed)
+    user_ensure_many(user_ids=[p["owner"] for p in fresh], source="mpd")
+    return result
+
+
+def user_ensure_many(*, user_ids: list[str], source: str) -> int:
+    """Create the users that do not exist yet; return how many were created."""
+    now = _now()
+    docs = [{"_id": u, "source": source, "created_at": now} for u in dict.fromkeys(user_ids)]
+    return len(docs) - len(insert_new_many(c.USERS, docs))
+
+
+# --- runs and files ----------------------------------------------------------------------------------------------
+MAX_STORED_PROBLEMS = 500
+
+
+def ingest_file_done(sha: str) -> dict[str, Any] | None:
+    return get_db()[c.INGEST_FILES].find_one({"_id": sha, "status": "done"})
+
+
+def ingest_file_record(*, sha: str, name: str, kind: str, run_id: Any, counts: dict[str, int]) -> None:
+    get_db()[c.INGEST_FILES].replace_one(
+        {"_id": sha},
+        {"_id": sha, "sha256": sha, "name": name, "kind": kind, "status": "done", "run_id": run_id,
+         "counts": counts, "ingested_at": _now()},
+        upsert=True,
+    )
+
+
+def ingest_run_start(*, kind: str, paths: list[str]) -> Any:
+    return get_db()[c.INGEST_RUNS].insert_one(
+        {"kind": kind, "paths": paths, "status": "running", "started_at": _now()}
+    ).inserted_id
+
+
+def ingest_run_finish(*, run_id: Any, summary: dict[str, Any], problems: list[Problem], status: str) -> None:
+    get_db()[c.INGEST_RUNS].update_one(
+        {"_id": run_id},
+        {"$set": {"status": status, "finished_at": _now(), "summary": summary,
+                  "problem_count": len(problems),
+                  "problems": [p.to_doc() for p in problems[:MAX_STORED_PROBLEMS]]}},
+    )
+
+
+# --- the MPD ingestion service -----------------------------------------------------------------------------------
+@dataclass
+class IngestReport:
+    files: int = 0
+    files_skipped: int = 0
+    files_failed: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    new_tracks: int = 0
+    seconds: float = 0.0
+    problems: list[Problem] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    run_id: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> dict[str, Any]:
+        keys = ("files", "files_skipped", "files_failed", "new", "updated", "unchanged", "rejected", "new_tracks")
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        out["seconds"] = round(self.seconds, 2)
+        written = self.new + self.updated + self.unchanged
+        out["playlists_per_s"] = round(written / self.seconds, 1) if self.seconds else 0.0
+        return out
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+FLUSH_TRACKS = 300_000  # apply catalogue deltas before this many distinct tracks pile up in memory
+
+
+def mpd_ingest(*, paths: list[str], show_progress: bool = False,
+               callback: ProgressCallback | None = None) -> IngestReport:
+    """Ingest MPD slices from files, folders or the official zip; see ``ingest_mpd --help``.
+
+    Skips files whose sha256 was already ingested, updates changed playlists by pid, rejects bad
+    playlists one by one (with file, pid and reason) and bad files one by one, and keeps going.
+    """
+    started = time.perf_counter()
+    report = IngestReport()
+    if catalogue_is_dirty():
+        log.warning("the catalogue was left mid-update by an interrupted run: rebuilding it from playlists")
+        catalogue_rebuild(show_progress=show_progress)
+        catalogue_mark(dirty=False)
+    report.run_id = run_id = ingest_run_start(kind="mpd", paths=[str(p) for p in paths])
+    seen: dict[int, tuple[str, str]] = {}  # pid -> (content hash, file) within this run
+    delta = CatalogueDelta()
+    marked = False
+    bar = tqdm(desc="ingest_mpd", unit="playlist", disable=not show_progress, dynamic_ncols=True)
+    status = "failed"
+    try:
+        for item in iter_sources(list(paths)):
+            if isinstance(item, Problem):
+                report.files_failed += 1
+                report.problems.append(item)
+                continue
+            source: Source = item
+            report.files += 1
+            try:
+                data = source.read()
+                digest = sha256(data)
+                if ingest_file_done(digest):
+                    report.files_skipped += 1
+                    report.skipped.append(source.name)
+                    bar.set_postfix_str(f"skipped {source.name.rsplit('/', 1)[-1]} (already ingested)")
+                    continue
+                raw_playlists = decode_slice(data, name=source.name)
+            except (OSError, SliceError) as exc:
+                report.files_failed += 1
+                report.problems.append(Problem(file=source.name, reason=str(exc).removeprefix(f"{source.name}: ")))
+                continue
+            del data
+            good: list[dict[str, Any]] = []
+            rejected = 0
+            for index, raw in enumerate(raw_playlists):
+                doc = validate_playlist(raw, file=source.name, index=index)
+                if isinstance(doc, Problem):
+                    report.problems.append(doc)
+                    rejected += 1
+                    continue
+                previous = seen.get(doc["_id"])
+                if previous is not None:
+                    if previous[0] != doc["content_hash"]:
+                        report.problems.append(Problem(
+                            file=source.name, pid=doc["_id"],
+                            reason=f"pid appears twice in this run with different content (first in {previous[1]})"))
+                        rejected += 1
+                    continue
+                seen[doc["_id"]] = (doc["content_hash"], source.name)
+                good.append(doc)
+            if not marked:
+                catalogue_mark(dirty=True, run_id=run_id)
+                marked = True
+            written = playlist_upsert_many(
+                playlists=good, source={"file": source.name, "sha256": digest, "run_id": run_id}, delta=delta
+            )
+            if len(delta) > FLUSH_TRACKS:
+                report.new_tracks += catalogue_apply(delta)
+                delta = CatalogueDelta()
+            report.new += written.new
+            report.updated += written.updated
+            report.unchanged += written.unchanged
+            report.rejected += rejected
+            ingest_file_record(sha=digest, name=source.name, kind="mpd", run_id=run_id,
+                               counts={"new": written.new, "updated": written.updated,
+                                       "unchanged": written.unchanged, "rejected": rejected})
+            bar.update(len(raw_playlists))
+            if callback:
+                callback({"file": source.name, **report.summary()})
+        report.new_tracks += catalogue_apply(delta)
+        if marked:
+            catalogue_mark(dirty=False)
+        status = "succeeded" if report.ok else "succeeded_with_errors"
+    finally:
+        bar.close()
+        report.seconds = time.perf_counter() - started
+        ingest_run_finish(run_id=run_id, summary=report.summary(), problems=report.problems, status=status)
+    return report
+

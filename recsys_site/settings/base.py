@@ -1,0 +1,125 @@
+"""Settings shared by every environment.
+
+Every URL, secret and path is read once, here, through the single ``env`` object.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+# --- Django core -------------------------------------------------------------------------------------------------
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "recsys_site",
+    "ingestion",
+    "ranker",
+    "pairing",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "recsys_site.urls"
+WSGI_APPLICATION = "recsys_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Django's own SQL database holds only what Django needs (auth, tokens, sessions, admin).
+# The catalogue, events and models live in MongoDB.
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'django.sqlite3'}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+}
+
+# --- MongoDB -----------------------------------------------------------------------------------------------------
+# Unset MONGO_URI means "use the embedded server" that `recsys_site.stack` starts and exports.
+MONGO_URI = env("MONGO_URI", default="")
+MONGO_DB = env("MONGO_DB", default="buddies")
+MONGO_PORT = env.int("MONGO_PORT", default=27071)
+MONGO_TIMEOUT_MS = env.int("MONGO_TIMEOUT_MS", default=5000)
+
+# --- Celery ------------------------------------------------------------------------------------------------------
+REDIS_PORT = env.int("REDIS_PORT", default=6391)
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"redis://127.0.0.1:{REDIS_PORT}/0")
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=30 * 60)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=25 * 60)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Beat heartbeat: a tiny task that proves worker and beat are alive (shown by /healthz).
+HEARTBEAT_SECONDS = env.int("HEARTBEAT_SECONDS", default=60)
+REFRESH_CRONTAB = env("REFRESH_CRONTAB", default="0 3 * * 1")  # minute hour day-of-month month day-of-week
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {"task": "recsys_site.heartbeat", "schedule": float(HEARTBEAT_SECONDS)},
+}
+
+# --- Models ------------------------------------------------------------------------------------------------------
+MODEL_DIR = Path(env("MODEL_DIR", default=str(VAR_DIR / "models")))
+RECSYS_DEVICE = env("RECSYS_DEVICE", default="auto")  # auto | cpu | cuda
+
+# --- Web ---------------------------------------------------------------------------------------------------------
+WEB_PORT = env.int("WEB_PORT", default=8000)
+WEB_WORKERS = env.int("WEB_WORKERS", default=2)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {"pymongo": {"level": "WARNING"}},
+}

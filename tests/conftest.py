@@ -1,0 +1,106 @@
+"""Session-wide real servers: a SecantusDB (MongoDB wire protocol) and a Redis, started on free loopback
+ports for this test run, unless MONGO_URI / CELERY_BROKER_URL point at servers already running.
+Nothing is mocked. Each test that touches the store gets its own database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MPD_REAL = SHARED_DATA / "mpd-real"
+HETREC = SHARED_DATA / "lastfm-hetrec-2k"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def servers(tmp_path_factory):
+    """Start (or connect to) MongoDB and Redis for the whole session and point settings at them."""
+    from django.conf import settings
+
+    from celery_app import app
+    from recsys_site.embedded import free_port, mongo_server, redis_server
+    from recsys_site.mongo import close_clients
+
+    var = tmp_path_factory.mktemp("var")
+    started = []
+    mongo_uri = os.environ.get("MONGO_URI")
+    if not mongo_uri:
+        mongo = mongo_server(var, free_port())
+        mongo_uri = mongo.start()
+        started.append(mongo)
+    broker = os.environ.get("CELERY_BROKER_URL")
+    if not broker:
+        redis = redis_server(var, free_port())
+        broker = redis.start()
+        started.append(redis)
+    # Dropping databases is slow on SecantusDB; a server we started is thrown away whole at the end.
+    settings.DROP_TEST_DATABASES = not any(s.name == "mongodb" for s in started)
+    os.environ["MONGO_URI"] = settings.MONGO_URI = mongo_uri
+    os.environ["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL = broker
+    app.conf.broker_url = app.conf.result_backend = broker
+    close_clients()
+    yield {"mongo_uri": mongo_uri, "broker_url": broker, "var": var}
+    close_clients()
+    for server in reversed(started):
+        server.stop()
+
+
+def _fresh_db_name(prefix: str = "t") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def store(settings):
+    """A fresh, empty MongoDB database with every index, dropped after the test."""
+    from recsys_site.mongo import ensure_indexes, get_client, get_db
+
+    settings.MONGO_DB = _fresh_db_name()
+    os.environ["MONGO_DB"] = settings.MONGO_DB
+    ensure_indexes()
+    yield get_db()
+    if settings.DROP_TEST_DATABASES:
+        get_client().drop_database(settings.MONGO_DB)
+    os.environ.pop("MONGO_DB", None)
+
+
+@pytest.fixture(scope="module")
+def module_store():
+    """Like ``store`` but shared by one module (for expensive ingests such as the real MPD sample)."""
+    from django.conf import settings
+
+    from recsys_site.mongo import ensure_indexes, get_client, get_db
+
+    previous = settings.MONGO_DB
+    settings.MONGO_DB = _fresh_db_name("m")
+    ensure_indexes()
+    yield get_db()
+    if settings.DROP_TEST_DATABASES:
+        get_client().drop_database(settings.MONGO_DB)
+    settings.MONGO_DB = previous
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} does not exist (it lives in ../shared beside the repo)")
+    return path
+
+
+@pytest.fixture
+def mpd_real() -> Path:
+    return require_shared(MPD_REAL)
+
+
+@pytest.fixture
+def hetrec() -> Path:
+    return require_shared(HETREC)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run in which no test passed is a failure, even if pytest would call it a success."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and exitstatus == 0 and not reporter.stats.get("passed"):
+        session.exitstatus = 1

@@ -1,0 +1,198 @@
+"""MPD ingestion against a real MongoDB-wire server: idempotence, updates, counts, bad input, zip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from ingestion import selectors
+from ingestion.services import catalogue_mark, catalogue_rebuild, mpd_ingest
+
+from .conftest import make_playlist, uri
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stored_counts(db) -> dict[str, tuple[int, int]]:
+    return {t["_id"]: (t["num_playlists"], t["num_occurrences"]) for t in db.tracks.find()}
+
+
+def expected_counts(playlists: list[dict]) -> dict[str, tuple[int, int]]:
+    per_playlist, occurrences = Counter(), Counter()
+    for p in playlists:
+        uris = [t["track_uri"] for t in p["tracks"]]
+        occurrences.update(uris)
+        per_playlist.update(set(uris))
+    return {u: (per_playlist[u], occurrences[u]) for u in occurrences}
+
+
+def test_ingest_then_reingest_is_idempotent(store, slice_writer):
+    playlists = [make_playlist(pid, [pid, pid + 1, 100, 100]) for pid in range(20)]
+    path = slice_writer(0, playlists)
+    first = mpd_ingest(paths=[str(path)])
+    assert (first.new, first.updated, first.rejected, first.files) == (20, 0, 0, 1)
+    assert stored_counts(store) == expected_counts(playlists)
+    assert store.users.count_documents({"source": "mpd"}) == 20
+    again = mpd_ingest(paths=[str(path)])
+    assert (again.new, again.updated, again.files_skipped) == (0, 0, 1)
+    assert again.skipped == [str(path)]
+    assert stored_counts(store) == expected_counts(playlists)
+
+
+def test_changed_file_updates_by_pid_and_keeps_counts_right(store, slice_writer):
+    original = [make_playlist(pid, [pid, 50]) for pid in range(10)]
+    path = slice_writer(0, original)
+    mpd_ingest(paths=[str(path)])
+    changed = [make_playlist(pid, [pid, 60, 61]) if pid < 3 else p for pid, p in enumerate(original)]
+    path.write_text(json.dumps({"playlists": changed}))
+    for _ in range(3):  # the second and third runs see the same sha256 and skip
+        report = mpd_ingest(paths=[str(path)])
+    assert store.playlists.find_one({"_id": 1})["tracks"][1]["uri"] == uri("track", 60)
+    counts = stored_counts(store)
+    for track, expected in expected_counts(changed).items():
+        assert counts[track] == expected
+    assert counts[uri("track", 50)] == (7, 7)  # three playlists no longer hold it
+    assert report.files_skipped == 1
+
+
+def test_bad_playlist_among_good_ones_rejects_only_it(store, slice_writer):
+    good = [make_playlist(pid, [pid]) for pid in range(5)]
+    bad = make_playlist(99, [1])
+    bad["tracks"][0]["track_uri"] = "spotify:track:oops"
+    path = slice_writer(0, [*good[:2], bad, *good[2:]])
+    report = mpd_ingest(paths=[str(path)])
+    assert report.new == 5 and report.rejected == 1 and not report.ok
+    [problem] = report.problems
+    assert problem.file == str(path) and problem.pid == 99 and "malformed URI" in problem.reason
+    assert store.playlists.find_one({"_id": 99}) is None
+    assert store.playlists.count_documents({}) == 5
+
+
+def test_truncated_file_does_not_stop_the_run(store, slice_writer):
+    ok = slice_writer(0, [make_playlist(1, [1])])
+    broken = slice_writer(1000, [], raw=json.dumps({"playlists": [make_playlist(1001, [1])]})[:-30])
+    report = mpd_ingest(paths=[str(broken.parent)])
+    assert report.files_failed == 1 and report.new == 1
+    assert str(broken) in str(report.problems[0]) and "invalid JSON" in report.problems[0].reason
+    assert selectors.playlist_get(pid=1) is not None
+    # The broken file was not recorded as ingested: fixing it and re-running ingests it.
+    broken.write_text(json.dumps({"playlists": [make_playlist(1001, [1])]}))
+    fixed = mpd_ingest(paths=[str(ok.parent)])
+    assert (fixed.new, fixed.files_skipped) == (1, 1)
+
+
+def test_same_pid_twice_with_different_content_is_reported(store, slice_writer):
+    a = slice_writer(0, [make_playlist(5, [1, 2])])
+    b = slice_writer(1000, [make_playlist(5, [3]), make_playlist(6, [3])])
+    report = mpd_ingest(paths=[str(a), str(b)])
+    [problem] = report.problems
+    assert problem.pid == 5 and problem.file == str(b) and str(a) in problem.reason
+    assert [t["uri"] for t in selectors.playlist_get(pid=5)["tracks"]] == [uri("track", 1), uri("track", 2)]
+    assert report.new == 2
+
+
+def test_zip_is_read_in_place(store, tmp_path):
+    archive = tmp_path / "spotify_million_playlist_dataset.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("data/mpd.slice.0-999.json", json.dumps({"playlists": [make_playlist(1, [1, 2])]}))
+        z.writestr("data/mpd.slice.1000-1999.json", json.dumps({"playlists": [make_playlist(1001, [2])]}))
+        z.writestr("README.md", "not a slice")
+    report = mpd_ingest(paths=[str(archive)])
+    assert report.new == 2 and report.ok
+    assert store.tracks.find_one({"_id": uri("track", 2)})["num_playlists"] == 2
+    assert mpd_ingest(paths=[str(archive)]).files_skipped == 2
+    assert not any(p.name.endswith(".json") for p in tmp_path.iterdir())  # nothing unzipped to disk
+
+
+def test_interrupted_run_is_repaired_by_the_next(store, slice_writer):
+    playlists = [make_playlist(pid, [pid % 3, 9]) for pid in range(12)]
+    mpd_ingest(paths=[str(slice_writer(0, playlists))])
+    # Simulate a crash after playlist writes but before the catalogue deltas: counts are wrong, state is dirty.
+    store.tracks.update_many({}, {"$set": {"num_playlists": 0, "num_occurrences": 0}})
+    catalogue_mark(dirty=True)
+    mpd_ingest(paths=[str(slice_writer(1000, []))])
+    assert stored_counts(store) == expected_counts(playlists)
+
+
+def test_rebuild_matches_incremental_counts(store, slice_writer):
+    playlists = [make_playlist(pid, [pid % 5, pid % 7, 3, 3]) for pid in range(30)]
+    mpd_ingest(paths=[str(slice_writer(0, playlists))])
+    incremental = stored_counts(store)
+    artists = {a["_id"]: a["num_tracks"] for a in store.artists.find()}
+    assert catalogue_rebuild() == {"tracks": len(incremental), "artists": len(artists)}
+    assert stored_counts(store) == incremental
+    assert {a["_id"]: a["num_tracks"] for a in store.artists.find()} == artists
+    assert "num_playlists_-1" in store.tracks.index_information()
+
+
+def test_command_exit_status_and_messages(store, slice_writer, settings):
+    bad = make_playlist(3, [1])
+    del bad["name"]
+    path = slice_writer(0, [make_playlist(1, [1]), bad])
+    env = {**os.environ, "MONGO_DB": settings.MONGO_DB, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test"}
+    cmd = [sys.executable, "manage.py", "ingest_mpd", str(path), "--no-progress"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert f"rejected {path}: pid 3: name: required field missing" in result.stderr
+    assert "1 new" in result.stdout
+    clean = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert clean.returncode == 0 and "already ingested" in clean.stdout and "nothing new" in clean.stdout
+
+
+def test_command_requires_a_path(store):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="give at least one PATH"):
+        call_command("ingest_mpd")
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+class TestRealSample:
+    """All 7,065 real MPD playlists from ../shared/data/mpd-real, counts checked against the files."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def ingested(cls, module_store):
+        from tests.conftest import MPD_REAL, require_shared
+
+        require_shared(MPD_REAL)
+        report = mpd_ingest(paths=[str(MPD_REAL)])
+        return module_store, report
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def truth(cls):
+        from tests.conftest import MPD_REAL
+
+        playlists = []
+        for file in sorted(MPD_REAL.glob("mpd.slice.*.json")):
+            playlists.extend(json.loads(file.read_text())["playlists"])
+        return playlists
+
+    def test_counts_match_the_files(self, ingested, truth):
+        db, report = ingested
+        assert report.ok and report.new == 7065 and report.files == 8
+        assert db.playlists.count_documents({}) == len(truth) == 7065
+        assert selectors.playlist_track_rows() == sum(len(p["tracks"]) for p in truth) == 696_310
+        assert db.tracks.count_documents({}) == 201_622
+        assert stored_counts(db) == expected_counts(truth)
+        artists = {t["artist_name"].strip().lower() for p in truth for t in p["tracks"]}
+        assert db.artists.count_documents({}) == len(artists)
+
+    def test_second_run_stores_nothing_new(self, ingested):
+        db, _ = ingested
+        before = stored_counts(db)
+        from tests.conftest import MPD_REAL
+
+        again = mpd_ingest(paths=[str(MPD_REAL)])
+        assert (again.new, again.updated, again.files_skipped, again.new_tracks) == (0, 0, 8, 0)
+        assert stored_counts(db) == before
