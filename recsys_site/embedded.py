@@ -154,9 +154,12 @@ class EmbeddedServer:
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the server and wait until it answers; return its URL."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.data_dir is not None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.run_dir, self.data_dir):
+            try:
+                if folder is not None:
+                    folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EmbeddedServerError(f"cannot create {folder} for the embedded {self.name}: {exc}") from exc
         self._recover_pid_file()
         if not port_is_free(self.port, self.host):
             raise EmbeddedServerError(

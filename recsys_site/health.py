@@ -27,10 +27,10 @@ def mongo_status() -> dict[str, Any]:
 
 
 def broker_status() -> dict[str, Any]:
-    from celery_app import app
+    from kombu import Connection
 
     def check() -> None:
-        with app.connection_for_write() as conn:
+        with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
 
     return _timed(check)
