@@ -69,3 +69,19 @@ def listen_iter(*, source: str | None = None) -> Iterator[dict[str, Any]]:
 def friendship_iter(*, source: str | None = None) -> Iterator[dict[str, Any]]:
     query = {"source": source} if source else {}
     return get_db()[c.FRIENDSHIPS].find(query, {"user": 1, "friend": 1})
+
+
+def listen_count(*, source: str | None = None) -> int:
+    """Stored listens, all or those of one source (``"hetrec:user_artists.dat"``)."""
+    query = {"source": source} if source else {}
+    return get_db()[c.LISTENS].count_documents(query)
+
+
+def friendship_count(*, source: str | None = None) -> int:
+    query = {"source": source} if source else {}
+    return get_db()[c.FRIENDSHIPS].count_documents(query)
+
+
+def listen_item_get(*, item: str) -> dict[str, Any] | None:
+    """An item's name and url (HetRec artists), or None."""
+    return get_db()[c.LISTEN_ITEMS].find_one({"_id": item})
