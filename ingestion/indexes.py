@@ -15,15 +15,9 @@ INDEXES = {
     ],
     c.ARTISTS: [IndexModel([("num_tracks", DESCENDING)])],
     c.USERS: [IndexModel([("source", ASCENDING)])],
-    c.LISTENS: [
-        IndexModel([("user", ASCENDING), ("item", ASCENDING)], unique=True),
-        IndexModel([("item", ASCENDING)]),
-        IndexModel([("source_file", ASCENDING)]),
-    ],
-    c.FRIENDSHIPS: [
-        IndexModel([("user", ASCENDING), ("friend", ASCENDING)], unique=True),
-        IndexModel([("source_file", ASCENDING)]),
-    ],
+    # ``_id`` is "<user>|<item>" (and "<user>|<friend>"), which already makes each pair unique.
+    c.LISTENS: [IndexModel([("user", ASCENDING)]), IndexModel([("source", ASCENDING)])],
+    c.FRIENDSHIPS: [IndexModel([("user", ASCENDING)]), IndexModel([("source", ASCENDING)])],
     c.INGEST_FILES: [IndexModel([("sha256", ASCENDING)], unique=True)],
     c.INGEST_RUNS: [IndexModel([("started_at", DESCENDING)])],
 }
