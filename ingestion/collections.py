@@ -13,3 +13,4 @@ INGEST_FILES = "ingest_files"  # one document per ingested file content (sha256)
 INGEST_RUNS = "ingest_runs"
 CATALOGUE_STATE = "catalogue_state"
 LISTEN_ITEMS = "listen_items"  # names of listened items (HetRec artists.dat), by item id
+EVENTS = "events"  # feedback from the API: play (ms_played), skip, like, follow, unfollow

@@ -19,5 +19,6 @@ INDEXES = {
     c.LISTENS: [IndexModel([("user", ASCENDING)]), IndexModel([("source", ASCENDING)])],
     c.FRIENDSHIPS: [IndexModel([("user", ASCENDING)]), IndexModel([("source", ASCENDING)])],
     c.INGEST_FILES: [IndexModel([("sha256", ASCENDING)], unique=True)],
+    c.EVENTS: [IndexModel([("user", ASCENDING), ("ts", ASCENDING)]), IndexModel([("kind", ASCENDING)])],
     c.INGEST_RUNS: [IndexModel([("started_at", DESCENDING)])],
 }

@@ -85,3 +85,46 @@ def friendship_count(*, source: str | None = None) -> int:
 def listen_item_get(*, item: str) -> dict[str, Any] | None:
     """An item's name and url (HetRec artists), or None."""
     return get_db()[c.LISTEN_ITEMS].find_one({"_id": item})
+
+
+def event_iter(*, kinds: tuple[str, ...] | None = None, user: str | None = None) -> Iterator[dict[str, Any]]:
+    """Feedback events (``user``, ``kind``, ``track`` or ``playlist``, ``ms_played``, ``ts``).
+
+    One user's events come oldest first; all users' events come in store order (training does not care).
+    """
+    query: dict[str, Any] = {}
+    if kinds:
+        query["kind"] = {"$in": list(kinds)}
+    if user is not None:
+        query["user"] = user
+        return get_db()[c.EVENTS].find(query, {"_id": 0}).sort("ts", 1)
+    return get_db()[c.EVENTS].find(query, {"_id": 0})
+
+
+def playlist_most_followed(*, limit: int = 10, exclude_pids: set[int] | None = None) -> list[dict[str, Any]]:
+    """The most-followed playlists (the cold-start picks), best first."""
+    exclude = exclude_pids or set()
+    docs = get_db()[c.PLAYLISTS].find({}, {"name": 1, "owner": 1, "num_followers": 1, "num_tracks": 1}).sort(
+        "num_followers", DESCENDING).limit(limit + len(exclude))
+    return [d for d in docs if d["_id"] not in exclude][:limit]
+
+
+def playlist_summaries(*, pids: list[int]) -> dict[int, dict[str, Any]]:
+    """Name, owner, followers and length of each playlist, by pid (for explaining picks)."""
+    out: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(pids), 100):  # $in stays short: long lists are slow on some servers
+        for doc in get_db()[c.PLAYLISTS].find({"_id": {"$in": pids[start:start + 100]}},
+                                              {"name": 1, "owner": 1, "num_followers": 1, "num_tracks": 1}):
+            out[doc["_id"]] = doc
+    return out
+
+
+def user_followed_playlists(*, user: str) -> set[int]:
+    """Playlists the user follows now: their follow events minus later unfollows."""
+    followed: set[int] = set()
+    for event in event_iter(kinds=("follow", "unfollow"), user=user):
+        pid = event.get("playlist")
+        if pid is None:
+            continue
+        (followed.add if event["kind"] == "follow" else followed.discard)(pid)
+    return followed

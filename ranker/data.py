@@ -1,0 +1,194 @@
+"""In-memory snapshots of the store that models train on: raw ids are mapped to indices here, once.
+
+``Playlists`` holds every stored playlist as arrays (ordered track indices, names, owners, followers); the
+evaluation harness splits it. ``Interactions`` is the user × track matrix a recommender fits: positives
+(tracks of a user's own playlists, liked tracks, plays of 30 s or more) and hard negatives (early skips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+# A play counts as a positive from this long; a skip before it is a hard negative.
+PLAY_POSITIVE_MS = 30_000
+
+
+def _index(ids: np.ndarray) -> dict[str, int]:
+    return {raw: i for i, raw in enumerate(ids.tolist())}
+
+
+@dataclass
+class Playlists:
+    """Every playlist as arrays: ``tracks[indptr[i]:indptr[i+1]]`` are playlist i's track indices, in order."""
+
+    pids: np.ndarray  # int64
+    names: list[str]  # normalised names (``name_norm``)
+    owners: list[str]
+    followers: np.ndarray  # int64, 0 where unknown
+    indptr: np.ndarray  # int64
+    tracks: np.ndarray  # int32 indices into item_ids
+    item_ids: np.ndarray  # track URIs (unicode array)
+    item_artist: np.ndarray  # artist key per item (unicode array)
+    item_artist_name: np.ndarray  # artist display name per item (unicode array)
+    _item_index: dict[str, int] | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_docs(cls, docs: Iterable[Mapping[str, Any]]) -> Playlists:
+        """Build from stored playlist documents (``_id``, ``name_norm``, ``owner``, ``tracks``, ...)."""
+        item_index: dict[str, int] = {}
+        artists: list[str] = []
+        artist_names: list[str] = []
+        pids, names, owners, followers, lengths, tracks = [], [], [], [], [], []
+        for doc in docs:
+            pids.append(int(doc["_id"]))
+            names.append(doc.get("name_norm") or "")
+            owners.append(doc.get("owner") or "")
+            followers.append(int(doc.get("num_followers") or 0))
+            row = []
+            for track in doc.get("tracks") or ():
+                uri = track["uri"]
+                idx = item_index.get(uri)
+                if idx is None:
+                    idx = item_index[uri] = len(artists)
+                    artists.append(track.get("artist_key") or "")
+                    artist_names.append(track.get("artist_name") or "")
+                row.append(idx)
+            lengths.append(len(row))
+            tracks.extend(row)
+        indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        return cls(
+            pids=np.asarray(pids, dtype=np.int64), names=names, owners=owners,
+            followers=np.asarray(followers, dtype=np.int64), indptr=indptr,
+            tracks=np.asarray(tracks, dtype=np.int32), item_ids=np.asarray(list(item_index), dtype=str),
+            item_artist=np.asarray(artists, dtype=str), item_artist_name=np.asarray(artist_names, dtype=str),
+            _item_index=item_index,
+        )
+
+    @classmethod
+    def from_store(cls) -> Playlists:
+        from ingestion.selectors import playlist_iter
+
+        fields = ("name_norm", "owner", "num_followers", "tracks.uri", "tracks.artist_key", "tracks.artist_name")
+        return cls.from_docs(playlist_iter(fields=fields, batch_size=1000))
+
+    def __len__(self) -> int:
+        return len(self.pids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        if self._item_index is None:
+            self._item_index = _index(self.item_ids)
+        return self._item_index
+
+    def tracks_of(self, row: int) -> np.ndarray:
+        return self.tracks[self.indptr[row]:self.indptr[row + 1]]
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def matrix(self) -> sp.csr_matrix:
+        """Playlists × tracks, binary (a track twice in one playlist counts once)."""
+        m = sp.csr_matrix((np.ones(len(self.tracks), dtype=np.float32), self.tracks, self.indptr),
+                          shape=(len(self), self.n_items))
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
+
+def rows_matrix(rows: list[np.ndarray], n_items: int) -> sp.csr_matrix:
+    """A binary CSR matrix whose row i holds the item indices ``rows[i]``."""
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    indices = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, dtype=np.int32)
+    m = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=(len(rows), n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+@dataclass
+class Interactions:
+    """What a recommender fits: ``positives`` (users × items, binary) and optional hard ``negatives``."""
+
+    user_ids: np.ndarray  # unicode array
+    item_ids: np.ndarray  # unicode array
+    positives: sp.csr_matrix
+    negatives: sp.csr_matrix | None = None
+    _user_index: dict[str, int] | None = field(default=None, repr=False)
+    _item_index: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def user_index(self) -> dict[str, int]:
+        if self._user_index is None:
+            self._user_index = _index(self.user_ids)
+        return self._user_index
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        if self._item_index is None:
+            self._item_index = _index(self.item_ids)
+        return self._item_index
+
+    @classmethod
+    def build(cls, *, playlists: Playlists, events: Iterable[Mapping[str, Any]] = ()) -> Interactions:
+        """Users are playlist owners (``ingestion.ownership``); events add positives and hard negatives.
+
+        Events on tracks the catalogue does not know are ignored: no model can score them.
+        """
+        user_index: dict[str, int] = {}
+        rows = np.empty(len(playlists.tracks), dtype=np.int64)
+        for i, owner in enumerate(playlists.owners):
+            rows[playlists.indptr[i]:playlists.indptr[i + 1]] = user_index.setdefault(owner, len(user_index))
+        pos_rows, pos_cols = [rows], [playlists.tracks.astype(np.int64)]
+        neg: list[tuple[int, int]] = []
+        items = playlists.item_index
+        for event in events:
+            col = items.get(event.get("track") or "")
+            if col is None:
+                continue
+            row = user_index.setdefault(event["user"], len(user_index))
+            kind, ms = event["kind"], event.get("ms_played")
+            if kind == "like" or (kind == "play" and (ms or 0) >= PLAY_POSITIVE_MS):
+                pos_rows.append(np.array([row]))
+                pos_cols.append(np.array([col]))
+            elif kind == "skip" or (kind == "play" and ms is not None and ms < PLAY_POSITIVE_MS):
+                neg.append((row, col))
+        shape = (len(user_index), playlists.n_items)
+        positives = _binary(np.concatenate(pos_rows), np.concatenate(pos_cols), shape)
+        negatives = None
+        if neg:
+            negatives = _binary(*np.asarray(neg, dtype=np.int64).T, shape)
+            # A track the user also liked or played through is not a negative.
+            negatives = negatives - negatives.multiply(positives)
+            negatives.eliminate_zeros()
+        return cls(user_ids=np.asarray(list(user_index), dtype=str), item_ids=playlists.item_ids,
+                   positives=positives, negatives=negatives, _user_index=user_index,
+                   _item_index=playlists._item_index)
+
+    @classmethod
+    def from_store(cls) -> Interactions:
+        from ingestion.selectors import event_iter
+
+        return cls.build(playlists=Playlists.from_store(), events=event_iter(kinds=("play", "skip", "like")))
+
+    def snapshot(self) -> dict[str, int]:
+        """Sizes recorded with a model, so a model's data can be told apart from another's."""
+        return {"users": len(self.user_ids), "items": len(self.item_ids), "positives": int(self.positives.nnz),
+                "negatives": int(self.negatives.nnz) if self.negatives is not None else 0}
+
+
+def _binary(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    m = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m

@@ -1,0 +1,295 @@
+"""The evaluation harness (brief §5): RecSys Challenge 2018 seed categories on playlists from the store.
+
+A seeded split picks test playlists per category among those long enough to hide at least ``MIN_HIDDEN``
+tracks, keeps their seeds (and title, where the category has one) and hides the rest. Every method is then
+trained here on the training part only (all other playlists plus the test seeds: hidden tracks never leak)
+and asked for ``K`` tracks per test playlist; the live model, which has seen everything, is never scored.
+
+Title-only playlists have no seeds to fold in, so every personalised method answers them with the same
+title fallback (``ranker.title``) that serving uses; the popularity baseline stays pure popularity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from . import metrics
+from .data import Playlists, rows_matrix
+from .recommenders import Recommender
+from .title import TitleIndex
+
+log = logging.getLogger(__name__)
+
+K = 500
+MIN_HIDDEN = 10
+TRACK_METRICS = ("r_precision", "r_precision_artist", "ndcg_g", "ndcg", "clicks")
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    title: bool
+    seeds: int
+    random: bool = False
+
+
+CATEGORIES = (
+    Category("title_only", True, 0),
+    Category("title_first1", True, 1),
+    Category("title_first5", True, 5),
+    Category("first5_no_title", False, 5),
+    Category("title_first10", True, 10),
+    Category("first10_no_title", False, 10),
+    Category("title_first25", True, 25),
+    Category("title_random25", True, 25, random=True),
+    Category("title_first100", True, 100),
+    Category("title_random100", True, 100, random=True),
+)
+CATEGORY_NAMES = tuple(c.name for c in CATEGORIES)
+
+
+@dataclass
+class Case:
+    row: int  # the playlist's row in ``Playlists``
+    category: str
+    title: str | None
+    seeds: np.ndarray  # item indices shown to the recommender
+    hidden: np.ndarray  # item indices to find
+
+
+@dataclass
+class Split:
+    playlists: Playlists
+    cases: list[Case]
+    train: sp.csr_matrix  # playlists × items: test rows hold only their seeds
+    titles: TitleIndex = field(repr=False)
+    popularity: np.ndarray = field(repr=False)
+
+    def test_rows(self) -> np.ndarray:
+        return np.asarray([c.row for c in self.cases], dtype=np.int64)
+
+
+def _unique_in_order(tracks: np.ndarray) -> np.ndarray:
+    _, first = np.unique(tracks, return_index=True)
+    return tracks[np.sort(first)]
+
+
+def split(playlists: Playlists, *, test_size: int = 1000, categories: Iterable[str] | None = None,
+          random_state: int = 0) -> Split:
+    """Choose ``test_size`` test playlists spread evenly over the categories; deterministic for a seed.
+
+    The most demanding categories (most seeds) choose first, so short playlists are not wasted on them
+    and long ones are not used up by the easy categories.
+    """
+    chosen = [c for c in CATEGORIES if categories is None or c.name in set(categories)]
+    unknown = set(categories or ()) - set(CATEGORY_NAMES)
+    if unknown:
+        raise ValueError(f"unknown categories {sorted(unknown)}; choose from {', '.join(CATEGORY_NAMES)}")
+    if not chosen or test_size < len(chosen):
+        raise ValueError(f"test_size {test_size} is too small for {len(chosen)} categories")
+    rng = np.random.default_rng(random_state)
+    unique = [_unique_in_order(playlists.tracks_of(i)) for i in range(len(playlists))]
+    sizes = np.asarray([len(u) for u in unique])
+    order = rng.permutation(len(playlists))
+    taken = np.zeros(len(playlists), dtype=bool)
+    quota = {c.name: test_size // len(chosen) + (1 if n < test_size % len(chosen) else 0)
+             for n, c in enumerate(chosen)}
+    cases: list[Case] = []
+    for cat in sorted(chosen, key=lambda c: -c.seeds):
+        need = cat.seeds + MIN_HIDDEN
+        rows = [r for r in order if not taken[r] and sizes[r] >= need and (not cat.title or playlists.names[r])]
+        if len(rows) < quota[cat.name]:
+            log.warning("category %s: only %d playlists have ≥ %d tracks (wanted %d)", cat.name, len(rows),
+                        need, quota[cat.name])
+        for r in rows[:quota[cat.name]]:
+            taken[r] = True
+            tracks = unique[r]
+            if cat.random:
+                pick = np.sort(rng.choice(len(tracks), size=cat.seeds, replace=False))
+                mask = np.zeros(len(tracks), dtype=bool)
+                mask[pick] = True
+                seeds, hidden = tracks[mask], tracks[~mask]
+            else:
+                seeds, hidden = tracks[:cat.seeds], tracks[cat.seeds:]
+            cases.append(Case(row=int(r), category=cat.name, title=playlists.names[r] if cat.title else None,
+                              seeds=seeds, hidden=hidden))
+    cases.sort(key=lambda c: (CATEGORY_NAMES.index(c.category), c.row))
+    rows = [playlists.tracks_of(i) for i in range(len(playlists))]
+    for case in cases:
+        rows[case.row] = case.seeds
+    train = rows_matrix(rows, playlists.n_items)
+    # Titles come from training playlists only: a test playlist's own name would point at its hidden tracks.
+    names = list(playlists.names)
+    for case in cases:
+        names[case.row] = ""
+    titles = TitleIndex().fit(names, train)
+    popularity = np.asarray(train.sum(axis=0)).ravel().astype(np.float32)
+    return Split(playlists=playlists, cases=cases, train=train, titles=titles, popularity=popularity)
+
+
+def complete(top: np.ndarray, fallback: np.ndarray, k: int = K) -> np.ndarray:
+    """``top`` (ids, -1 = none) topped up to ``k`` from ``fallback`` (a ranking), without repeats."""
+    have = top[top >= 0]
+    if len(have) >= k:
+        return have[:k]
+    extra = fallback[~np.isin(fallback, have)]
+    return np.concatenate([have, extra])[:k]
+
+
+def recommend_cases(model: Recommender | None, split: Split, *, k: int = K, batch_size: int = 256,
+                    show_progress: bool = False) -> list[np.ndarray]:
+    """``k`` item indices per case. ``model=None`` is pure popularity (the baseline)."""
+    out: list[np.ndarray] = []
+    seeds_of = [c.seeds for c in split.cases]
+    by_popularity = np.argsort(-split.popularity, kind="stable")
+    bar = tqdm(total=len(split.cases), disable=not show_progress, unit="playlist", leave=False)
+    for start in range(0, len(split.cases), batch_size):
+        batch = split.cases[start:start + batch_size]
+        seeds = rows_matrix(seeds_of[start:start + batch_size], split.playlists.n_items)
+        rows = np.asarray([c.row for c in batch], dtype=np.int64)
+        if model is None:
+            ranked = [complete(np.zeros(0, np.int64), by_popularity[~np.isin(by_popularity, s)], k)
+                      for s in seeds_of[start:start + batch_size]]
+            out.extend(ranked)
+            bar.update(len(batch))
+            continue
+        top, _ = model.recommend(rows, seeds, k)
+        cold = [n for n, c in enumerate(batch) if len(c.seeds) == 0]
+        if cold:
+            title_scores = split.titles.scores([batch[n].title for n in cold], split.playlists.n_items)
+            t_top, t_scores = _topk_positive(title_scores, k)
+            for m, n in enumerate(cold):
+                top[n] = -1
+                top[n, :len(t_top[m])] = t_top[m]
+        for n, case in enumerate(batch):
+            fallback = by_popularity[~np.isin(by_popularity, case.seeds)]
+            out.append(complete(top[n], fallback, k))
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def _topk_positive(scores: np.ndarray, k: int) -> tuple[list[np.ndarray], None]:
+    from .recommenders import topk
+
+    ids, top = topk(scores, k)
+    return [row[s > 0] for row, s in zip(ids, top, strict=True)], None
+
+
+@dataclass
+class MethodResult:
+    overall: dict[str, float]
+    per_category: dict[str, dict[str, float]]
+    train_seconds: float
+    recommend_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"overall": self.overall, "per_category": self.per_category,
+                "train_seconds": round(self.train_seconds, 3), "recommend_seconds": round(self.recommend_seconds, 3)}
+
+
+def score_cases(split: Split, ranked: list[np.ndarray]) -> MethodResult:
+    """Per-category and overall means of the track metrics (overall = mean over all test playlists)."""
+    artist = split.playlists.item_artist
+    rows: dict[str, list[dict[str, float]]] = {}
+    for case, picks in zip(split.cases, ranked, strict=True):
+        top = picks.tolist()
+        hidden = case.hidden.tolist()
+        artist_of = {t: artist[t] for t in (*hidden, *top[:len(hidden)]) if artist[t]}
+        rows.setdefault(case.category, []).append(metrics.track_metrics(top, hidden, artist_of))
+    per_category = {name: metrics.mean_metrics(rows[name]) for name in CATEGORY_NAMES if name in rows}
+    overall = metrics.mean_metrics(r for name in per_category for r in rows[name])
+    return MethodResult(overall=overall, per_category=per_category, train_seconds=0.0, recommend_seconds=0.0)
+
+
+def evaluate_method(factory: Callable[[], Recommender] | None, split: Split, *, show_progress: bool = False
+                    ) -> tuple[MethodResult, Recommender | None]:
+    """Train a fresh model on the split's training part, recommend for every case, score."""
+    model = None
+    started = time.perf_counter()
+    if factory is not None:
+        model = factory().fit(split.train, show_progress=show_progress)
+    trained = time.perf_counter()
+    ranked = recommend_cases(model, split, show_progress=show_progress)
+    result = score_cases(split, ranked)
+    result.train_seconds = trained - started
+    result.recommend_seconds = time.perf_counter() - trained
+    return result, model
+
+
+def format_table(results: dict[str, MethodResult], *, served: str | None = None) -> str:
+    """A markdown table: one row per method, overall metrics, then R-precision per category."""
+    head = ["method", *TRACK_METRICS, "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in results.items():
+        label = f"**{name}** (served)" if name == served else name
+        cells = [label, *(f"{r.overall[m]:.4f}" if m != "clicks" else f"{r.overall[m]:.2f}" for m in TRACK_METRICS),
+                 f"{r.train_seconds:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    cats = [c for c in CATEGORY_NAMES if any(c in r.per_category for r in results.values())]
+    lines += ["", "R-precision / NDCG per category:", "",
+              "| category | " + " | ".join(results) + " |", "|" + "---|" * (len(results) + 1)]
+    for cat in cats:
+        cells = [f"{r.per_category[cat]['r_precision']:.3f} / {r.per_category[cat]['ndcg']:.3f}"
+                 if cat in r.per_category else "—" for r in results.values()]
+        lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# -- playlist picks ---------------------------------------------------------------------------------------------
+
+PLAYLIST_METRICS = ("hit_rate_10", "coverage_10", "novelty_10", "diversity_10")
+
+
+def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 10,
+                       show_progress: bool = False) -> dict[str, dict[str, float]]:
+    """HitRate/Coverage/Novelty/Diversity@10 of buddy playlist picks against the most-followed baseline.
+
+    Each test playlist's owner is the user; its seeds are all the user has. Candidates are the training
+    playlists (test playlists are never picked: their training rows hold only seeds). MPD users own one
+    playlist each, so a buddy's playlists are that buddy's one playlist.
+    """
+    from pairing.knn import exact_topk
+
+    from .playlists import PlaylistSpace, PlaylistWeights, user_vector
+
+    w = weights or PlaylistWeights()
+    pl = split.playlists
+    candidate = np.ones(len(pl), dtype=bool)
+    candidate[split.test_rows()] = False
+    space = PlaylistSpace(playlist_items=split.train, item_factors=bpr.item_factors, item_bias=bpr.item_bias,
+                          item_artist=pl.item_artist, item_artist_name=pl.item_artist_name,
+                          owners=np.asarray(pl.owners, dtype=str), candidate_mask=candidate)
+    cand_rows = np.flatnonzero(candidate)
+    by_followers = cand_rows[np.argsort(-pl.followers[cand_rows], kind="stable")][:k]
+    results: dict[str, list[dict[str, float]]] = {"buddies": [], "most_followed": []}
+    cases = [c for c in split.cases if len(c.seeds)]
+    vectors = np.stack([user_vector(bpr.item_factors, c.seeds) for c in cases]) if cases else None
+    buddies = exact_topk(space.vectors[cand_rows], w.buddies, queries=vectors) if cases else None
+    for n, case in enumerate(tqdm(cases, disable=not show_progress, unit="playlist", leave=False)):
+        buddy_rows = cand_rows[buddies.ids[n][buddies.ids[n] >= 0]]
+        buddy_of = {int(r): (pl.owners[r], float(s)) for r, s in
+                    zip(buddy_rows, buddies.scores[n][buddies.ids[n] >= 0], strict=True)}
+        candidates = np.concatenate([buddy_rows, space.nearest(vectors[n], w.neighbours)])
+        picks = space.rank(user_vector=vectors[n], user_tracks=case.seeds, candidates=candidates,
+                           exclude={case.row}, buddy_of=buddy_of, weights=w, k=k)
+        for name, rows in (("buddies", [p.row for p in picks]), ("most_followed", by_followers.tolist())):
+            sets = [space.tracks(r).tolist() for r in rows]
+            results[name].append(metrics.playlist_metrics(sets, case.seeds.tolist(), case.hidden.tolist(), k=k))
+    return {name: metrics.mean_metrics(rows) for name, rows in results.items()}
+
+
+def format_playlist_table(results: dict[str, dict[str, float]], *, served: str = "buddies") -> str:
+    lines = ["| method | " + " | ".join(PLAYLIST_METRICS) + " |", "|" + "---|" * (len(PLAYLIST_METRICS) + 1)]
+    for name, r in results.items():
+        label = f"**{name}** (served)" if name == served else name
+        lines.append(f"| {label} | " + " | ".join(f"{r.get(m, float('nan')):.4f}" for m in PLAYLIST_METRICS) + " |")
+    return "\n".join(lines)

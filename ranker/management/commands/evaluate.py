@@ -1,0 +1,96 @@
+"""``manage.py evaluate``: the RecSys 2018 harness on the playlists in the store (brief §5)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ranker.evaluation import (
+    CATEGORY_NAMES,
+    evaluate_method,
+    evaluate_playlists,
+    format_playlist_table,
+    format_table,
+    split,
+)
+from ranker.served import SERVED_NAME, make_served
+
+
+class Command(BaseCommand):
+    help = ("Split the stored playlists into RecSys 2018 seed categories, train every method on the training part "
+            "only, and report R-precision, NDCG and clicks per category, plus playlist-pick metrics.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+        parser.add_argument("--categories", help=f"comma-separated subset of: {', '.join(CATEGORY_NAMES)}")
+        parser.add_argument("--test-size", type=int, default=1000, help="test playlists in all (default 1000)")
+        parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+        parser.add_argument("--epochs", type=int, help="BPR epochs (default: the served setting)")
+        parser.add_argument("--threads", type=int, help="torch threads for BPR")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, **opts):
+        from ranker.data import Playlists
+
+        logging.getLogger("ranker").setLevel(logging.WARNING)
+        show = not opts["no_progress"]
+        categories = [c.strip() for c in opts["categories"].split(",")] if opts["categories"] else None
+        started = time.perf_counter()
+        playlists = Playlists.from_store()
+        if len(playlists) == 0:
+            raise CommandError("the store holds no playlists: run manage.py ingest_mpd PATH first")
+        try:
+            the_split = split(playlists, test_size=opts["test_size"], categories=categories,
+                              random_state=opts["seed"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if not the_split.cases:
+            raise CommandError(f"no playlist is long enough for the chosen categories ({len(playlists)} playlists)")
+        self.stdout.write(f"{len(playlists):,} playlists, {playlists.n_items:,} tracks; "
+                          f"{len(the_split.cases):,} test playlists, training on {the_split.train.nnz:,} rows")
+        params = {"bpr": {"epochs": opts["epochs"]}} if opts["epochs"] else None
+        served = make_served(params, threads=opts["threads"], random_state=opts["seed"])
+        results = {}
+        results["popularity"], _ = evaluate_method(None, the_split, show_progress=show)
+        # The served blend is trained once; its fitted parts are scored alone too (the kNN is the baseline).
+        results[SERVED_NAME], fitted = evaluate_method(lambda: served, the_split, show_progress=show)
+        for part, _weight in fitted.components:
+            results[part.name], _ = evaluate_method(lambda p=part: _Fitted(p), the_split)
+        bpr = next(p for p, _ in fitted.components if p.name == "bpr")
+        playlists_result = evaluate_playlists(the_split, bpr, show_progress=show)
+        order = ["popularity", "itemknn", "bpr", SERVED_NAME]
+        results = {name: results[name] for name in order if name in results}
+        self.stdout.write("\nTrack picks (500 per playlist), overall:\n")
+        self.stdout.write(format_table(results, served=SERVED_NAME))
+        self.stdout.write("\nPlaylist picks (10 per user, test playlists with seeds):\n")
+        self.stdout.write(format_playlist_table(playlists_result))
+        self.stdout.write(f"\n{SERVED_NAME} = {fitted.describe()}; done in {time.perf_counter() - started:.0f} s")
+        report = {
+            "served": SERVED_NAME,
+            "methods": {name: r.to_json() for name, r in results.items()},
+            "playlists": playlists_result,
+            "served_playlists": "buddies",
+            "split": {"test_size": len(the_split.cases), "seed": opts["seed"], "playlists": len(playlists),
+                      "categories": sorted({c.category for c in the_split.cases})},
+            "bpr": bpr.metrics_,
+        }
+        from ranker.services import evaluation_record
+
+        evaluation_record(report=report)
+        if opts["json"]:
+            Path(opts["json"]).write_text(json.dumps(report, indent=2, default=float))
+            self.stdout.write(f"wrote {opts['json']}")
+
+
+class _Fitted:
+    """Wraps an already fitted component so ``evaluate_method`` scores it without refitting."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, *args, **kwargs):
+        return self.model

@@ -1,0 +1,180 @@
+"""Track picks from the live model: for a user, or for a playlist being made (seed tracks and/or a title).
+
+The order of resort, each step used only when the one before has nothing to say:
+1. the model, for a user it was trained on or for seeds it knows (folded in: unknown users and new playlists
+   are scored from their known tracks);
+2. the tracks of playlists with the same or similar titles;
+3. the most popular tracks.
+Seeds are never returned. Unknown seed URIs are reported, not fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .artifacts import RankerModel
+from .data import rows_matrix
+from .recommenders import topk
+from .selectors import live_model
+
+MAX_K = 500
+
+
+@dataclass
+class TrackPicks:
+    tracks: list[str]
+    scores: list[float]
+    source: str  # model | title | popularity
+    model_version: str | None
+    unknown_seeds: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+
+def _check_k(k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an integer from 1 to {MAX_K}, not {k!r}")
+    return k
+
+
+def recommend_tracks(*, user: str | None = None, seed_tracks: list[str] | None = None, title: str | None = None,
+                     k: int = MAX_K, model: RankerModel | None = None,
+                     user_tracks: list[str] | None = None) -> TrackPicks:
+    """Up to ``k`` track URIs with scores, best first, never a seed.
+
+    ``user`` is a user id; a user the model has not seen is folded in from ``user_tracks`` (their liked
+    tracks, which the caller reads from the store). ``seed_tracks``/``title`` describe a playlist being made.
+    Raises ``ValueError`` for a bad ``k`` or when neither a user nor seeds nor a title is given.
+    """
+    _check_k(k)
+    if user is None and not seed_tracks and not (title or "").strip():
+        raise ValueError("give a user, seed tracks or a title")
+    model = model or live_model()
+    seeds = list(dict.fromkeys(seed_tracks or []))
+    if model is None:
+        return _popular_from_store(k, exclude=set(seeds) | set(user_tracks or []), unknown=seeds)
+    items = model.item_index
+    known = [items[s] for s in seeds if s in items]
+    unknown = [s for s in seeds if s not in items]
+    exclude = list(known)
+    scores = None
+    source = "model"
+    if user is not None and user in model.user_index and not seeds:
+        row = model.user_index[user]
+        liked = model.user_items[[row]]
+        scores = model.recommender.score(np.asarray([row]), liked)[0]
+        exclude += liked.indices.tolist()
+    else:
+        rows = known + [items[t] for t in (user_tracks or []) if t in items]
+        exclude += rows
+        if rows:
+            scores = model.recommender.score(None, rows_matrix([np.asarray(rows)], len(model.item_ids)))[0]
+    if scores is not None and not np.isfinite(scores).any():
+        scores = None
+    if scores is None and (title or "").strip():
+        title_scores = model.titles.scores([title], len(model.item_ids))[0]
+        if title_scores.max() > 0:
+            scores, source = title_scores, "title"
+    if scores is None:
+        scores, source = np.log1p(model.popularity).astype(np.float32), "popularity"
+    return _top(model, scores, exclude, k, source, unknown)
+
+
+def _top(model: RankerModel, scores: np.ndarray, exclude: list[int], k: int, source: str,
+         unknown: list[str]) -> TrackPicks:
+    scores = np.array(scores, dtype=np.float32)
+    scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    ids, top = topk(scores[None, :], k)
+    keep = ids[0] >= 0
+    ids, top = ids[0][keep], top[0][keep]
+    if len(ids) < k and source != "popularity":  # top up from popularity, never repeating
+        pop = np.log1p(model.popularity).astype(np.float32)
+        pop[np.concatenate([np.asarray(exclude, dtype=np.int64), ids])] = -np.inf
+        extra, extra_scores = topk(pop[None, :], k - len(ids))
+        mask = extra[0] >= 0
+        ids = np.concatenate([ids, extra[0][mask]])
+        top = np.concatenate([top, np.full(mask.sum(), -1.0, dtype=np.float32)])
+    return TrackPicks(tracks=model.item_ids[ids].tolist(), scores=[round(float(s), 6) for s in top], source=source,
+                      model_version=model.version, unknown_seeds=unknown)
+
+
+def _popular_from_store(k: int, *, exclude: set[str], unknown: list[str]) -> TrackPicks:
+    """Before any model is live: the catalogue's most-held tracks."""
+    from ingestion.selectors import track_top
+
+    rows = [t for t in track_top(limit=k + len(exclude)) if t["_id"] not in exclude][:k]
+    return TrackPicks(tracks=[t["_id"] for t in rows], scores=[float(t.get("num_playlists", 0)) for t in rows],
+                      source="popularity", model_version=None, unknown_seeds=unknown)
+
+
+def user_vector_rows(model: RankerModel, users: list[str]) -> sp.csr_matrix:
+    """The training rows (liked tracks) of ``users`` in the model; an unknown user gets an empty row."""
+    index = model.user_index
+    rows = [model.user_items[index[u]].indices if u in index else np.zeros(0, np.int32) for u in users]
+    return rows_matrix(rows, len(model.item_ids))
+
+
+@dataclass
+class PlaylistPicks:
+    playlists: list[dict]  # pid, name, owner, score, why {buddy, buddy_similarity, shared_artists, new_share}
+    source: str  # model | most_followed
+    model_version: str | None
+
+
+def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, model: RankerModel | None = None,
+                        user_tracks: list[str] | None = None) -> PlaylistPicks:
+    """Organic playlist picks for ``user``: buddies' playlists and nearest playlists, re-ranked (``ranker.playlists``).
+
+    A user the model has not seen is folded in from ``user_tracks``; a user with no tracks at all (cold) gets
+    the most-followed playlists. Never the user's own playlists or those they follow.
+    """
+    from ingestion.selectors import playlist_most_followed, playlist_summaries, user_followed_playlists
+    from pairing.selectors import buddies_for_user
+
+    from .playlists import PlaylistWeights, user_vector
+
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
+        raise ValueError(f"k must be an integer from 1 to 100, not {k!r}")
+    w = PlaylistWeights.from_dict(weights)
+    model = model or live_model()
+    followed = user_followed_playlists(user=user)
+    tracks = np.zeros(0, dtype=np.int64)
+    if model is not None:
+        if user in model.user_index:
+            tracks = model.user_items[model.user_index[user]].indices.astype(np.int64)
+        elif user_tracks:
+            tracks = np.asarray([model.item_index[t] for t in user_tracks if t in model.item_index], dtype=np.int64)
+    if model is None or len(tracks) == 0 or model.bpr is None:
+        own = set(model.playlist_ids[model.playlist_owners == user].tolist()) if model is not None else set()
+        docs = playlist_most_followed(limit=k, exclude_pids=followed | own)
+        return PlaylistPicks(playlists=[{"pid": d["_id"], "name": d.get("name"), "owner": d.get("owner"),
+                                         "score": float(d.get("num_followers") or 0),
+                                         "why": {"most_followed": True, "followers": d.get("num_followers")}}
+                                        for d in docs], source="most_followed",
+                             model_version=model.version if model else None)
+    space = model.playlist_space()
+    vector = user_vector(space.item_factors, tracks)
+    row_of = {int(p): r for r, p in enumerate(model.playlist_ids.tolist())}
+    buddy_of: dict[int, tuple[str, float]] = {}
+    for buddy in buddies_for_user(user=user, k=w.buddies) or []:
+        for r in np.flatnonzero(model.playlist_owners == buddy["user"]):
+            buddy_of.setdefault(int(r), (buddy["user"], buddy["similarity"]))
+    candidates = np.concatenate([np.asarray(list(buddy_of), dtype=np.int64), space.nearest(vector, w.neighbours)])
+    exclude = {r for r in np.flatnonzero(model.playlist_owners == user).tolist()}
+    exclude |= {row_of[p] for p in followed if p in row_of}
+    picks = space.rank(user_vector=vector, user_tracks=tracks, candidates=candidates, exclude=exclude,
+                       buddy_of=buddy_of, weights=w, k=k)
+    pids = [int(model.playlist_ids[p.row]) for p in picks]
+    info = playlist_summaries(pids=pids)
+    out = []
+    for pid, p in zip(pids, picks, strict=True):
+        doc = info.get(pid, {})
+        out.append({"pid": pid, "name": doc.get("name"), "owner": doc.get("owner"), "score": p.score,
+                    "why": {"buddy": p.buddy, "buddy_similarity": p.buddy_similarity,
+                            "shared_artists": p.shared_artists, "new_share": p.new_share,
+                            "known_artist_share": p.known_artist_share, "affinity": p.affinity}})
+    return PlaylistPicks(playlists=out, source="model", model_version=model.version)

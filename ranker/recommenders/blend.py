@@ -1,0 +1,84 @@
+"""A weighted blend of recommenders, each one's scores normalised per row first.
+
+Scores of different models live on different scales (co-occurrence counts, dot products), so each row is
+min-max scaled over the items that can be recommended before weighting; otherwise the model with the widest
+range would decide alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import Callback, Recommender
+
+
+def minmax_rows(scores: np.ndarray) -> np.ndarray:
+    """Each row scaled to [0, 1] over its finite entries; a flat row becomes all zeros."""
+    finite = np.isfinite(scores)
+    lo = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
+    hi = np.where(finite, scores, -np.inf).max(axis=1, keepdims=True)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    out = (scores - lo) / span
+    out[~finite] = 0.0
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+class Blend(Recommender):
+    name = "blend"
+
+    def __init__(self, *, components: list[tuple[Recommender, float]] | None = None) -> None:
+        self.components = components or []
+
+    @property
+    def n_items(self) -> int:
+        return self.components[0][0].n_items
+
+    def fit(self, interactions: sp.csr_matrix, *, negatives: sp.csr_matrix | None = None,
+            show_progress: bool = False, callback: Callback | None = None) -> Blend:
+        for model, _ in self.components:
+            model.fit(interactions, negatives=negatives, show_progress=show_progress, callback=callback)
+        return self
+
+    def score(self, userids: np.ndarray | None, user_items: sp.csr_matrix) -> np.ndarray:
+        total = np.zeros((user_items.shape[0], self.n_items), dtype=np.float32)
+        for model, weight in self.components:
+            total += weight * minmax_rows(model.score(userids, user_items))
+        return total
+
+    @property
+    def metrics_(self) -> dict[str, Any]:
+        return {model.name: getattr(model, "metrics_", {}) for model, _ in self.components}
+
+    # Persistence: each component saved beside the blend's JSON, which names them and their weights.
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        pass
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        parts = []
+        for n, (model, weight) in enumerate(self.components):
+            part = path.with_name(f"{path.stem}.{n}.{model.name}")
+            model.save(part)
+            parts.append({"file": part.name, "weight": weight})
+        path.with_suffix(".json").write_text(json.dumps({"class": self.name, "components": parts}, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Blend:
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        components = [(Recommender.load(path.with_name(p["file"])), float(p["weight"])) for p in meta["components"]]
+        return cls(components=components)
+
+    def describe(self) -> str:
+        return " + ".join(f"{w:g}×{m.name}" for m, w in self.components)

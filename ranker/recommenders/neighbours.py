@@ -1,0 +1,128 @@
+"""Baselines that need no training loop: most popular tracks, and item co-occurrence kNN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import Callback, Recommender, check_fitted, topk
+
+
+class Popularity(Recommender):
+    """The same list for everyone: tracks by how many users hold them."""
+
+    name = "popularity"
+
+    def __init__(self) -> None:
+        self.counts_: np.ndarray | None = None
+
+    @property
+    def n_items(self) -> int:
+        check_fitted(self, "counts_")
+        return len(self.counts_)
+
+    def fit(self, interactions: sp.csr_matrix, *, negatives: sp.csr_matrix | None = None,
+            show_progress: bool = False, callback: Callback | None = None) -> Popularity:
+        self.counts_ = np.asarray((interactions > 0).sum(axis=0)).ravel().astype(np.float32)
+        if callback:
+            callback(1, 0.0, {})
+        return self
+
+    def score(self, userids: np.ndarray | None, user_items: sp.csr_matrix) -> np.ndarray:
+        check_fitted(self, "counts_")
+        return np.broadcast_to(self.counts_, (user_items.shape[0], len(self.counts_))).copy()
+
+    def get_params(self) -> dict[str, Any]:
+        return {}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"counts": self.counts_}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.counts_ = state["counts"]
+
+
+class ItemKNN(Recommender):
+    """Item co-occurrence kNN: score(t) = Σ_{s ∈ seeds} cooc(s, t) / (f(s)^alpha · f(t)^beta).
+
+    ``f`` is an item's number of users (playlists). ``alpha`` damps popular seeds, ``beta`` popular candidates.
+    The co-occurrence matrix is never built: scores are two sparse products through the users, so memory
+    stays at the size of the interactions.
+    """
+
+    name = "itemknn"
+
+    def __init__(self, *, alpha: float = 0.5, beta: float = 0.3) -> None:
+        self.alpha, self.beta = alpha, beta
+        self.matrix_: sp.csr_matrix | None = None
+        self.counts_: np.ndarray | None = None
+
+    @property
+    def n_items(self) -> int:
+        check_fitted(self, "matrix_")
+        return self.matrix_.shape[1]
+
+    def fit(self, interactions: sp.csr_matrix, *, negatives: sp.csr_matrix | None = None,
+            show_progress: bool = False, callback: Callback | None = None) -> ItemKNN:
+        matrix = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+        matrix.data[:] = 1.0
+        self.matrix_ = matrix
+        self.counts_ = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
+        self._prepare()
+        if callback:
+            callback(1, 0.0, {})
+        return self
+
+    def _prepare(self) -> None:
+        with np.errstate(divide="ignore"):
+            self._seed_w = np.where(self.counts_ > 0, self.counts_ ** -self.alpha, 0.0).astype(np.float32)
+            self._cand_w = np.where(self.counts_ > 0, self.counts_ ** -self.beta, 0.0).astype(np.float32)
+        self._matrix_t = self.matrix_.T.tocsr()
+
+    def score(self, userids: np.ndarray | None, user_items: sp.csr_matrix) -> np.ndarray:
+        check_fitted(self, "matrix_")
+        seeds = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+        seeds.data[:] = 1.0
+        through_users = (seeds @ sp.diags(self._seed_w)) @ self._matrix_t  # rows × users
+        scores = np.asarray((through_users @ self.matrix_).todense(), dtype=np.float32)
+        return scores * self._cand_w
+
+    def similar_items(self, itemid: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        check_fitted(self, "matrix_")
+        cooc = np.asarray((self._matrix_t[[itemid]] @ self.matrix_).todense(), dtype=np.float32).ravel()
+        scores = cooc * self._seed_w[itemid] * self._cand_w
+        scores[itemid] = -np.inf
+        scores[cooc == 0] = -np.inf
+        ids, top = topk(scores[None, :], k)
+        keep = ids[0] >= 0
+        return ids[0][keep], top[0][keep]
+
+    def similar_users(self, userid: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Users by cosine of their item sets."""
+        check_fitted(self, "matrix_")
+        overlap = np.asarray((self.matrix_ @ self.matrix_[userid].T).todense()).ravel()
+        sizes = np.asarray(self.matrix_.sum(axis=1)).ravel()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sims = overlap / np.sqrt(sizes * sizes[userid])
+        sims = np.nan_to_num(sims, nan=0.0).astype(np.float32)
+        sims[userid] = -np.inf
+        sims[overlap == 0] = -np.inf
+        ids, top = topk(sims[None, :], k)
+        keep = ids[0] >= 0
+        return ids[0][keep], top[0][keep]
+
+    def get_params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "beta": self.beta}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        m = self.matrix_
+        return {"indptr": m.indptr, "indices": m.indices, "shape": np.asarray(m.shape, dtype=np.int64)}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        indices = state["indices"]
+        self.matrix_ = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, state["indptr"]),
+                                     shape=tuple(state["shape"]))
+        self.counts_ = np.asarray(self.matrix_.sum(axis=0)).ravel().astype(np.float32)
+        self._prepare()

@@ -1,0 +1,42 @@
+"""Which track recommender Buddies serves, and with which parameters (measured: docs/adr/0003-served-blend.md).
+
+One function builds it, so the weekly job, the evaluation harness and the benchmark all train the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .recommenders import BPR, Blend, ItemKNN, Recommender
+
+SERVED_NAME = "blend"
+
+# Chosen on the harness (``manage.py evaluate``) over the real MPD sample; see the ADR for the sweep.
+DEFAULTS: dict[str, Any] = {
+    "knn_alpha": 0.5,
+    "knn_beta": 0.3,
+    "knn_weight": 1.0,
+    "bpr_weight": 0.5,
+    "bpr": {"factors": 64, "learning_rate": 0.1, "regularization": 0.002, "epochs": 100},
+}
+
+
+def served_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    params = {**DEFAULTS, "bpr": dict(DEFAULTS["bpr"])}
+    for key, value in (overrides or {}).items():
+        if key == "bpr":
+            params["bpr"].update(value)
+        elif key in params:
+            params[key] = value
+        else:
+            raise ValueError(f"unknown ranker parameter {key!r}; known: {', '.join(sorted(params))}")
+    return params
+
+
+def make_served(params: dict[str, Any] | None = None, *, device: str = "cpu", threads: int | None = None,
+                random_state: int = 0) -> Recommender:
+    """The served recommender, untrained: item co-occurrence kNN blended with BPR."""
+    p = served_params(params)
+    bpr = BPR(**p["bpr"], device=device, threads=threads, random_state=random_state)
+    knn = ItemKNN(alpha=p["knn_alpha"], beta=p["knn_beta"])
+    return Blend(components=[(knn, p["knn_weight"]), (bpr, p["bpr_weight"])])

@@ -1,0 +1,191 @@
+"""Writes of the ranker package: train a candidate, register it, promote it to live.
+
+The live model is named by one document (``model_live``), swapped with a compare-and-set update, and every
+version's files are immutable once renamed into place (``ranker.artifacts``). A reader therefore always
+loads a complete version, and a training that dies at any point changes nothing that is served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from pymongo.errors import DuplicateKeyError
+
+from recsys_site.mongo import get_db
+
+from . import collections as c
+from .artifacts import KIND, RankerModel, model_root, new_version
+from .data import Interactions, Playlists
+from .recommenders.base import Callback
+from .served import SERVED_NAME, make_served, served_params
+from .title import TitleIndex
+
+log = logging.getLogger(__name__)
+
+PROMOTION_METRIC = "val_hit_rate_50"
+
+
+class PromotionRefused(Exception):
+    """The candidate validates worse than the live model (``force`` overrides)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = False,
+                 callback: Callback | None = None, random_state: int = 0) -> RankerModel:
+    """Train the served recommender on everything in the store, save it as a new version, register it.
+
+    The new version is a candidate: nothing serves it until ``model_promote``.
+    """
+    from .device import resolve_device
+
+    playlists = Playlists.from_store()
+    if len(playlists) == 0:
+        raise ValueError("the store holds no playlists: ingest some first (manage.py ingest_mpd PATH)")
+    from ingestion.selectors import event_iter
+
+    interactions = Interactions.build(playlists=playlists, events=event_iter(kinds=("play", "skip", "like")))
+    device = str(resolve_device())
+    full_params = served_params(params)
+    recommender = make_served(full_params, device=device, threads=settings.RANKER_THREADS,
+                              random_state=random_state)
+    log.info("training %s on %s (device %s)", SERVED_NAME, interactions.snapshot(), device)
+    recommender.fit(interactions.positives, negatives=interactions.negatives, show_progress=show_progress,
+                    callback=callback)
+    playlist_items = playlists.matrix()
+    titles = TitleIndex().fit(playlists.names, playlist_items)
+    popularity = np.asarray(interactions.positives.sum(axis=0)).ravel().astype(np.float32)
+    metrics = _flat_metrics(recommender)
+    model = RankerModel(
+        version=new_version(), user_ids=interactions.user_ids, item_ids=interactions.item_ids,
+        user_items=interactions.positives, item_artist=playlists.item_artist,
+        item_artist_name=playlists.item_artist_name, recommender=recommender, titles=titles,
+        popularity=popularity, playlist_ids=playlists.pids, playlist_items=playlist_items,
+        playlist_owners=np.asarray(playlists.owners, dtype=str),
+        meta={"kind": KIND, "recommender": SERVED_NAME, "params": full_params, "data": interactions.snapshot(),
+              "metrics": metrics, "device": device, "random_state": random_state,
+              "trained_at": _now().isoformat()},
+    )
+    path = model.save()
+    model_register(model=model, path=str(path))
+    return model
+
+
+def _flat_metrics(recommender: Any) -> dict[str, Any]:
+    """The BPR component's validation metrics at the top level: promotion compares ``val_hit_rate_50``."""
+    raw = getattr(recommender, "metrics_", {}) or {}
+    bpr = raw.get("bpr", raw)
+    return {**{k: v for k, v in bpr.items() if not isinstance(v, dict)}, "components": raw}
+
+
+def model_register(*, model: RankerModel, path: str) -> None:
+    get_db()[c.MODELS].insert_one({
+        "_id": model.version, "kind": KIND, "status": "candidate", "path": path, "created_at": _now(),
+        "recommender": model.meta.get("recommender"), "params": model.meta.get("params"),
+        "data": model.meta.get("data"), "metrics": model.meta.get("metrics"), "device": model.meta.get("device"),
+    })
+
+
+@dataclass(frozen=True)
+class Promotion:
+    version: str
+    previous: str | None
+    forced: bool
+
+
+def model_promote(*, version: str, force: bool = False) -> Promotion:
+    """Make ``version`` the live model, atomically.
+
+    Refused (``PromotionRefused``) when its validation hit rate is below the live model's by more than
+    ``RANKER_PROMOTION_TOLERANCE`` (relative), unless ``force``. The version must load completely first.
+    """
+    from .selectors import live_version, model_get
+
+    db = get_db()
+    candidate = model_get(version=version)
+    if candidate is None:
+        raise ValueError(f"unknown model version {version!r}")
+    RankerModel.load(version)  # a version that does not load whole must never go live
+    previous = live_version()
+    if previous == version:
+        return Promotion(version=version, previous=previous, forced=force)
+    if previous is not None and not force:
+        live = model_get(version=previous) or {}
+        new_score = (candidate.get("metrics") or {}).get(PROMOTION_METRIC)
+        old_score = (live.get("metrics") or {}).get(PROMOTION_METRIC)
+        floor = None if old_score is None else old_score * (1.0 - settings.RANKER_PROMOTION_TOLERANCE)
+        if floor is not None and (new_score is None or new_score < floor):
+            reason = (f"{PROMOTION_METRIC} {new_score} is below the live model {previous}'s {old_score} "
+                      f"(floor {floor:.4f} with tolerance {settings.RANKER_PROMOTION_TOLERANCE})")
+            db[c.MODELS].update_one({"_id": version}, {"$set": {"status": "rejected", "reason": reason}})
+            raise PromotionRefused(f"model {version} not promoted: {reason}; use force to override")
+    now = _now()
+    # Compare-and-set on the pointer: two promotions racing cannot both win, nor lose the other's update.
+    try:
+        swapped = db[c.MODEL_LIVE].find_one_and_update(
+            {"_id": KIND, "version": previous}, {"$set": {"version": version, "since": now, "previous": previous}},
+            upsert=previous is None)
+    except DuplicateKeyError:
+        swapped = None
+    if swapped is None and previous is not None:
+        raise RuntimeError(f"the live model changed while promoting {version}; try again")
+    db[c.MODELS].update_one({"_id": version}, {"$set": {"status": "live", "promoted_at": now, "forced": force},
+                                               "$unset": {"reason": ""}})
+    if previous is not None:
+        db[c.MODELS].update_one({"_id": previous}, {"$set": {"status": "retired", "retired_at": now}})
+    log.info("model %s is live (was %s)%s", version, previous, " [forced]" if force else "")
+    return Promotion(version=version, previous=previous, forced=force)
+
+
+def model_train_and_promote(*, params: dict[str, Any] | None = None, force: bool = False,
+                            show_progress: bool = False, callback: Callback | None = None) -> dict[str, Any]:
+    """Train a candidate, then promote it if it is not worse: what the weekly job's first step does."""
+    model = ranker_train(params=params, show_progress=show_progress, callback=callback)
+    try:
+        promotion = model_promote(version=model.version, force=force)
+    except PromotionRefused as exc:
+        return {"version": model.version, "promoted": False, "reason": str(exc), "metrics": model.meta["metrics"]}
+    return {"version": model.version, "promoted": True, "previous": promotion.previous,
+            "metrics": model.meta["metrics"]}
+
+
+def model_files_cleanup(*, keep: int = 5) -> list[str]:
+    """Remove leftover ``.tmp-*`` directories of killed trainings and all but the newest ``keep`` retired versions.
+
+    A ``.tmp-*`` younger than a day may belong to a training still running, so it stays.
+    """
+    import shutil
+    import time
+
+    from .selectors import live_version
+
+    root = model_root()
+    removed = []
+    if not root.exists():
+        return removed
+    for tmp in root.glob(".tmp-*"):
+        if time.time() - tmp.stat().st_mtime < 86_400:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp.name)
+    live = live_version()
+    versions = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+    for old in [v for v in versions if v != live][keep:]:
+        shutil.rmtree(root / old, ignore_errors=True)
+        get_db()[c.MODELS].update_one({"_id": old}, {"$set": {"status": "deleted"}})
+        removed.append(old)
+    return removed
+
+
+def evaluation_record(*, report: dict[str, Any]) -> Any:
+    """Keep an evaluation report (``manage.py evaluate --json``'s content) for the dashboard."""
+    doc = json.loads(json.dumps(report, default=float))  # plain types only: numpy floats would not encode
+    return get_db()[c.EVALUATIONS].insert_one({**doc, "created_at": _now()}).inserted_id

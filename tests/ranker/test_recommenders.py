@@ -1,0 +1,173 @@
+"""The one contract every track recommender passes, on a tiny matrix whose right answer is known.
+
+Users 0–4 like the "rock" items 0, 1, 2 (user 0 misses item 2); users 5–7 like the "jazz" items 3, 4, 5.
+Item 2 is the answer for user 0 by taste (it is what user 0's peers hold) and by popularity (4 holders
+against 3 for every jazz item), so every recommender, even the baseline, must put it first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ranker.recommenders import BPR, REGISTRY, Blend, ItemKNN, Popularity, Recommender
+from ranker.recommenders.base import NotFittedError, topk
+from ranker.served import make_served
+
+LIKES = {0: [0, 1], 1: [0, 1, 2], 2: [0, 1, 2], 3: [0, 1, 2], 4: [0, 1, 2], 5: [3, 4, 5], 6: [3, 4, 5],
+         7: [3, 4, 5]}
+ANSWER = 2
+
+
+def tiny() -> sp.csr_matrix:
+    rows = [u for u, items in LIKES.items() for _ in items]
+    cols = [i for items in LIKES.values() for i in items]
+    return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(8, 6))
+
+
+def _bpr(**kw) -> BPR:
+    return BPR(factors=8, epochs=150, learning_rate=0.1, batch_size=8, validation_users=0, device="cpu",
+               random_state=7, **kw)
+
+
+FACTORIES = {
+    "popularity": Popularity,
+    "itemknn": ItemKNN,
+    "bpr": _bpr,
+    "blend": lambda: Blend(components=[(ItemKNN(), 1.0), (_bpr(), 0.5)]),
+}
+
+
+@pytest.fixture(params=sorted(FACTORIES))
+def fitted(request) -> Recommender:
+    return FACTORIES[request.param]().fit(tiny())
+
+
+def test_every_registered_recommender_is_under_contract():
+    assert set(FACTORIES) == set(REGISTRY)
+
+
+def test_recommends_the_known_answer_first(fitted):
+    ids, scores = fitted.recommend(0, tiny(), k=3)
+    assert ids[0] == ANSWER
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_never_recommends_what_the_user_has(fitted):
+    ids, _ = fitted.recommend(0, tiny(), k=6)
+    assert not {0, 1} & set(ids.tolist())
+    assert len(ids) == 4  # six items, two liked
+
+
+def test_liked_items_come_back_when_not_filtered(fitted):
+    ids, _ = fitted.recommend(0, tiny(), k=6, filter_already_liked_items=False)
+    assert sorted(ids.tolist()) == list(range(6))
+
+
+def test_batch_equals_one_at_a_time(fitted):
+    m = tiny()
+    users = np.arange(8)
+    batch_ids, batch_scores = fitted.recommend(users, m, k=2)
+    assert batch_ids.shape == (8, 2)
+    for u in users:
+        ids, scores = fitted.recommend(int(u), m, k=2)
+        np.testing.assert_array_equal(batch_ids[u][: len(ids)], ids)
+        np.testing.assert_allclose(batch_scores[u][: len(ids)], scores, rtol=1e-4, atol=1e-6)
+
+
+def test_folds_in_an_unseen_seed_playlist(fitted):
+    seeds = sp.csr_matrix((np.ones(2, dtype=np.float32), ([0, 0], [0, 1])), shape=(1, 6))
+    ids, _ = fitted.recommend(None, seeds, k=2, recalculate_user=True)
+    assert ids[0][0] == ANSWER
+
+
+def test_save_and_load_give_the_same_recommendations(fitted, tmp_path):
+    fitted.save(tmp_path / "model")
+    loader = Blend if isinstance(fitted, Blend) else Recommender
+    loaded = loader.load(tmp_path / "model")
+    assert type(loaded) is type(fitted)
+    for u in range(8):
+        a, sa = fitted.recommend(u, tiny(), k=3)
+        b, sb = loaded.recommend(u, tiny(), k=3)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(sa, sb, rtol=1e-6)
+
+
+def test_unfitted_model_says_so():
+    for name, factory in FACTORIES.items():
+        if name == "blend":
+            continue
+        with pytest.raises(NotFittedError, match="not fitted"):
+            factory().score(None, tiny())
+
+
+@pytest.mark.parametrize("name", ["itemknn", "bpr", "blend"])
+def test_personalised_models_know_the_jazz_user_wants_jazz(name):
+    """Popularity would answer item 2 here; a personalised model must not."""
+    m = tiny().tolil()
+    m[5, 5] = 0  # user 5 now misses jazz item 5
+    m = m.tocsr()
+    m.eliminate_zeros()
+    model = FACTORIES[name]().fit(m)
+    ids, _ = model.recommend(5, m, k=1)
+    assert ids[0] == 5
+
+
+@pytest.mark.parametrize("name", ["itemknn", "bpr"])
+def test_similar_items_stay_in_their_group(name):
+    model = FACTORIES[name]().fit(tiny())
+    ids, _ = model.similar_items(3, k=2)
+    assert set(ids.tolist()) == {4, 5}
+    users, _ = model.similar_users(6, k=2)
+    assert set(users.tolist()) == {5, 7}
+
+
+def test_bpr_is_deterministic_for_a_seed():
+    a = _bpr().fit(tiny())
+    b = _bpr().fit(tiny())
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+
+
+def test_bpr_reports_progress_and_stops_early_on_validation():
+    rng = np.random.default_rng(0)
+    dense = (rng.random((60, 40)) < 0.2).astype(np.float32)
+    seen = []
+    model = BPR(factors=4, epochs=200, eval_every=1, patience=2, validation_users=20, random_state=0,
+                learning_rate=0.01)
+    model.fit(sp.csr_matrix(dense), callback=lambda epoch, elapsed, metrics: seen.append((epoch, metrics)))
+    assert seen and seen[0][0] == 1 and "loss" in seen[0][1]
+    assert model.metrics_["epochs"] == len(seen) < 200  # random data stops improving long before 200 epochs
+    assert "val_hit_rate_50" in seen[-1][1]
+
+
+def test_bpr_uses_hard_negatives():
+    """With every user's skips on item 2, BPR must rank item 2 below what uniform sampling would."""
+    m = tiny()
+    skips = sp.csr_matrix((np.ones(3, dtype=np.float32), ([5, 6, 7], [2, 2, 2])), shape=m.shape)
+    plain = _bpr().fit(m)
+    hard = _bpr(hard_negative_share=0.9).fit(m, negatives=skips)
+    jazz = np.arange(5, 8)
+    assert hard.score(jazz, m[jazz])[:, 2].mean() < plain.score(jazz, m[jazz])[:, 2].mean()
+
+
+def test_cuda_requested_without_a_gpu_is_a_clear_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the error path cannot happen here")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        BPR(factors=2, epochs=1, device="cuda").fit(tiny())
+
+
+def test_the_served_recommender_passes_the_contract():
+    model = make_served({"bpr": {"factors": 8, "epochs": 100, "batch_size": 8, "validation_users": 0}})
+    model.fit(tiny())
+    ids, _ = model.recommend(0, tiny(), k=1)
+    assert ids[0] == ANSWER
+
+
+def test_topk_pads_and_marks_missing():
+    ids, scores = topk(np.array([[0.5, -np.inf, 0.9]], dtype=np.float32), 4)
+    assert ids.tolist() == [[2, 0, -1, -1]]
+    assert scores[0][0] == pytest.approx(0.9)
