@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recommenders import BPR, Blend, ItemKNN, Recommender
+from .recommenders import ALS, BPR, Blend, ItemKNN, Recommender
 
 SERVED_NAME = "blend"
 
@@ -16,16 +16,19 @@ DEFAULTS: dict[str, Any] = {
     "knn_alpha": 0.5,
     "knn_beta": 0.3,
     "knn_weight": 1.0,
-    "bpr_weight": 0.5,
-    "bpr": {"factors": 64, "learning_rate": 0.1, "regularization": 0.002, "epochs": 100},
+    "als_weight": 1.0,
+    "bpr_weight": 0.25,
+    "als": {"factors": 128, "regularization": 0.01, "alpha": 20.0, "iterations": 15},
+    "bpr": {"factors": 64, "learning_rate": 0.1, "regularization": 0.01, "epochs": 100},
 }
+NESTED = ("als", "bpr")
 
 
 def served_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    params = {**DEFAULTS, "bpr": dict(DEFAULTS["bpr"])}
+    params = {**DEFAULTS, **{key: dict(DEFAULTS[key]) for key in NESTED}}
     for key, value in (overrides or {}).items():
-        if key == "bpr":
-            params["bpr"].update(value)
+        if key in NESTED:
+            params[key].update(value)
         elif key in params:
             params[key] = value
         else:
@@ -35,8 +38,12 @@ def served_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def make_served(params: dict[str, Any] | None = None, *, device: str = "cpu", threads: int | None = None,
                 random_state: int = 0) -> Recommender:
-    """The served recommender, untrained: item co-occurrence kNN blended with BPR."""
+    """The served recommender, untrained: item co-occurrence kNN blended with ALS and BPR.
+
+    BPR is always trained, even at weight 0 in the track blend: its vectors drive pairing and playlist picks.
+    """
     p = served_params(params)
     bpr = BPR(**p["bpr"], device=device, threads=threads, random_state=random_state)
+    als = ALS(**p["als"], threads=threads, random_state=random_state)
     knn = ItemKNN(alpha=p["knn_alpha"], beta=p["knn_beta"])
-    return Blend(components=[(knn, p["knn_weight"]), (bpr, p["bpr_weight"])])
+    return Blend(components=[(knn, p["knn_weight"]), (als, p["als_weight"]), (bpr, p["bpr_weight"])])

@@ -47,7 +47,8 @@ class Blend(Recommender):
     def score(self, userids: np.ndarray | None, user_items: sp.csr_matrix) -> np.ndarray:
         total = np.zeros((user_items.shape[0], self.n_items), dtype=np.float32)
         for model, weight in self.components:
-            total += weight * minmax_rows(model.score(userids, user_items))
+            if weight:  # a weight-0 part is kept for its vectors (BPR: pairing), not for track scores
+                total += weight * minmax_rows(model.score(userids, user_items))
         return total
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 DEMO_PLAYLISTS = 400
-FAST = {"bpr": {"epochs": 15, "validation_users": 100, "eval_every": 5}}
+FAST = {"bpr": {"epochs": 15, "validation_users": 100, "eval_every": 5}, "als": {"factors": 32, "iterations": 5}}
 
 
 @pytest.fixture(scope="module")

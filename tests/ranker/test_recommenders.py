@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ranker.recommenders import BPR, REGISTRY, Blend, ItemKNN, Popularity, Recommender
+from ranker.recommenders import ALS, BPR, REGISTRY, Blend, ItemKNN, Popularity, Recommender
 from ranker.recommenders.base import NotFittedError, topk
 from ranker.served import make_served
 
@@ -35,6 +35,7 @@ FACTORIES = {
     "popularity": Popularity,
     "itemknn": ItemKNN,
     "bpr": _bpr,
+    "als": lambda: ALS(factors=2, regularization=0.1, iterations=15, threads=1),  # 2 groups, 2 factors
     "blend": lambda: Blend(components=[(ItemKNN(), 1.0), (_bpr(), 0.5)]),
 }
 
@@ -102,7 +103,7 @@ def test_unfitted_model_says_so():
             factory().score(None, tiny())
 
 
-@pytest.mark.parametrize("name", ["itemknn", "bpr", "blend"])
+@pytest.mark.parametrize("name", ["itemknn", "bpr", "als", "blend"])
 def test_personalised_models_know_the_jazz_user_wants_jazz(name):
     """Popularity would answer item 2 here; a personalised model must not."""
     m = tiny().tolil()
@@ -114,7 +115,7 @@ def test_personalised_models_know_the_jazz_user_wants_jazz(name):
     assert ids[0] == 5
 
 
-@pytest.mark.parametrize("name", ["itemknn", "bpr"])
+@pytest.mark.parametrize("name", ["itemknn", "bpr", "als"])
 def test_similar_items_stay_in_their_group(name):
     model = FACTORIES[name]().fit(tiny())
     ids, _ = model.similar_items(3, k=2)
@@ -161,7 +162,8 @@ def test_cuda_requested_without_a_gpu_is_a_clear_error():
 
 
 def test_the_served_recommender_passes_the_contract():
-    model = make_served({"bpr": {"factors": 8, "epochs": 100, "batch_size": 8, "validation_users": 0}})
+    model = make_served({"bpr": {"factors": 8, "epochs": 100, "batch_size": 8, "validation_users": 0},
+                         "als": {"factors": 2, "regularization": 0.1}}, threads=1)
     model.fit(tiny())
     ids, _ = model.recommend(0, tiny(), k=1)
     assert ids[0] == ANSWER
