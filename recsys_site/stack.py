@@ -84,7 +84,12 @@ class Stack:
             self.manage("make_demo_data", str(demo), "--playlists", str(demo_playlists), "--seed", "0")
             self.manage("ingest_mpd", str(demo))
         else:
-            log.info("store holds %s", ", ".join(f"{v:,} {k}" for k, v in counts.items()))
+            log.info("store holds %s", ", ".join(f"{counts[k]:,} {k}" for k in ("playlists", "tracks", "users")))
+        if data or not counts.get("live_model"):
+            # Without a live model every pick would be the popular fallback: train one before serving.
+            log.info("training the ranker and pairing users (the weekly job does this from now on)")
+            self.manage("train_ranker", "--promote", "--force", "--no-progress")
+            self.manage("compute_buddies", "--no-progress")
 
     def start_processes(self, *, port: int, workers: int) -> None:
         bin_dir = Path(sys.executable).parent

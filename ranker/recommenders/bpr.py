@@ -7,8 +7,8 @@ the question. Negatives are hard (the user's early skips) with probability ``har
 has any, uniform over items otherwise; a sampled "negative" that is in fact a positive contributes nothing.
 
 Early stopping: up to ``validation_users`` users with two or more positives each hold one positive out; every
-``eval_every`` epochs the held-out hit rate at 50 is measured and training stops after ``patience`` evaluations
-without improvement, keeping the best factors.
+``eval_every`` epochs the held-out hit rate at 50 (fewer on catalogues under 1,000 items) is measured, and
+training stops after ``patience`` evaluations without improvement, keeping the best factors.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class BPR(Recommender):
     name = "bpr"
 
-    def __init__(self, *, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.002,
+    def __init__(self, *, factors: int = 64, learning_rate: float = 0.1, regularization: float = 0.01,
                  epochs: int = 100, batch_size: int = 16384, hard_negative_share: float = 0.5,
                  validation_users: int = 1000, eval_every: int = 5, patience: int = 3, device: str = "cpu",
                  threads: int | None = None, random_state: int = 0) -> None:
@@ -80,6 +80,8 @@ class BPR(Recommender):
             raise ValueError("BPR needs at least one positive interaction")
         n_users, n_items = train.shape
         val_users, val_items = self._hold_out(train, rng)
+        # On a tiny catalogue the top 50 would hold nearly everything and every hit would be certain.
+        val_k = min(50, max(1, n_items // 20))
 
         coo = train.tocoo()
         users = torch.as_tensor(coo.row.astype(np.int64), device=device)
@@ -129,7 +131,7 @@ class BPR(Recommender):
             epochs_run = epoch
             metrics = {"loss": float(loss_sum) / len(order)}
             if len(val_users) and (epoch % self.eval_every == 0 or epoch == self.epochs):
-                hit = self._hit_rate(U, V, train, val_users, val_items)
+                hit = self._hit_rate(U, V, train, val_users, val_items, k=val_k)
                 metrics["val_hit_rate_50"] = hit
                 if hit > best[0]:
                     best, stale = (hit, (U.clone(), V.clone())), 0
@@ -151,7 +153,7 @@ class BPR(Recommender):
         self.item_bias = V[:, -1].cpu().numpy().copy()
         self.metrics_ = {"epochs": epochs_run, "seconds": round(elapsed, 3), "samples": samples,
                          "samples_per_s": round(samples / elapsed, 1) if elapsed else 0.0,
-                         "val_hit_rate_50": round(best[0], 6) if best[1] is not None else None,
+                         "val_hit_rate_50": round(best[0], 6) if best[1] is not None else None, "val_k": val_k,
                          "device": str(device)}
         log.info("BPR trained: %s", self.metrics_)
         return self
