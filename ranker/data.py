@@ -175,12 +175,6 @@ class Interactions:
                    positives=positives, negatives=negatives, _user_index=user_index,
                    _item_index=playlists._item_index)
 
-    @classmethod
-    def from_store(cls) -> Interactions:
-        from ingestion.selectors import event_iter
-
-        return cls.build(playlists=Playlists.from_store(), events=event_iter(kinds=("play", "skip", "like")))
-
     def snapshot(self) -> dict[str, int]:
         """Sizes recorded with a model, so a model's data can be told apart from another's."""
         return {"users": len(self.user_ids), "items": len(self.item_ids), "positives": int(self.positives.nnz),
