@@ -115,7 +115,7 @@ RANKER_PROMOTION_TOLERANCE = env.float("RANKER_PROMOTION_TOLERANCE", default=0.0
 RANKER_THREADS = env.int("RANKER_THREADS", default=0) or None  # torch threads for training; None = torch's choice
 MODEL_POLL_SECONDS = env.float("MODEL_POLL_SECONDS", default=5.0)  # how often a process checks which model is live
 PAIRING_K = env.int("PAIRING_K", default=50)  # buddies stored per user
-PAIRING_EXACT_MAX = env.int("PAIRING_EXACT_MAX", default=500_000)  # above this many users, HNSW instead of exact
+PAIRING_EXACT_MAX = env.int("PAIRING_EXACT_MAX", default=200_000)  # above this many users, HNSW instead of exact
 
 # --- Web ---------------------------------------------------------------------------------------------------------
 WEB_PORT = env.int("WEB_PORT", default=8000)

@@ -36,7 +36,8 @@ class Command(BaseCommand):
     def handle(self, *args, **opts):
         from ranker.data import Playlists
 
-        logging.getLogger("ranker").setLevel(logging.WARNING)
+        for noisy in ("ranker", "pairing", "faiss"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         show = not opts["no_progress"]
         categories = [c.strip() for c in opts["categories"].split(",")] if opts["categories"] else None
         started = time.perf_counter()
@@ -60,9 +61,10 @@ class Command(BaseCommand):
         results[SERVED_NAME], fitted = evaluate_method(lambda: served, the_split, show_progress=show)
         for part, _weight in fitted.components:
             results[part.name], _ = evaluate_method(lambda p=part: _Fitted(p), the_split)
+            results[part.name].train_seconds = float(getattr(part, "metrics_", {}).get("seconds", 0.0))
         bpr = next(p for p, _ in fitted.components if p.name == "bpr")
         playlists_result = evaluate_playlists(the_split, bpr, show_progress=show)
-        order = ["popularity", "itemknn", "bpr", SERVED_NAME]
+        order = ["popularity", "itemknn", "als", "bpr", SERVED_NAME]
         results = {name: results[name] for name in order if name in results}
         self.stdout.write("\nTrack picks (500 per playlist), overall:\n")
         self.stdout.write(format_table(results, served=SERVED_NAME))
