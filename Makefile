@@ -30,6 +30,8 @@ lint: install
 
 bench: install
 	$(PY) bench/ingest.py
+	$(PY) bench/train.py
+	$(PY) bench/pairing.py
 
 clean:
 	rm -rf var/run var/mongo var/demo

@@ -27,9 +27,7 @@ import argparse
 import contextlib
 import cProfile
 import io
-import json
 import os
-import platform
 import pstats
 import shutil
 import signal
@@ -42,6 +40,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import _common  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mpd-real"
@@ -79,12 +79,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def setup_django() -> None:
-    sys.path.insert(0, str(REPO))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")  # keep the table readable
-    import django
-
-    django.setup()
+    _common.setup_django("recsys_site.settings.local")
 
 
 # --- databases ---------------------------------------------------------------------------------------------------
@@ -276,14 +271,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([fmt(head), "  ".join("-" * w for w in widths), *(fmt(line) for line in body)])
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def machine_facts(embedded: bool) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -293,10 +280,7 @@ def machine_facts(embedded: bool) -> dict[str, Any]:
 
     info = get_client().server_info()
     facts = {
-        "cores": os.cpu_count(),
-        "cpu": cpu_model(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **_common.machine_facts(),
         "pymongo": pymongo.version,
         "server_version": info.get("version", "unknown"),
         "server": "embedded SecantusDB (temporary storage)" if embedded else "MONGO_URI",
@@ -366,8 +350,7 @@ def main() -> int:
             "results": rows,
             "runs": runs,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+        _common.write_json(args.json, out)
 
         print()
         print(f"data: {data_path} ({len(sources)} files, {size / 1e6:.1f} MB): {data['playlists']:,} playlists, "

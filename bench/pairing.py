@@ -22,15 +22,14 @@ numbers as JSON to ``var/bench/pairing.json`` (or ``--json PATH``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import platform
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import _common  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = REPO / "var" / "bench" / "pairing.json"
@@ -153,21 +152,12 @@ def table(rows: list[dict[str, Any]], k: int) -> str:
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def machine_facts() -> dict[str, Any]:
     import faiss
     import numpy as np
     import sklearn
 
-    return {"cores": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__,
+    return {**_common.machine_facts(), "numpy": np.__version__, "faiss": faiss.__version__,
             "sklearn": sklearn.__version__}
 
 
@@ -201,8 +191,7 @@ def main() -> int:
                      "hnsw_m": args.hnsw_m, "ef_search": args.ef_search, "sklearn_budget": args.sklearn_budget},
         "results": rows,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    _common.write_json(args.json, out)
 
     print(f"\ndata: synthetic {args.dim}-d taste vectors around {GENRES} genres (seed {SEED}); top-{args.k}, "
           f"self excluded; every user is a query")

@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum, _frame):
         raise KeyboardInterrupt
 
+    # SIGINT too: a shell starting us in the background (`make run &`, CI scripts) leaves SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler of its own.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     status = 0
     try:
         stack.start_servers()

@@ -1,8 +1,9 @@
 """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) through the ``implicit`` library, under our contract.
 
 A well-kept compiled implementation (conjugate-gradient ALS) beats anything we would hand-write; this class
-only adapts it: confidence ``1 + alpha`` on every positive, fold-in of unseen rows by one exact
-least-squares step against the fixed item factors (what ``implicit``'s ``recalculate_user`` does).
+only adapts it: confidence ``alpha`` on every positive (``implicit`` scales the binary matrix by ``alpha``) and
+fold-in of unseen rows by one exact least-squares step against the fixed item factors (what ``implicit``'s
+``recalculate_user`` does).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class ALS(Recommender):
         return self
 
     def fold_in(self, user_items: sp.csr_matrix) -> np.ndarray:
-        """Exact ALS user vectors for unseen rows: (YᵀY + αYᵤᵀYᵤ + λI)⁻¹ (1+α) Yᵤᵀ 1."""
+        """Exact ALS user vectors for unseen rows: (YᵀY + (α−1)YᵤᵀYᵤ + λI)⁻¹ α Yᵤᵀ 1 (confidence α, preference 1)."""
         check_fitted(self, "item_factors")
         Y = self.item_factors
         gram = Y.T @ Y
@@ -69,8 +70,8 @@ class ALS(Recommender):
             if len(items) == 0:
                 continue
             Yu = Y[items]
-            A = gram + self.alpha * Yu.T @ Yu + self.regularization * np.eye(Y.shape[1], dtype=np.float32)
-            out[r] = np.linalg.solve(A, (1.0 + self.alpha) * Yu.sum(axis=0))
+            A = gram + (self.alpha - 1.0) * Yu.T @ Yu + self.regularization * np.eye(Y.shape[1], dtype=np.float32)
+            out[r] = np.linalg.solve(A, self.alpha * Yu.sum(axis=0))
         return out
 
     def score(self, userids: np.ndarray | None, user_items: sp.csr_matrix) -> np.ndarray:

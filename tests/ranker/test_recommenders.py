@@ -173,3 +173,13 @@ def test_topk_pads_and_marks_missing():
     ids, scores = topk(np.array([[0.5, -np.inf, 0.9]], dtype=np.float32), 4)
     assert ids.tolist() == [[2, 0, -1, -1]]
     assert scores[0][0] == pytest.approx(0.9)
+
+
+def test_als_fold_in_matches_its_trained_users():
+    """The exact fold-in of a row ALS trained on must point where ALS's own user vector points."""
+    rng = np.random.default_rng(0)
+    m = sp.csr_matrix((rng.random((200, 300)) < 0.05).astype(np.float32))
+    model = ALS(factors=8, iterations=30, threads=1).fit(m)
+    folded, trained = model.fold_in(m[:20]), model.user_factors[:20]
+    cosine = (folded * trained).sum(1) / np.linalg.norm(folded, axis=1) / np.linalg.norm(trained, axis=1)
+    assert cosine.min() > 0.99

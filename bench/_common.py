@@ -1,0 +1,46 @@
+"""What every benchmark script shares: the machine line, Django setup, the JSON output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_facts(*packages: str) -> dict[str, Any]:
+    """Cores, CPU, platform, Python and the installed version of each named distribution."""
+    facts: dict[str, Any] = {"cores": os.cpu_count(), "cpu": cpu_model(), "platform": platform.platform(),
+                             "python": platform.python_version()}
+    for package in packages:
+        with contextlib.suppress(PackageNotFoundError):
+            facts[package.replace("-", "_")] = version(package)
+    return facts
+
+
+def setup_django(settings_module: str) -> None:
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # keep the tables readable
+    import django
+
+    django.setup()
+
+
+def write_json(path: Path, out: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
