@@ -10,6 +10,7 @@ from pymongo import DESCENDING
 from recsys_site.mongo import get_db
 
 from . import collections as c
+from .events import PLAY_POSITIVE_MS
 
 
 def playlist_get(*, pid: int) -> dict[str, Any] | None:
@@ -128,3 +129,17 @@ def user_followed_playlists(*, user: str) -> set[int]:
             continue
         (followed.add if event["kind"] == "follow" else followed.discard)(pid)
     return followed
+
+
+def user_liked_tracks(*, user: str) -> list[str]:
+    """Everything a user is known to like now: tracks of their own playlists, liked tracks, plays of 30 s or more.
+
+    What a per-user refresh folds in, so a like posted a second ago already counts.
+    """
+    tracks: dict[str, None] = {}
+    for playlist in get_db()[c.PLAYLISTS].find({"owner": user}, {"tracks.uri": 1}):
+        tracks.update(dict.fromkeys(t["uri"] for t in playlist.get("tracks") or ()))
+    for event in event_iter(kinds=("like", "play"), user=user):
+        if event.get("track") and (event["kind"] == "like" or (event.get("ms_played") or 0) >= PLAY_POSITIVE_MS):
+            tracks[event["track"]] = None
+    return list(tracks)

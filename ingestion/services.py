@@ -367,3 +367,70 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
         ingest_run_finish(run_id=run_id, summary=report.summary(), problems=report.problems, status=status)
     return report
 
+
+
+# --- feedback events ---------------------------------------------------------------------------------------------
+
+class EventError(ValueError):
+    """A batch of events was refused whole; ``errors`` maps each bad item's index to its field errors."""
+
+    def __init__(self, errors: dict[int, dict[str, str]]) -> None:
+        super().__init__("; ".join(f"event {i}: " + ", ".join(f"{k}: {v}" for k, v in e.items())
+                                   for i, e in sorted(errors.items())))
+        self.errors = errors
+
+
+def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    from .events import EVENT_KINDS
+    from .mpd import URI_RE
+
+    if not isinstance(raw, dict):
+        return None, {"event": "must be an object"}
+    errors: dict[str, str] = {}
+    user, kind = raw.get("user"), raw.get("kind")
+    if not isinstance(user, str) or not user.strip():
+        errors["user"] = "required, a non-empty string"
+    if kind not in EVENT_KINDS:
+        errors["kind"] = f"must be one of {', '.join(EVENT_KINDS)}"
+    track, playlist, ms = raw.get("track"), raw.get("playlist"), raw.get("ms_played")
+    if kind in ("play", "skip", "like") and (not isinstance(track, str) or not URI_RE["track"].match(track)):
+        errors["track"] = "required for play/skip/like: a spotify:track: URI"
+    if kind in ("follow", "unfollow") and (not isinstance(playlist, int) or isinstance(playlist, bool)):
+        errors["playlist"] = "required for follow/unfollow: a playlist id (integer)"
+    if ms is not None and (not isinstance(ms, int) or isinstance(ms, bool) or ms < 0):
+        errors["ms_played"] = "a non-negative integer (milliseconds)"
+    if kind == "play" and ms is None:
+        errors["ms_played"] = "required for play"
+    if errors:
+        return None, errors
+    doc = {"user": user, "kind": kind, "ts": _now(), "rec_id": raw.get("rec_id")}
+    doc |= {"track": track} if kind in ("play", "skip", "like") else {"playlist": playlist}
+    if ms is not None:
+        doc["ms_played"] = ms
+    return doc, {}
+
+
+def event_record_many(*, events: list[Any], refresh: bool = True) -> list[Any]:
+    """Store feedback events, all or none (each bad item is named with its field errors), then ask the worker to
+    refresh each user's picks. Stored first: a broker that is down loses the refresh, never the events."""
+    docs, errors = [], {}
+    for index, raw in enumerate(events):
+        doc, problems = _event_doc(raw)
+        if problems:
+            errors[index] = problems
+        else:
+            docs.append(doc)
+    if errors:
+        raise EventError(errors)
+    if not docs:
+        return []
+    ids = get_db()[c.EVENTS].insert_many(docs, ordered=True).inserted_ids
+    if refresh:
+        from celery import current_app
+
+        for user in dict.fromkeys(d["user"] for d in docs):
+            try:
+                current_app.send_task("ranker.refresh_user", args=[user], queue="default")
+            except Exception as exc:  # the events are stored; the weekly run will pick them up
+                log.warning("could not queue a picks refresh for %s: %s", user, exc)
+    return ids

@@ -3,3 +3,5 @@
 MODELS = "models"  # one document per trained model version: status, parameters, data snapshot, metrics
 MODEL_LIVE = "model_live"  # one document per model kind: the version serving now (swapped atomically)
 EVALUATIONS = "evaluations"  # one document per ``manage.py evaluate`` run: the JSON report, for the dashboard
+PICKS = "picks"  # one document per user: precomputed track and playlist picks of the live model
+PICKS_STATE = "picks_state"  # one document: which model version the precomputed picks come from, and when

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-# A play counts as a positive from this long; a skip before it is a hard negative.
-PLAY_POSITIVE_MS = 30_000
+from ingestion.events import PLAY_POSITIVE_MS
+
+__all__ = ["PLAY_POSITIVE_MS", "Interactions", "Playlists", "rows_matrix"]
 
 
 def _index(ids: np.ndarray) -> dict[str, int]:

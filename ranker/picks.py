@@ -46,8 +46,10 @@ def recommend_tracks(*, user: str | None = None, seed_tracks: list[str] | None =
                      user_tracks: list[str] | None = None) -> TrackPicks:
     """Up to ``k`` track URIs with scores, best first, never a seed.
 
-    ``user`` is a user id; a user the model has not seen is folded in from ``user_tracks`` (their liked
-    tracks, which the caller reads from the store). ``seed_tracks``/``title`` describe a playlist being made.
+    ``user`` is a user id. The model's trained row is used unless ``user_tracks`` (their liked tracks now, read
+    by the caller from the store) is given: then the user is folded in from those, which is how a user the
+    model never saw, or one with new likes since training, gets current picks. ``seed_tracks``/``title``
+    describe a playlist being made.
     Raises ``ValueError`` for a bad ``k`` or when neither a user nor seeds nor a title is given.
     """
     _check_k(k)
@@ -63,7 +65,7 @@ def recommend_tracks(*, user: str | None = None, seed_tracks: list[str] | None =
     exclude = list(known)
     scores = None
     source = "model"
-    if user is not None and user in model.user_index and not seeds:
+    if user is not None and user in model.user_index and not seeds and user_tracks is None:
         row = model.user_index[user]
         liked = model.user_items[[row]]
         scores = model.recommender.score(np.asarray([row]), liked)[0]
@@ -129,8 +131,9 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
                         user_tracks: list[str] | None = None) -> PlaylistPicks:
     """Organic playlist picks for ``user``: buddies' playlists and nearest playlists, re-ranked (``ranker.playlists``).
 
-    A user the model has not seen is folded in from ``user_tracks``; a user with no tracks at all (cold) gets
-    the most-followed playlists. Never the user's own playlists or those they follow.
+    ``user_tracks`` (their liked tracks now) overrides the model's trained row, as for ``recommend_tracks``; a
+    user with no known tracks at all (cold) gets the most-followed playlists. Never the user's own playlists or
+    those they follow.
     """
     from ingestion.selectors import playlist_most_followed, playlist_summaries, user_followed_playlists
     from pairing.selectors import buddies_for_user
@@ -144,10 +147,10 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
     followed = user_followed_playlists(user=user)
     tracks = np.zeros(0, dtype=np.int64)
     if model is not None:
-        if user in model.user_index:
-            tracks = model.user_items[model.user_index[user]].indices.astype(np.int64)
-        elif user_tracks:
+        if user_tracks is not None:
             tracks = np.asarray([model.item_index[t] for t in user_tracks if t in model.item_index], dtype=np.int64)
+        elif user in model.user_index:
+            tracks = model.user_items[model.user_index[user]].indices.astype(np.int64)
     if model is None or len(tracks) == 0 or model.bpr is None:
         own = set(model.playlist_ids[model.playlist_owners == user].tolist()) if model is not None else set()
         docs = playlist_most_followed(limit=k, exclude_pids=followed | own)

@@ -76,3 +76,12 @@ def live_model_clear() -> None:
 
 def evaluation_latest() -> dict[str, Any] | None:
     return get_db()[c.EVALUATIONS].find_one({}, sort=[("created_at", DESCENDING)])
+
+
+def picks_for_user(*, user: str) -> dict[str, Any] | None:
+    """The user's precomputed picks (``tracks``, ``playlists``, ``model_version``, ``computed_at``), or None."""
+    return get_db()[c.PICKS].find_one({"_id": user})
+
+
+def picks_state() -> dict[str, Any] | None:
+    return get_db()[c.PICKS_STATE].find_one({"_id": "picks"})

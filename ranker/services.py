@@ -189,3 +189,83 @@ def evaluation_record(*, report: dict[str, Any]) -> Any:
     """Keep an evaluation report (``manage.py evaluate --json``'s content) for the dashboard."""
     doc = json.loads(json.dumps(report, default=float))  # plain types only: numpy floats would not encode
     return get_db()[c.EVALUATIONS].insert_one({**doc, "created_at": _now()}).inserted_id
+
+
+# -- precomputed picks ------------------------------------------------------------------------------------------
+
+PICKS_TRACKS = 50
+PICKS_PLAYLISTS = 10
+
+
+def _picks_doc(user: str, model: RankerModel, tracks: Any, playlists: Any, now: datetime) -> dict[str, Any]:
+    return {"_id": user, "model_version": model.version, "computed_at": now,
+            "tracks": [{"uri": u, "score": s} for u, s in zip(tracks.tracks, tracks.scores, strict=True)],
+            "tracks_source": tracks.source, "playlists": playlists.playlists, "playlists_source": playlists.source}
+
+
+def picks_precompute(*, model: RankerModel | None = None, track_k: int = PICKS_TRACKS,
+                     playlist_k: int = PICKS_PLAYLISTS, show_progress: bool = False,
+                     callback: Callback | None = None) -> dict[str, Any]:
+    """Every user's track and playlist picks from ``model`` (default: the live one), swapped in whole.
+
+    Written into a side collection and renamed over ``picks``: readers see the previous set until the new one is
+    complete, and a run that dies leaves the previous picks serving.
+    """
+    import time
+    import uuid
+
+    from tqdm.auto import tqdm
+
+    from .picks import recommend_playlists, recommend_tracks
+    from .selectors import live_model
+
+    model = model or live_model()
+    if model is None:
+        raise RuntimeError("no live ranker model: train and promote one first (manage.py train_ranker --promote)")
+    db = get_db()
+    side = f"{c.PICKS}_new_{uuid.uuid4().hex[:8]}"
+    started, now = time.perf_counter(), _now()
+    users = model.user_ids.tolist()
+    batch: list[dict[str, Any]] = []
+    sources: dict[str, int] = {}
+    try:
+        for n, user in enumerate(tqdm(users, disable=not show_progress, unit="user", desc="picks"), start=1):
+            tracks = recommend_tracks(user=user, k=track_k, model=model)
+            playlists = recommend_playlists(user=user, k=playlist_k, model=model)
+            sources[playlists.source] = sources.get(playlists.source, 0) + 1
+            batch.append(_picks_doc(user, model, tracks, playlists, now))
+            if len(batch) >= 500 or n == len(users):
+                db[side].insert_many(batch, ordered=False)
+                batch = []
+                if callback:
+                    callback(n, time.perf_counter() - started, {"users": n, "share": n / len(users)})
+        if users:
+            db[side].rename(c.PICKS, dropTarget=True)
+    except BaseException:
+        db[side].drop()
+        raise
+    summary = {"users": len(users), "model_version": model.version, "track_k": track_k, "playlist_k": playlist_k,
+               "playlist_sources": sources, "seconds": round(time.perf_counter() - started, 3)}
+    db[c.PICKS_STATE].replace_one({"_id": "picks"}, {"_id": "picks", **summary, "computed_at": now}, upsert=True)
+    return summary
+
+
+def picks_refresh_user(*, user: str) -> dict[str, Any] | None:
+    """Recompute one user's picks now, folding them in from what they like now (no retraining).
+
+    Called when the user's feedback arrives; returns the new picks document, or None before any model is live.
+    """
+    from ingestion.selectors import user_liked_tracks
+
+    from .picks import recommend_playlists, recommend_tracks
+    from .selectors import live_model
+
+    model = live_model()
+    if model is None:
+        return None
+    liked = user_liked_tracks(user=user)
+    tracks = recommend_tracks(user=user, k=PICKS_TRACKS, model=model, user_tracks=liked)
+    playlists = recommend_playlists(user=user, k=PICKS_PLAYLISTS, model=model, user_tracks=liked)
+    doc = _picks_doc(user, model, tracks, playlists, _now()) | {"refreshed": True, "liked_tracks": len(liked)}
+    get_db()[c.PICKS].replace_one({"_id": user}, doc, upsert=True)
+    return doc

@@ -87,9 +87,8 @@ class Stack:
             log.info("store holds %s", ", ".join(f"{counts[k]:,} {k}" for k in ("playlists", "tracks", "users")))
         if data or not counts.get("live_model"):
             # Without a live model every pick would be the popular fallback: train one before serving.
-            log.info("training the ranker and pairing users (the weekly job does this from now on)")
-            self.manage("train_ranker", "--promote", "--force", "--no-progress")
-            self.manage("compute_buddies", "--no-progress")
+            log.info("running weekly_refresh once now: train, promote, buddies, picks (beat runs it weekly)")
+            self.manage("run_job", "weekly_refresh", "--sync", "--param", "force=true")
 
     def start_processes(self, *, port: int, workers: int) -> None:
         bin_dir = Path(sys.executable).parent

@@ -1,4 +1,12 @@
+"""Thin tasks: each calls one service and owns its retry policy."""
+
+from __future__ import annotations
+
+import logging
+
 from celery import shared_task
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="recsys_site.heartbeat", ignore_result=True, time_limit=30, soft_time_limit=20)
@@ -7,3 +15,40 @@ def heartbeat() -> None:
     from .health import heartbeat_record
 
     heartbeat_record(source="beat")
+
+
+@shared_task(name="recsys_site.run_step", bind=True, ignore_result=True, max_retries=5)
+def run_step(self, run_id: str, index: int) -> None:
+    """One step of a job run; the store or broker briefly unreachable → retried with backoff, anything else fails
+    the run at once (bad data does not get better by retrying)."""
+    from .jobs import continue_run, fail_run, is_transient
+
+    try:
+        continue_run(run_id=run_id, index=index)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        if self.request.retries >= self.max_retries:
+            fail_run(run_id=run_id, error=f"gave up after {self.max_retries} retries: {exc}")
+            raise
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+
+
+@shared_task(name="recsys_site.start_job", ignore_result=True, time_limit=60)
+def start_job(name: str, trigger: str = "beat") -> str | None:
+    """What beat sends for a scheduled job; a job already running is left alone (and logged)."""
+    from .jobs import JobRefused, job_start
+
+    try:
+        return job_start(name=name, trigger=trigger)["_id"]
+    except JobRefused as exc:
+        log.warning("scheduled %s not started: %s", name, exc)
+        return None
+
+
+@shared_task(name="recsys_site.reap_job_runs", ignore_result=True, time_limit=60)
+def reap_job_runs() -> int:
+    """Runs whose worker died (lock expired) are marked failed, so their job can start again."""
+    from .jobs import job_runs_reap
+
+    return job_runs_reap()

@@ -83,6 +83,32 @@ def module_store():
     settings.MONGO_DB = previous
 
 
+DEMO_PLAYLISTS = 400
+
+
+@pytest.fixture(scope="module")
+def demo_store(module_store, tmp_path_factory):
+    """400 demo playlists ingested into a module-wide database."""
+    from ingestion.demo import write_demo_slices
+    from ingestion.services import mpd_ingest
+
+    out = tmp_path_factory.mktemp("demo")
+    write_demo_slices(out, playlists=DEMO_PLAYLISTS, seed=3, slice_size=200)
+    report = mpd_ingest(paths=[str(out)])
+    assert report.ok, report.summary()
+    return module_store
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from django.conf import settings
+
+    previous = settings.MODEL_DIR
+    settings.MODEL_DIR = tmp_path_factory.mktemp("models")
+    yield settings.MODEL_DIR
+    settings.MODEL_DIR = previous
+
+
 def require_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real data not available: {path} does not exist (it lives in ../shared beside the repo)")

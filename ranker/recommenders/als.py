@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .base import Callback, Recommender, check_fitted, cosine_top
+from .base import Callback, Recommender, check_fitted, check_params, cosine_top
 
 
 class ALS(Recommender):
@@ -21,6 +21,8 @@ class ALS(Recommender):
 
     def __init__(self, *, factors: int = 128, regularization: float = 0.01, alpha: float = 20.0,
                  iterations: int = 15, threads: int | None = None, random_state: int = 0) -> None:
+        check_params("als", factors=(factors, factors >= 1), regularization=(regularization, regularization >= 0),
+                     alpha=(alpha, alpha > 0), iterations=(iterations, iterations >= 1))
         self.factors, self.regularization, self.alpha = factors, regularization, alpha
         self.iterations, self.threads, self.random_state = iterations, threads, random_state
         self.user_factors: np.ndarray | None = None

@@ -144,6 +144,13 @@ def cosine_top(vectors: np.ndarray, query: int, k: int) -> tuple[np.ndarray, np.
     return ids[0][keep], scores[0][keep]
 
 
+def check_params(name: str, **rules: tuple[Any, bool]) -> None:
+    """Refuse bad parameters up front, naming each: ``check_params("bpr", epochs=(epochs, epochs >= 1))``."""
+    bad = [f"{key}={value!r}" for key, (value, ok) in rules.items() if not ok]
+    if bad:
+        raise ValueError(f"{name}: invalid parameters {', '.join(bad)}")
+
+
 def check_fitted(model: Recommender, attr: str) -> None:
     if getattr(model, attr, None) is None:
         raise NotFittedError(f"{model.name} is not fitted: call fit() or load() first")

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from .base import Callback, Recommender, check_fitted, cosine_top
+from .base import Callback, Recommender, check_fitted, check_params, cosine_top
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ class BPR(Recommender):
                  epochs: int = 100, batch_size: int = 16384, hard_negative_share: float = 0.5,
                  validation_users: int = 1000, eval_every: int = 5, patience: int = 3, device: str = "cpu",
                  threads: int | None = None, random_state: int = 0) -> None:
+        check_params("bpr", factors=(factors, factors >= 1), learning_rate=(learning_rate, learning_rate > 0),
+                     regularization=(regularization, regularization >= 0), epochs=(epochs, epochs >= 1),
+                     batch_size=(batch_size, batch_size >= 1),
+                     hard_negative_share=(hard_negative_share, 0 <= hard_negative_share <= 1),
+                     eval_every=(eval_every, eval_every >= 1), patience=(patience, patience >= 1))
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
         self.epochs, self.batch_size, self.hard_negative_share = epochs, batch_size, hard_negative_share
         self.validation_users, self.eval_every, self.patience = validation_users, eval_every, patience

@@ -6,6 +6,8 @@ Every URL, secret and path is read once, here, through the single ``env`` object
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 env = environ.Env()
@@ -102,8 +104,33 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat heartbeat: a tiny task that proves worker and beat are alive (shown by /healthz).
 HEARTBEAT_SECONDS = env.int("HEARTBEAT_SECONDS", default=60)
 REFRESH_CRONTAB = env("REFRESH_CRONTAB", default="0 3 * * 1")  # minute hour day-of-month month day-of-week
+# Long jobs: a task is acknowledged only when it ends (a killed worker's step goes back to the queue) and a worker
+# takes one task at a time, so a training never waits behind another it prefetched.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_REJECT_ON_WORKER_LOST = False  # a lost step is reaped by its lock, not redelivered forever
+
+
+def cron(spec: str) -> crontab:
+    """A crontab from the usual five fields (minute hour day-of-month month day-of-week), with a clear error."""
+    fields = spec.split()
+    if len(fields) != 5:
+        raise ImproperlyConfigured(f"REFRESH_CRONTAB={spec!r}: expected 5 fields (minute hour day month weekday)")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                   day_of_week=day_of_week)
+
+
+JOB_STEP_TIME_LIMIT = env.int("JOB_STEP_TIME_LIMIT", default=4 * 3600)  # training on the full MPD takes hours on CPU
+JOB_STEP_SOFT_TIME_LIMIT = env.int("JOB_STEP_SOFT_TIME_LIMIT", default=4 * 3600 - 300)
+JOB_LOCK_TTL_SECONDS = env.float("JOB_LOCK_TTL_SECONDS", default=60.0)  # a running step renews it every third
+JOB_QUEUED_LOCK_TTL_SECONDS = env.float("JOB_QUEUED_LOCK_TTL_SECONDS", default=6 * 3600.0)
+JOB_REAP_SECONDS = env.float("JOB_REAP_SECONDS", default=30.0)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "recsys_site.heartbeat", "schedule": float(HEARTBEAT_SECONDS)},
+    "weekly_refresh": {"task": "recsys_site.start_job", "schedule": cron(REFRESH_CRONTAB),
+                       "args": ["weekly_refresh"], "kwargs": {"trigger": "beat"}},
+    "reap_job_runs": {"task": "recsys_site.reap_job_runs", "schedule": JOB_REAP_SECONDS},
 }
 
 # --- Models ------------------------------------------------------------------------------------------------------

@@ -183,3 +183,10 @@ def test_als_fold_in_matches_its_trained_users():
     folded, trained = model.fold_in(m[:20]), model.user_factors[:20]
     cosine = (folded * trained).sum(1) / np.linalg.norm(folded, axis=1) / np.linalg.norm(trained, axis=1)
     assert cosine.min() > 0.99
+
+
+@pytest.mark.parametrize("make", [lambda: BPR(epochs=0), lambda: BPR(learning_rate=-1), lambda: ALS(factors=0),
+                                  lambda: BPR(hard_negative_share=2)])
+def test_bad_parameters_are_refused_by_name(make):
+    with pytest.raises(ValueError, match="invalid parameters"):
+        make()

@@ -1,0 +1,91 @@
+"""The jobs Buddies runs, each a list of steps that call one service apiece (``recsys_site.jobs``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .jobs import Context, Job, Step, StopJob, register
+
+
+def _train(ctx: Context) -> dict[str, Any]:
+    from ranker.served import served_params
+    from ranker.services import ranker_train
+
+    params = ctx.params.get("ranker") or {}
+    epochs = served_params(params)["bpr"]["epochs"]
+    ctx.log(f"training the ranker ({epochs} BPR epochs at most)")
+    model = ranker_train(params=params, callback=ctx.epoch_callback(epochs, "BPR"))
+    ctx.remember(model_version=model.version)
+    _set_run_fields(ctx, model_version=model.version, device=model.meta.get("device"))
+    metrics = {k: v for k, v in model.meta["metrics"].items() if k != "components"}
+    ctx.log(f"trained {model.version}: {metrics}")
+    return {"model_version": model.version, **metrics}
+
+
+def _promote(ctx: Context) -> dict[str, Any]:
+    from ranker.selectors import live_model_clear
+    from ranker.services import PromotionRefused, model_promote
+
+    version = ctx.state["model_version"]
+    try:
+        promotion = model_promote(version=version, force=bool(ctx.params.get("force")))
+    except PromotionRefused as exc:
+        ctx.log(str(exc))
+        raise StopJob(f"candidate {version} not promoted; the live model keeps serving: {exc}") from exc
+    live_model_clear()
+    ctx.log(f"{version} is live (was {promotion.previous})")
+    return {"live": version, "previous": promotion.previous}
+
+
+def _buddies(ctx: Context) -> dict[str, Any]:
+    from pairing.services import buddies_compute
+    from ranker.selectors import live_model_clear
+
+    live_model_clear()
+    summary = buddies_compute(callback=lambda step, elapsed, m: ctx.progress(step / 2, f"buddies: {m}"))
+    ctx.log(f"buddies: {summary}")
+    return summary
+
+
+def _picks(ctx: Context) -> dict[str, Any]:
+    from ranker.services import picks_precompute
+
+    summary = picks_precompute(callback=lambda n, elapsed, m: ctx.progress(m["share"], f"picks: {n:,} users"))
+    ctx.log(f"picks: {summary}")
+    return summary
+
+
+def _metrics(ctx: Context) -> dict[str, Any]:
+    from ingestion.selectors import catalogue_counts
+    from pairing.selectors import buddies_state
+    from ranker.selectors import live_version, model_get, picks_state
+
+    live = live_version()
+    model = model_get(version=live) if live else None
+    summary = {"live_model": live, "catalogue": catalogue_counts(),
+               "model_metrics": {k: v for k, v in ((model or {}).get("metrics") or {}).items() if k != "components"},
+               "buddies_users": (buddies_state() or {}).get("written"),
+               "picks_users": (picks_state() or {}).get("users")}
+    ctx.log(f"recorded: live {live}, {summary['picks_users']} users with picks")
+    return summary
+
+
+def _set_run_fields(ctx: Context, **fields: Any) -> None:
+    from .jobs import JOB_RUNS
+    from .mongo import get_db
+
+    get_db()[JOB_RUNS].update_one({"_id": ctx.run_id}, {"$set": fields})
+
+
+TRAIN = Step("train", _train, queue="gpu", weight=6)
+PROMOTE = Step("promote", _promote, weight=0.2)
+BUDDIES = Step("buddies", _buddies, queue="gpu", weight=1)
+PICKS = Step("picks", _picks, weight=3)
+METRICS = Step("metrics", _metrics, weight=0.1)
+
+register(Job("weekly_refresh", "Train the ranker, promote it if not worse, recompute buddies and every user's picks.",
+             (TRAIN, PROMOTE, BUDDIES, PICKS, METRICS), params={"ranker": {}, "force": False}))
+register(Job("train_ranker", "Train the ranker and promote it if not worse.", (TRAIN, PROMOTE),
+             params={"ranker": {}, "force": False}))
+register(Job("compute_buddies", "Recompute every user's buddies from the live model.", (BUDDIES,)))
+register(Job("precompute_picks", "Recompute every user's track and playlist picks from the live model.", (PICKS,)))

@@ -1,0 +1,374 @@
+"""Long jobs as run documents, single-flight, observable and safe to kill (after netbox's ``JobRunner``).
+
+A job is a named list of **steps**; each step calls one service. ``job_start`` takes the job's lock, writes a
+``job_runs`` document (status ``queued``) and sends the first step to its Celery queue; each step's task
+(``recsys_site.run_step``) runs the step and sends the next, so every step is its own task on its own queue
+(training and KNN on ``gpu``) and the chain stops at the first failure. ``--sync`` runs the same steps in-process
+with the same document.
+
+The run document holds status (queued → running → succeeded | failed | cancelled), progress 0–100 with a
+message, each step's status, duration and metrics, the last log lines, the traceback of a failure and the model
+version produced. The lock (``job_locks``, one document per job) carries an expiry that a thread renews while a
+step runs; a worker killed with SIGKILL stops renewing it, and once it has expired the run is marked failed
+(``job_runs_reap``, on beat and before every start) and the job can start again.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from .mongo import get_db
+
+log = logging.getLogger(__name__)
+
+JOB_RUNS = "job_runs"
+JOB_LOCKS = "job_locks"
+LOG_LINES = 50
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class JobRefused(Exception):
+    """The job is already queued or running; ``run_id`` names that run."""
+
+    def __init__(self, job: str, run_id: str) -> None:
+        super().__init__(f"job {job} is already running as run {run_id}")
+        self.job, self.run_id = job, run_id
+
+
+class StopJob(Exception):
+    """Raised by a step to end the run early, successfully, with a message (e.g. a candidate not promoted)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[Context], dict[str, Any] | None]  # returns the step's metrics
+    queue: str = "default"
+    weight: float = 1.0  # share of the job's progress bar
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    description: str
+    steps: tuple[Step, ...]
+    params: dict[str, Any] = field(default_factory=dict)  # defaults; start(params=...) overrides
+
+
+REGISTRY: dict[str, Job] = {}
+
+
+def register(job: Job) -> Job:
+    REGISTRY[job.name] = job
+    return job
+
+
+def get_job(name: str) -> Job:
+    from . import job_definitions  # noqa: F401  (registers the jobs)
+
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown job {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- locks ------------------------------------------------------------------------------------------------------
+
+def _lock_ttl() -> timedelta:
+    return timedelta(seconds=settings.JOB_LOCK_TTL_SECONDS)
+
+
+def lock_acquire(*, job: str, run_id: str, ttl: timedelta | None = None) -> None:
+    """Take ``job``'s lock for ``run_id``, or raise ``JobRefused`` naming the run that holds it."""
+    db = get_db()
+    now = _now()
+    doc = {"_id": job, "run_id": run_id, "expires_at": now + (ttl or _lock_ttl()), "taken_at": now}
+    try:
+        db[JOB_LOCKS].insert_one(doc)
+        return
+    except DuplicateKeyError:
+        pass
+    # Held: take it over only if it expired (its worker died); the filter makes the takeover atomic.
+    taken = db[JOB_LOCKS].find_one_and_update({"_id": job, "expires_at": {"$lt": now}}, {"$set": doc})
+    if taken is None:
+        holder = db[JOB_LOCKS].find_one({"_id": job}) or {}
+        raise JobRefused(job, holder.get("run_id", "?"))
+    _mark_lost(taken["run_id"], taken["expires_at"])
+
+
+def lock_renew(*, job: str, run_id: str) -> bool:
+    """Push the expiry forward; False if the lock is no longer ours (it expired and was taken over)."""
+    result = get_db()[JOB_LOCKS].update_one({"_id": job, "run_id": run_id},
+                                           {"$set": {"expires_at": _now() + _lock_ttl()}})
+    return result.matched_count == 1
+
+
+def lock_release(*, job: str, run_id: str) -> None:
+    get_db()[JOB_LOCKS].delete_one({"_id": job, "run_id": run_id})
+
+
+def _mark_lost(run_id: str, expired_at: datetime) -> None:
+    get_db()[JOB_RUNS].update_one(
+        {"_id": run_id, "status": {"$nin": list(FINISHED)}},
+        {"$set": {"status": "failed", "finished_at": _now(),
+                  "error": f"worker lost: the run's lock expired at {expired_at:%Y-%m-%d %H:%M:%S} UTC "
+                           "without being renewed (killed or hung worker)"}})
+
+
+def job_runs_reap() -> int:
+    """Mark failed every unfinished run whose lock expired, and drop those locks. Returns how many."""
+    db = get_db()
+    reaped = 0
+    for lock in list(db[JOB_LOCKS].find({"expires_at": {"$lt": _now()}})):
+        if db[JOB_LOCKS].delete_one({"_id": lock["_id"], "run_id": lock["run_id"]}).deleted_count:
+            _mark_lost(lock["run_id"], lock["expires_at"])
+            reaped += 1
+    return reaped
+
+
+# -- run documents ------------------------------------------------------------------------------------------------
+
+def _update(run_id: str, changes: dict[str, Any], push_log: str | None = None) -> None:
+    update: dict[str, Any] = {"$set": changes} if changes else {}
+    if push_log is not None:
+        update["$push"] = {"log": {"$each": [push_log], "$slice": -LOG_LINES}}
+    get_db()[JOB_RUNS].update_one({"_id": run_id}, update)
+
+
+class Context:
+    """What a step sees: its parameters, a progress reporter and a logger into the run document."""
+
+    def __init__(self, run: dict[str, Any], index: int) -> None:
+        self.run_id: str = run["_id"]
+        self.params: dict[str, Any] = run["params"]
+        self.state: dict[str, Any] = run.get("state") or {}  # what earlier steps left for later ones
+        self.index = index
+        self._steps = run["steps"]
+        self._last_write = 0.0
+
+    def progress(self, fraction: float, message: str = "", *, force: bool = False) -> None:
+        """This step is ``fraction`` (0–1) done; written at most twice a second unless ``force``."""
+        now = time.monotonic()
+        if not force and now - self._last_write < 0.5:
+            return
+        self._last_write = now
+        done = sum(s["weight"] for s in self._steps[:self.index])
+        total = sum(s["weight"] for s in self._steps) or 1.0
+        pct = round(100.0 * (done + self._steps[self.index]["weight"] * min(max(fraction, 0.0), 1.0)) / total, 1)
+        _update(self.run_id, {"progress": pct, "message": message or self._steps[self.index]["name"],
+                              f"steps.{self.index}.progress": round(100.0 * fraction, 1)})
+
+    def log(self, line: str) -> None:
+        log.info("run %s: %s", self.run_id, line)
+        _update(self.run_id, {}, push_log=f"{_now():%H:%M:%S} {line}")
+
+    def remember(self, **values: Any) -> None:
+        """Leave values for the later steps of this run (e.g. the model version a training produced)."""
+        self.state.update(values)
+        _update(self.run_id, {f"state.{k}": v for k, v in values.items()})
+
+    def epoch_callback(self, total_epochs: int, label: str) -> Callable[[int, float, dict[str, float]], None]:
+        """A recommender ``callback(epoch, elapsed, metrics)`` that reports progress into this step."""
+        def report(epoch: int, elapsed: float, metrics: dict[str, float]) -> None:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+            self.progress(epoch / max(total_epochs, 1), f"{label}: epoch {epoch}/{total_epochs} {shown}".strip())
+        return report
+
+
+def run_create(*, job: Job, params: dict[str, Any], trigger: str, run_id: str | None = None) -> dict[str, Any]:
+    run = {"_id": run_id or uuid.uuid4().hex, "job": job.name, "params": params, "status": "queued", "progress": 0.0,
+           "message": "queued", "trigger": trigger, "queued_at": _now(), "log": [], "state": {},
+           "steps": [{"name": s.name, "queue": s.queue, "weight": s.weight, "status": "pending", "progress": 0.0}
+                     for s in job.steps]}
+    get_db()[JOB_RUNS].insert_one(run)
+    return run
+
+
+def run_get(*, run_id: str) -> dict[str, Any] | None:
+    return get_db()[JOB_RUNS].find_one({"_id": run_id})
+
+
+def run_list(*, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    query = {"job": job} if job else {}
+    return list(get_db()[JOB_RUNS].find(query, {"log": 0}).sort("queued_at", DESCENDING).limit(limit))
+
+
+def run_cancel(*, run_id: str) -> bool:
+    """Cancel a queued or running run: no further step starts, and the lock is released."""
+    run = get_db()[JOB_RUNS].find_one_and_update(
+        {"_id": run_id, "status": {"$in": ["queued", "running"]}},
+        {"$set": {"status": "cancelled", "finished_at": _now(), "message": "cancelled"}},
+        return_document=ReturnDocument.AFTER)
+    if run is None:
+        return False
+    lock_release(job=run["job"], run_id=run_id)
+    return True
+
+
+# -- starting and executing ---------------------------------------------------------------------------------------
+
+def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = False, trigger: str = "api"
+              ) -> dict[str, Any]:
+    """Start job ``name``: refused (``JobRefused``) if it is already queued or running.
+
+    Asynchronous by default (the first step goes to its Celery queue); ``sync`` runs every step here, now.
+    Returns the run document as it stands afterwards.
+    """
+    job = get_job(name)
+    unknown = set(params or {}) - set(job.params)
+    if unknown:
+        raise ValueError(f"unknown parameters {sorted(unknown)} for job {name}; known: {sorted(job.params)}")
+    job_runs_reap()
+    run_id = uuid.uuid4().hex
+    # A queued run's lock must outlive the wait in the queue, not only a step.
+    lock_acquire(job=name, run_id=run_id, ttl=timedelta(seconds=settings.JOB_QUEUED_LOCK_TTL_SECONDS))
+    try:
+        # The lock comes first, so a refused start writes no run document.
+        run_create(job=job, params={**job.params, **(params or {})}, trigger=trigger, run_id=run_id)
+        if sync:
+            for index in range(len(job.steps)):
+                if not execute_step(run_id=run_id, index=index):
+                    break
+        else:
+            _send_step(job, run_id, 0)
+    except BaseException:
+        lock_release(job=name, run_id=run_id)
+        raise
+    return run_get(run_id=run_id)
+
+
+def _send_step(job: Job, run_id: str, index: int) -> None:
+    from .tasks import run_step
+
+    run_step.apply_async(args=[run_id, index], queue=job.steps[index].queue,
+                         time_limit=settings.JOB_STEP_TIME_LIMIT, soft_time_limit=settings.JOB_STEP_SOFT_TIME_LIMIT)
+
+
+class _Renewer(threading.Thread):
+    """Renews the lock while a step runs; stops when the step ends or the process dies."""
+
+    def __init__(self, job: str, run_id: str) -> None:
+        super().__init__(daemon=True, name=f"lock-{job}")
+        self.job, self.run_id = job, run_id
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        interval = max(settings.JOB_LOCK_TTL_SECONDS / 3.0, 0.2)
+        while not self.stopped.wait(interval):
+            if not lock_renew(job=self.job, run_id=self.run_id):
+                log.warning("run %s lost its lock", self.run_id)
+                return
+
+
+def execute_step(*, run_id: str, index: int) -> bool:
+    """Run step ``index`` of a run; True if the run should go on. Transient errors propagate (the task retries)."""
+    run = run_get(run_id=run_id)
+    if run is None or run["status"] in FINISHED:
+        log.info("run %s is %s: step %d not started", run_id, run and run["status"], index)
+        return False
+    job = get_job(run["job"])
+    step = job.steps[index]
+    if not lock_renew(job=job.name, run_id=run_id):
+        _finish(run_id, job.name, "failed", error="the run's lock expired before this step could start")
+        return False
+    started = _now()
+    changes = {"status": "running", "message": step.name, f"steps.{index}.status": "running",
+               f"steps.{index}.started_at": started, "worker": socket.gethostname()}
+    if index == 0:
+        changes["started_at"] = started
+    _update(run_id, changes, push_log=f"{started:%H:%M:%S} step {step.name} started")
+    renewer = _Renewer(job.name, run_id)
+    renewer.start()
+    ctx = Context(run_get(run_id=run_id), index)
+    try:
+        metrics = step.run(ctx) or {}
+    except StopJob as stop:
+        _step_done(run_id, index, started, {}, "succeeded")
+        _finish(run_id, job.name, "succeeded", message=str(stop))
+        return False
+    except Exception as exc:
+        if is_transient(exc):
+            _update(run_id, {f"steps.{index}.status": "retrying"},
+                    push_log=f"{_now():%H:%M:%S} step {step.name}: transient error, will retry: {exc}")
+            raise
+        _step_done(run_id, index, started, {}, "failed")
+        _finish(run_id, job.name, "failed", error=f"{step.name}: {type(exc).__name__}: {exc}",
+                tb=traceback.format_exc())
+        return False
+    finally:
+        renewer.stopped.set()
+    _step_done(run_id, index, started, metrics, "succeeded")
+    if index + 1 == len(job.steps):
+        _finish(run_id, job.name, "succeeded", message="done")
+        return False
+    return True
+
+
+def continue_run(*, run_id: str, index: int) -> None:
+    """What the step task does: run the step, then send the next one to its queue."""
+    if execute_step(run_id=run_id, index=index):
+        run = run_get(run_id=run_id)
+        _send_step(get_job(run["job"]), run_id, index + 1)
+
+
+def fail_run(*, run_id: str, error: str) -> None:
+    """Mark a run failed from outside a step (retries exhausted, time limit)."""
+    run = run_get(run_id=run_id)
+    if run is not None:
+        _finish(run_id, run["job"], "failed", error=error)
+
+
+def _step_done(run_id: str, index: int, started: datetime, metrics: dict[str, Any], status: str) -> None:
+    ended = _now()
+    _update(run_id, {f"steps.{index}.status": status, f"steps.{index}.finished_at": ended,
+                     f"steps.{index}.duration_s": round((ended - started).total_seconds(), 3),
+                     f"steps.{index}.metrics": metrics, f"steps.{index}.progress": 100.0},
+            push_log=f"{ended:%H:%M:%S} step {index + 1} {status}")
+
+
+def _finish(run_id: str, job: str, status: str, *, message: str = "", error: str | None = None,
+            tb: str | None = None) -> None:
+    run = run_get(run_id=run_id) or {}
+    ended = _now()
+    began = run.get("started_at") or run.get("queued_at") or ended
+    if began.tzinfo is None:
+        began = began.replace(tzinfo=UTC)
+    changes: dict[str, Any] = {"status": status, "finished_at": ended, "message": error or message,
+                               "duration_s": round((ended - began).total_seconds(), 3)}
+    if status == "succeeded":
+        changes["progress"] = 100.0
+        changes["metrics"] = {s["name"]: s.get("metrics", {}) for s in run.get("steps", [])}
+    if error:
+        changes["error"] = error
+    if tb:
+        changes["traceback"] = tb
+    # Never overwrite a cancellation or an earlier verdict.
+    get_db()[JOB_RUNS].update_one({"_id": run_id, "status": {"$nin": list(FINISHED)}}, {"$set": changes})
+    lock_release(job=job, run_id=run_id)
+    log.info("run %s (%s) %s %s", run_id, job, status, error or message)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures worth retrying: the store or the broker briefly unreachable. Bad data is not."""
+    from kombu.exceptions import OperationalError
+    from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
+
+    return isinstance(exc, AutoReconnect | ConnectionFailure | NetworkTimeout | ServerSelectionTimeoutError |
+                      OperationalError)

@@ -1,0 +1,214 @@
+"""Job runs with real parts: the beat schedule, run documents, single-flight locks, a real Celery worker process
+on the real Redis and MongoDB servers, and a worker SIGKILLed mid-training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.ranker.conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = {"ranker": FAST}
+
+
+def _settings_in_subprocess(env_extra: dict[str, str], code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test", **env_extra}
+    return subprocess.run([sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_beat_holds_weekly_refresh_at_the_configured_crontab():
+    code = ("from celery_app import app; s = app.conf.beat_schedule['weekly_refresh']; c = s['schedule'];"
+            "print(s['task'], s['args'], sorted(c.minute), sorted(c.hour), sorted(c.day_of_week))")
+    default = _settings_in_subprocess({}, code)
+    assert default.stdout.split() == ["recsys_site.start_job", "['weekly_refresh']", "[0]", "[3]", "[1]"], default
+    custom = _settings_in_subprocess({"REFRESH_CRONTAB": "15 4 * * 2,5"}, code)
+    assert custom.stdout.split() == ["recsys_site.start_job", "['weekly_refresh']", "[15]", "[4]", "[2,", "5]"]
+
+
+def test_a_bad_crontab_is_a_clear_error():
+    bad = _settings_in_subprocess({"REFRESH_CRONTAB": "every monday"}, "pass")
+    assert bad.returncode != 0 and "REFRESH_CRONTAB='every monday': expected 5 fields" in bad.stderr
+
+
+def test_weekly_refresh_in_process_records_every_step(demo_store, model_dir):
+    from ingestion.selectors import playlist_most_followed
+    from ranker.selectors import live_version, picks_for_user
+    from recsys_site.jobs import job_start
+
+    run = job_start(name="weekly_refresh", params=PARAMS, sync=True, trigger="test")
+    assert run["status"] == "succeeded", run.get("traceback")
+    assert run["progress"] == 100.0 and run["duration_s"] > 0
+    assert [s["name"] for s in run["steps"]] == ["train", "promote", "buddies", "picks", "metrics"]
+    assert all(s["status"] == "succeeded" and s["duration_s"] >= 0 for s in run["steps"])
+    assert run["model_version"] == live_version() == run["metrics"]["promote"]["live"]
+    assert run["metrics"]["train"]["val_hit_rate_50"] is not None and run["device"] == "cpu"
+    assert run["metrics"]["picks"]["users"] == run["metrics"]["metrics"]["picks_users"] > 0
+    assert any("step train started" in line for line in run["log"])
+    owner = playlist_most_followed(limit=1)[0]["owner"]
+    picks = picks_for_user(user=owner)
+    assert picks["model_version"] == run["model_version"]
+    assert len(picks["tracks"]) == 50 and len(picks["playlists"]) == 10
+
+
+def test_a_second_start_is_refused_with_the_running_id_until_cancelled(demo_store):
+    from recsys_site.jobs import JobRefused, job_start, run_cancel, run_get
+
+    first = job_start(name="compute_buddies", trigger="test")  # queued: no worker here consumes it
+    assert first["status"] == "queued"
+    with pytest.raises(JobRefused) as refused:
+        job_start(name="compute_buddies", trigger="test")
+    assert refused.value.run_id == first["_id"]
+    with pytest.raises(CommandError, match=first["_id"]):
+        call_command("run_job", "compute_buddies", "--no-wait")
+    assert run_cancel(run_id=first["_id"])
+    assert run_get(run_id=first["_id"])["status"] == "cancelled"
+    second = job_start(name="compute_buddies", trigger="test")
+    assert second["_id"] != first["_id"]
+    run_cancel(run_id=second["_id"])
+
+
+def test_unknown_jobs_and_parameters_are_refused(demo_store):
+    from recsys_site.jobs import job_start
+
+    with pytest.raises(KeyError, match="unknown job 'nope'"):
+        job_start(name="nope")
+    with pytest.raises(ValueError, match="unknown parameters"):
+        job_start(name="compute_buddies", params={"epochs": 3})
+    with pytest.raises(CommandError, match="unknown job"):
+        call_command("run_job", "nope", "--sync")
+
+
+def test_a_failing_step_fails_the_run_with_its_traceback_and_frees_the_job(demo_store, model_dir):
+    from recsys_site.jobs import job_start
+
+    run = job_start(name="train_ranker", params={"ranker": {"bpr": {"epochs": -5}}}, sync=True, trigger="test")
+    assert run["status"] == "failed"
+    assert run["steps"][0]["status"] == "failed" and run["steps"][1]["status"] == "pending"
+    assert "Traceback" in run["traceback"] and run["error"].startswith("train:")
+    assert "epochs=-5" in run["error"]
+    again = job_start(name="train_ranker", params={"ranker": {"bpr": {"epochs": -5}}}, sync=True, trigger="test")
+    assert again["status"] == "failed" and again["_id"] != run["_id"]
+
+
+# -- a real worker ----------------------------------------------------------------------------------------------
+
+def _worker(settings, model_dir, name: str) -> subprocess.Popen:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test", "MONGO_URI": settings.MONGO_URI,
+           "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+           "JOB_LOCK_TTL_SECONDS": str(settings.JOB_LOCK_TTL_SECONDS)}
+    celery = str(Path(sys.executable).parent / "celery")
+    return subprocess.Popen([celery, "-A", "celery_app", "worker", "--pool", "solo", "--queues", "default,gpu",
+                             "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.mark.slow
+def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, model_dir, settings):
+    from ranker.selectors import picks_for_user
+    from recsys_site.jobs import job_start, run_get
+
+    settings.JOB_LOCK_TTL_SECONDS = 5.0
+    worker = _worker(settings, model_dir, "jobs")
+    try:
+        params = {"ranker": {**FAST, "bpr": {**FAST["bpr"], "epochs": 60, "patience": 100}}}
+        run = job_start(name="weekly_refresh", params=params, trigger="test")
+        assert run["status"] == "queued"
+        seen = set()
+
+        def finished():
+            current = run_get(run_id=run["_id"])
+            seen.add((current["status"], 0 < current["progress"] < 100))
+            return current if current["status"] in ("succeeded", "failed", "cancelled") else None
+
+        final = _wait(finished, 300, "the run to finish")
+        assert final["status"] == "succeeded", final.get("traceback")
+        assert ("running", True) in seen  # progress was reported between 0 and 100 while it ran
+        assert final["worker"] and all(s["status"] == "succeeded" for s in final["steps"])
+
+        # Feedback changes that user's picks within seconds, without a retrain.
+        from ingestion.services import event_record_many
+
+        user = "api:fresh-listener"
+        assert picks_for_user(user=user) is None
+        top = [t["uri"] for t in picks_for_user(user=final["steps"] and _some_user())["tracks"][:5]]
+        event_record_many(events=[{"user": user, "kind": "like", "track": uri} for uri in top])
+        picks = _wait(lambda: picks_for_user(user=user), 30, "the user's refreshed picks")
+        assert picks["refreshed"] and picks["liked_tracks"] == 5 and picks["tracks_source"] == "model"
+        assert not {t["uri"] for t in picks["tracks"]} & set(top)
+        assert picks["playlists_source"] == "model"
+    finally:
+        _stop(worker)
+
+
+def _some_user() -> str:
+    from ranker.selectors import live_model
+
+    return str(live_model().user_ids[0])
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_dir, settings):
+    from ranker.selectors import live_model_clear, live_version, picks_for_user
+    from recsys_site.jobs import job_runs_reap, job_start, run_get
+
+    settings.JOB_LOCK_TTL_SECONDS = 3.0
+    first = job_start(name="weekly_refresh", params=PARAMS, sync=True, trigger="test")  # something to serve
+    assert first["status"] == "succeeded"
+    user = _some_user()
+    before = (live_version(), json.dumps(picks_for_user(user=user), default=str))
+
+    worker = _worker(settings, model_dir, "doomed")
+    try:
+        endless = {"ranker": {**FAST, "bpr": {**FAST["bpr"], "epochs": 100_000, "patience": 100_000}}}
+        run = job_start(name="weekly_refresh", params=endless, trigger="test")
+        _wait(lambda: run_get(run_id=run["_id"])["steps"][0]["progress"] > 0, 120, "training to be under way")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=30)
+    finally:
+        _stop(worker)
+    live_model_clear()
+    assert (live_version(), json.dumps(picks_for_user(user=user), default=str)) == before
+    assert run_get(run_id=run["_id"])["status"] == "running"  # nobody has noticed yet
+    _wait(lambda: job_runs_reap() or run_get(run_id=run["_id"])["status"] == "failed", 30, "the lock to expire")
+    lost = run_get(run_id=run["_id"])
+    assert lost["status"] == "failed" and "worker lost" in lost["error"]
+
+    worker = _worker(settings, model_dir, "next")
+    try:
+        # Forced: an earlier test's longer-trained model may validate better, and this run must go live.
+        again = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, trigger="test")
+        done = _wait(lambda: (r := run_get(run_id=again["_id"]))["status"] in ("succeeded", "failed") and r,
+                     300, "the next run")
+        assert done["status"] == "succeeded", done.get("traceback")
+        assert live_version() == done["model_version"] != before[0]
+    finally:
+        _stop(worker)
