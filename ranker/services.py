@@ -216,7 +216,7 @@ def picks_precompute(*, model: RankerModel | None = None, track_k: int = PICKS_T
 
     from tqdm.auto import tqdm
 
-    from .picks import recommend_playlists, recommend_tracks
+    from .picks import TrackPicks, recommend_playlists
     from .selectors import live_model
 
     model = model or live_model()
@@ -226,19 +226,28 @@ def picks_precompute(*, model: RankerModel | None = None, track_k: int = PICKS_T
     side = f"{c.PICKS}_new_{uuid.uuid4().hex[:8]}"
     started, now = time.perf_counter(), _now()
     users = model.user_ids.tolist()
-    batch: list[dict[str, Any]] = []
     sources: dict[str, int] = {}
+    bar = tqdm(total=len(users), disable=not show_progress, unit="user", desc="picks")
     try:
-        for n, user in enumerate(tqdm(users, disable=not show_progress, unit="user", desc="picks"), start=1):
-            tracks = recommend_tracks(user=user, k=track_k, model=model)
-            playlists = recommend_playlists(user=user, k=playlist_k, model=model)
-            sources[playlists.source] = sources.get(playlists.source, 0) + 1
-            batch.append(_picks_doc(user, model, tracks, playlists, now))
-            if len(batch) >= 500 or n == len(users):
-                db[side].insert_many(batch, ordered=False)
-                batch = []
-                if callback:
-                    callback(n, time.perf_counter() - started, {"users": n, "share": n / len(users)})
+        for start in range(0, len(users), 256):
+            rows = np.arange(start, min(start + 256, len(users)))
+            # Track picks for the whole batch at once; playlist picks one user at a time.
+            ids, scores = model.recommender.recommend(rows, model.user_items[rows], track_k)
+            docs = []
+            for n, row in enumerate(rows):
+                keep = ids[n] >= 0
+                tracks = TrackPicks(tracks=model.item_ids[ids[n][keep]].tolist(),
+                                    scores=[round(float(x), 6) for x in scores[n][keep]], source="model",
+                                    model_version=model.version)
+                playlists = recommend_playlists(user=users[row], k=playlist_k, model=model)
+                sources[playlists.source] = sources.get(playlists.source, 0) + 1
+                docs.append(_picks_doc(users[row], model, tracks, playlists, now))
+            db[side].insert_many(docs, ordered=False)
+            bar.update(len(rows))
+            if callback:
+                callback(int(rows[-1]) + 1, time.perf_counter() - started,
+                         {"users": int(rows[-1]) + 1, "share": (int(rows[-1]) + 1) / len(users)})
+        bar.close()
         if users:
             db[side].rename(c.PICKS, dropTarget=True)
     except BaseException:
