@@ -244,7 +244,12 @@ def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = F
         run_create(job=job, params={**job.params, **(params or {})}, trigger=trigger, run_id=run_id)
         if sync:
             for index in range(len(job.steps)):
-                if not execute_step(run_id=run_id, index=index):
+                try:
+                    go_on = execute_step(run_id=run_id, index=index)
+                except Exception as exc:  # transient: a worker would retry; in-process there is nobody to
+                    fail_run(run_id=run_id, error=f"{job.steps[index].name}: {type(exc).__name__}: {exc}")
+                    raise
+                if not go_on:
                     break
         else:
             _send_step(job, run_id, 0)

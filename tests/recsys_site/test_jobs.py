@@ -212,3 +212,26 @@ def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_d
         assert live_version() == done["model_version"] != before[0]
     finally:
         _stop(worker)
+
+
+def test_transient_errors_are_told_from_bad_data(demo_store):
+    """The store or broker unreachable is retried by the step task; anything else fails the run at once."""
+    from kombu.exceptions import OperationalError
+    from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+
+    from recsys_site.jobs import Job, Step, is_transient, job_start, register, run_list
+
+    assert is_transient(AutoReconnect("primary stepped down")) and is_transient(ServerSelectionTimeoutError("x"))
+    assert is_transient(OperationalError("broker gone"))
+    assert not is_transient(ValueError("bad playlist")) and not is_transient(KeyError("field"))
+
+    def flaky(ctx):
+        raise AutoReconnect("connection reset")
+
+    register(Job("test_flaky", "raises a transient error", (Step("flaky", flaky),)))
+    with pytest.raises(AutoReconnect):
+        job_start(name="test_flaky", sync=True, trigger="test")
+    run = run_list(job="test_flaky")[0]
+    assert run["status"] == "failed" and "AutoReconnect" in run["error"]
+    with pytest.raises(AutoReconnect):  # not JobRefused: the failed run released its lock
+        job_start(name="test_flaky", sync=True, trigger="test")
