@@ -253,7 +253,10 @@ def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = F
                     break
         else:
             _send_step(job, run_id, 0)
-    except BaseException:
+    except BaseException as exc:
+        # Never leave a run "queued" that nothing will run (e.g. the broker is down).
+        get_db()[JOB_RUNS].update_one({"_id": run_id, "status": "queued"}, {"$set": {
+            "status": "failed", "finished_at": _now(), "error": f"could not start: {type(exc).__name__}: {exc}"}})
         lock_release(job=name, run_id=run_id)
         raise
     return run_get(run_id=run_id)

@@ -235,3 +235,19 @@ def test_transient_errors_are_told_from_bad_data(demo_store):
     assert run["status"] == "failed" and "AutoReconnect" in run["error"]
     with pytest.raises(AutoReconnect):  # not JobRefused: the failed run released its lock
         job_start(name="test_flaky", sync=True, trigger="test")
+
+
+def test_a_start_with_the_broker_down_fails_the_run_instead_of_leaving_it_queued(demo_store, settings):
+    from recsys_site.embedded import free_port
+    from recsys_site.jobs import job_start, run_cancel, run_list
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test", "MONGO_URI": settings.MONGO_URI,
+           "MONGO_DB": settings.MONGO_DB, "CELERY_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    started = subprocess.run([sys.executable, "manage.py", "run_job", "precompute_picks", "--no-wait"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode != 0 and "broker is unreachable" in started.stderr
+    run = run_list(job="precompute_picks")[0]
+    assert run["status"] == "failed" and run["error"].startswith("could not start"), run
+    again = job_start(name="precompute_picks", trigger="test")  # the job is free again
+    assert again["status"] == "queued"
+    run_cancel(run_id=again["_id"])

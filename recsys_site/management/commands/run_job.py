@@ -6,6 +6,7 @@ import json
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from kombu.exceptions import OperationalError
 
 from ranker.management.commands.train_ranker import parse_params
 from recsys_site.jobs import JobRefused, get_job, job_start, run_get
@@ -31,6 +32,9 @@ class Command(BaseCommand):
             raise CommandError(f"{exc}; follow it with GET /api/v1/jobs/runs/{exc.run_id}") from exc
         except (KeyError, ValueError) as exc:
             raise CommandError(str(exc).strip("'\"")) from exc
+        except OperationalError as exc:
+            raise CommandError(f"the Celery broker is unreachable ({exc}); is the worker stack up (make run)? "
+                               "--sync runs the job in this process instead") from exc
         if not opts["sync"] and not opts["no_wait"]:
             run = self._follow(run["_id"])
         elif opts["no_wait"]:
