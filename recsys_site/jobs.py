@@ -308,7 +308,7 @@ def execute_step(*, run_id: str, index: int) -> bool:
     try:
         metrics = step.run(ctx) or {}
     except StopJob as stop:
-        _step_done(run_id, index, started, {}, "succeeded")
+        _step_done(run_id, index, started, {}, "succeeded", step.name)
         _finish(run_id, job.name, "succeeded", message=str(stop))
         return False
     except Exception as exc:
@@ -316,13 +316,13 @@ def execute_step(*, run_id: str, index: int) -> bool:
             _update(run_id, {f"steps.{index}.status": "retrying"},
                     push_log=f"{_now():%H:%M:%S} step {step.name}: transient error, will retry: {exc}")
             raise
-        _step_done(run_id, index, started, {}, "failed")
+        _step_done(run_id, index, started, {}, "failed", step.name)
         _finish(run_id, job.name, "failed", error=f"{step.name}: {type(exc).__name__}: {exc}",
                 tb=traceback.format_exc())
         return False
     finally:
         renewer.stopped.set()
-    _step_done(run_id, index, started, metrics, "succeeded")
+    _step_done(run_id, index, started, metrics, "succeeded", step.name)
     if index + 1 == len(job.steps):
         _finish(run_id, job.name, "succeeded", message="done")
         return False
@@ -343,12 +343,13 @@ def fail_run(*, run_id: str, error: str) -> None:
         _finish(run_id, run["job"], "failed", error=error)
 
 
-def _step_done(run_id: str, index: int, started: datetime, metrics: dict[str, Any], status: str) -> None:
+def _step_done(run_id: str, index: int, started: datetime, metrics: dict[str, Any], status: str, name: str = ""
+               ) -> None:
     ended = _now()
     _update(run_id, {f"steps.{index}.status": status, f"steps.{index}.finished_at": ended,
                      f"steps.{index}.duration_s": round((ended - started).total_seconds(), 3),
                      f"steps.{index}.metrics": metrics, f"steps.{index}.progress": 100.0},
-            push_log=f"{ended:%H:%M:%S} step {index + 1} {status}")
+            push_log=f"{ended:%H:%M:%S} step {name or index + 1} {status}")
 
 
 def _finish(run_id: str, job: str, status: str, *, message: str = "", error: str | None = None,
