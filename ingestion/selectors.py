@@ -143,3 +143,26 @@ def user_liked_tracks(*, user: str) -> list[str]:
         if event.get("track") and (event["kind"] == "like" or (event.get("ms_played") or 0) >= PLAY_POSITIVE_MS):
             tracks[event["track"]] = None
     return list(tracks)
+
+
+def user_get(*, user: str) -> dict[str, Any] | None:
+    return get_db()[c.USERS].find_one({"_id": user})
+
+
+def playlist_search(*, text: str = "", page: int = 1, page_size: int = 20) -> tuple[list[dict[str, Any]], int]:
+    """Playlists whose normalised name starts with, or equals, the normalised ``text`` (all when empty), by
+    followers; returns (page of summaries, total). A prefix on an indexed field: no text index needed."""
+    import re
+
+    from .mpd import normalize_name
+
+    query: dict[str, Any] = {}
+    needle = normalize_name(text)
+    if needle:
+        query["name_norm"] = {"$regex": f"^{re.escape(needle)}"}
+    fields = {"name": 1, "owner": 1, "num_followers": 1, "num_tracks": 1}
+    coll = get_db()[c.PLAYLISTS]
+    total = coll.count_documents(query)
+    docs = list(coll.find(query, fields).sort([("num_followers", DESCENDING), ("_id", 1)])
+                .skip((page - 1) * page_size).limit(page_size))
+    return docs, total

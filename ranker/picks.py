@@ -181,3 +181,51 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
                             "shared_artists": p.shared_artists, "new_share": p.new_share,
                             "known_artist_share": p.known_artist_share, "affinity": p.affinity}})
     return PlaylistPicks(playlists=out, source="model", model_version=model.version)
+
+
+# -- serving: precomputed when fresh, on the fly otherwise -------------------------------------------------------
+
+def _rec(payload: dict, source: str, model_version: str | None) -> dict:
+    import uuid
+
+    # rec_id joins later feedback to this list; the A/B variant comes with the experiments (issue 5).
+    return {"rec_id": uuid.uuid4().hex, "model_version": model_version, "variant": "control", "source": source,
+            **payload}
+
+
+def serve_track_picks(*, user: str, k: int) -> dict:
+    """A user's track picks: the precomputed ones when they come from the live model, else computed now."""
+    from ingestion.selectors import user_liked_tracks
+
+    from .selectors import live_version, picks_for_user
+
+    _check_k(k)
+    stored = picks_for_user(user=user)
+    if stored and stored["model_version"] == live_version() and len(stored["tracks"]) >= k:
+        return _rec({"tracks": stored["tracks"][:k]}, "precomputed", stored["model_version"])
+    model = live_model()
+    known = model is not None and user in model.user_index
+    picks = recommend_tracks(user=user, k=k, model=model, user_tracks=None if known else user_liked_tracks(user=user))
+    tracks = [{"uri": u, "score": s} for u, s in zip(picks.tracks, picks.scores, strict=True)]
+    return _rec({"tracks": tracks}, picks.source, picks.model_version)
+
+
+def serve_playlist_picks(*, user: str, k: int) -> dict:
+    from ingestion.selectors import user_liked_tracks
+
+    from .selectors import live_version, picks_for_user
+
+    stored = picks_for_user(user=user)
+    if stored and stored["model_version"] == live_version() and len(stored["playlists"]) >= k:
+        return _rec({"playlists": stored["playlists"][:k]}, "precomputed", stored["model_version"])
+    model = live_model()
+    known = model is not None and user in model.user_index
+    picks = recommend_playlists(user=user, k=k, model=model,
+                                user_tracks=None if known else user_liked_tracks(user=user))
+    return _rec({"playlists": picks.playlists}, picks.source, picks.model_version)
+
+
+def serve_continuation(*, name: str | None, seed_tracks: list[str], k: int) -> dict:
+    picks = recommend_tracks(seed_tracks=seed_tracks, title=name, k=k)
+    tracks = [{"uri": u, "score": s} for u, s in zip(picks.tracks, picks.scores, strict=True)]
+    return _rec({"tracks": tracks, "unknown_seeds": picks.unknown_seeds}, picks.source, picks.model_version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
@@ -42,15 +43,16 @@ class JobStartApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    class InputSerializer(serializers.Serializer):
+    class JobStartInputSerializer(serializers.Serializer):
         params = serializers.DictField(required=False, default=dict)
 
+    @extend_schema(request=JobStartInputSerializer, responses={202: RunSerializer}, operation_id="job_start")
     def post(self, request, name: str):
         try:
             get_job(name)
         except KeyError as exc:
             return Response({"code": "unknown_job", "message": str(exc).strip("'\"")}, status=status.HTTP_404_NOT_FOUND)
-        data = self.InputSerializer(data=request.data)
+        data = self.JobStartInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
             run = job_start(name=name, params=data.validated_data["params"], trigger=f"api:{request.user.username}")
@@ -68,12 +70,16 @@ class JobRunListApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    class FilterSerializer(serializers.Serializer):
+    class RunFilterSerializer(serializers.Serializer):
         job = serializers.CharField(required=False)
         limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=500)
 
+    class RunListSerializer(serializers.Serializer):
+        results = RunSerializer(many=True)
+
+    @extend_schema(parameters=[RunFilterSerializer], responses=RunListSerializer, operation_id="job_runs_list")
     def get(self, request):
-        query = self.FilterSerializer(data=request.query_params)
+        query = self.RunFilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         runs = run_list(job=query.validated_data.get("job"), limit=query.validated_data["limit"])
         return Response({"results": RunSerializer(runs, many=True).data})
@@ -84,6 +90,7 @@ class JobRunDetailApi(APIView):
 
     permission_classes = [IsAdminUser]
 
+    @extend_schema(responses=RunDetailSerializer, operation_id="job_run_get")
     def get(self, request, run_id: str):
         run = run_get(run_id=run_id)
         if run is None:

@@ -1,9 +1,24 @@
+"""Root URLs: the admin, /healthz, the OpenAPI schema and docs, and /api/v1/ composed from each package's api.py."""
+
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from ingestion import api as ingestion_api
+from pairing import api as pairing_api
+from ranker import api as ranker_api
 
 from . import api, views
 
 api_v1 = [
+    path("users/<str:user>/playlists/recommended", ranker_api.UserPlaylistPicksApi.as_view(), name="user-playlists"),
+    path("users/<str:user>/tracks/recommended", ranker_api.UserTrackPicksApi.as_view(), name="user-tracks"),
+    path("users/<str:user>/buddies", pairing_api.UserBuddiesApi.as_view(), name="user-buddies"),
+    path("recommendations/continuation", ranker_api.ContinuationApi.as_view(), name="continuation"),
+    path("playlists", ingestion_api.PlaylistListApi.as_view(), name="playlist-list"),
+    path("playlists/<int:pid>", ingestion_api.PlaylistDetailApi.as_view(), name="playlist-detail"),
+    path("tracks/<str:uri>", ingestion_api.TrackDetailApi.as_view(), name="track-detail"),
+    path("models", ranker_api.ModelListApi.as_view(), name="model-list"),
     path("jobs/runs", api.JobRunListApi.as_view(), name="job-run-list"),
     path("jobs/runs/<str:run_id>", api.JobRunDetailApi.as_view(), name="job-run-detail"),
     path("jobs/<str:name>", api.JobStartApi.as_view(), name="job-start"),
@@ -13,4 +28,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -1,0 +1,119 @@
+"""Track picks, playlist picks, playlist continuation and model versions. Views validate, call, serialise."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ingestion.mpd import URI_RE
+from recsys_site.api_common import KSerializer, known_user
+
+from .picks import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
+from .selectors import live_version, model_list
+
+K_PARAM = OpenApiParameter("k", int, description="how many picks")
+
+
+class PickListSerializer(serializers.Serializer):
+    rec_id = serializers.CharField(help_text="send it back with feedback events on these picks")
+    model_version = serializers.CharField(allow_null=True)
+    variant = serializers.CharField()
+    source = serializers.CharField(help_text="precomputed | model | title | popularity | most_followed")
+
+
+class TrackPickSerializer(serializers.Serializer):
+    uri = serializers.CharField()
+    score = serializers.FloatField()
+
+
+class TrackPicksSerializer(PickListSerializer):
+    tracks = TrackPickSerializer(many=True)
+
+
+class PlaylistPickSerializer(serializers.Serializer):
+    pid = serializers.IntegerField()
+    name = serializers.CharField(allow_null=True)
+    owner = serializers.CharField(allow_null=True)
+    score = serializers.FloatField()
+    why = serializers.DictField(help_text="buddy, buddy_similarity, shared_artists, new_share, …")
+
+
+class PlaylistPicksSerializer(PickListSerializer):
+    playlists = PlaylistPickSerializer(many=True)
+
+
+class UserTrackPicksApi(APIView):
+    @extend_schema(parameters=[K_PARAM], responses=TrackPicksSerializer)
+    def get(self, request, user: str):
+        query = KSerializer(data=request.query_params, default=50, maximum=MAX_K)
+        query.is_valid(raise_exception=True)
+        picks = serve_track_picks(user=known_user(user), k=query.validated_data["k"])
+        return Response(TrackPicksSerializer(picks).data)
+
+
+class UserPlaylistPicksApi(APIView):
+    @extend_schema(parameters=[K_PARAM], responses=PlaylistPicksSerializer)
+    def get(self, request, user: str):
+        query = KSerializer(data=request.query_params, default=10, maximum=100)
+        query.is_valid(raise_exception=True)
+        picks = serve_playlist_picks(user=known_user(user), k=query.validated_data["k"])
+        return Response(PlaylistPicksSerializer(picks).data)
+
+
+class ContinuationApi(APIView):
+    """The RecSys 2018 task: tracks that continue a playlist given its name and/or first tracks."""
+
+    class ContinuationInputSerializer(serializers.Serializer):
+        name = serializers.CharField(required=False, allow_blank=True, max_length=500)
+        seed_tracks = serializers.ListField(child=serializers.CharField(), required=False, default=list,
+                                            max_length=1000)
+        k = serializers.IntegerField(required=False, default=MAX_K, min_value=1, max_value=MAX_K)
+
+        def validate_seed_tracks(self, value):
+            bad = [i for i, uri in enumerate(value) if not URI_RE["track"].match(uri)]
+            if bad:
+                raise serializers.ValidationError(f"items {bad[:10]} are not spotify:track: URIs")
+            return value
+
+        def validate(self, data):
+            if not data.get("seed_tracks") and not (data.get("name") or "").strip():
+                raise serializers.ValidationError("give a name, seed_tracks, or both")
+            return data
+
+    class ContinuationSerializer(TrackPicksSerializer):
+        unknown_seeds = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(request=ContinuationInputSerializer, responses=ContinuationSerializer)
+    def post(self, request):
+        data = self.ContinuationInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        picks = serve_continuation(name=v.get("name"), seed_tracks=v["seed_tracks"], k=v["k"])
+        return Response(self.ContinuationSerializer(picks).data)
+
+
+class ModelListApi(APIView):
+    class ModelSerializer(serializers.Serializer):
+        version = serializers.CharField(source="_id")
+        status = serializers.CharField()
+        live = serializers.BooleanField()
+        created_at = serializers.DateTimeField()
+        promoted_at = serializers.DateTimeField(required=False)
+        recommender = serializers.CharField(required=False)
+        params = serializers.DictField(required=False)
+        metrics = serializers.DictField(required=False)
+        data = serializers.DictField(required=False)
+        device = serializers.CharField(required=False, allow_null=True)
+        reason = serializers.CharField(required=False)
+
+    class ModelListSerializer(serializers.Serializer):
+        live = serializers.CharField(allow_null=True)
+        results = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(responses=ModelListSerializer)
+    def get(self, request):
+        live = live_version()
+        models = [{**m, "live": m["_id"] == live} for m in model_list(limit=50)]
+        return Response({"live": live, "results": self.ModelSerializer(models, many=True).data})

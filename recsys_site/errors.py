@@ -1,0 +1,25 @@
+"""Every API error as JSON with a ``code``, a ``message`` and, for bad input, the errors per ``fields``."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def api_exception_handler(exc, context):
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        response.data = {"code": "invalid", "message": "the request has invalid fields", "fields": fields}
+    else:
+        detail = getattr(exc, "detail", str(exc))
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        response.data = {"code": code, "message": str(detail)}
+    return response
+
+
+def error(code: str, message: str, http_status: int = status.HTTP_404_NOT_FOUND, **extra) -> Response:
+    return Response({"code": code, "message": message, **extra}, status=http_status)
