@@ -1,15 +1,21 @@
-"""Catalogue reads: one playlist, playlist search with pages, one track."""
+"""Catalogue reads (one playlist, playlist search with pages, one track) and writes: users, their playlists, events."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from recsys_site.api_common import known_user
+from recsys_site.errors import error
+
+from .events import EVENT_KINDS
 from .mpd import URI_RE
 from .selectors import playlist_get, playlist_search, track_get
+from .services import EventError, UserExists, event_record_many, user_create, user_playlist_create
 
 
 class PlaylistSummarySerializer(serializers.Serializer):
@@ -78,3 +84,79 @@ class TrackDetailApi(APIView):
         if doc is None:
             raise NotFound(f"unknown track {uri}")
         return Response(self.TrackSerializer(doc).data)
+
+
+# -- writes (token auth) ------------------------------------------------------------------------------------------
+
+class UserCreateApi(APIView):
+    """POST /api/v1/users ``{"name": "alice"}`` → 201 ``{"id": "api:alice"}``; 409 if taken."""
+
+    permission_classes = [IsAuthenticated]
+
+    class UserCreateInputSerializer(serializers.Serializer):
+        name = serializers.RegexField(r"^[A-Za-z0-9_.\-]{1,64}$", help_text="1-64 letters, digits, _ . -")
+
+    class UserCreatedSerializer(serializers.Serializer):
+        id = serializers.CharField()
+
+    @extend_schema(request=UserCreateInputSerializer, responses={201: UserCreatedSerializer})
+    def post(self, request):
+        data = self.UserCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            user = user_create(name=data.validated_data["name"])
+        except UserExists as exc:
+            return error("user_exists", str(exc), status.HTTP_409_CONFLICT)
+        return Response({"id": user}, status=status.HTTP_201_CREATED)
+
+
+class UserPlaylistCreateApi(APIView):
+    """POST /api/v1/users/{id}/playlists ``{"name": "...", "tracks": [uris]}`` → 201 with the playlist."""
+
+    permission_classes = [IsAuthenticated]
+
+    class PlaylistCreateInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        tracks = serializers.ListField(child=serializers.RegexField(URI_RE["track"].pattern), min_length=1,
+                                       max_length=1000)
+
+    @extend_schema(request=PlaylistCreateInputSerializer, responses={201: PlaylistDetailSerializer})
+    def post(self, request, user: str):
+        data = self.PlaylistCreateInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            playlist = user_playlist_create(user=known_user(user), name=data.validated_data["name"],
+                                            tracks=data.validated_data["tracks"])
+        except ValueError as exc:
+            raise ValidationError({"tracks": [str(exc)]}) from exc
+        return Response(PlaylistDetailSerializer(playlist).data, status=status.HTTP_201_CREATED)
+
+
+class EventSerializer(serializers.Serializer):
+    user = serializers.CharField()
+    kind = serializers.ChoiceField(choices=EVENT_KINDS)
+    track = serializers.CharField(required=False)
+    playlist = serializers.IntegerField(required=False)
+    ms_played = serializers.IntegerField(required=False, min_value=0)
+    rec_id = serializers.CharField(required=False)
+
+
+class EventCreateApi(APIView):
+    """POST /api/v1/events: one event or a list; all stored or none, with each bad item's field errors."""
+
+    permission_classes = [IsAuthenticated]
+
+    class EventsStoredSerializer(serializers.Serializer):
+        stored = serializers.IntegerField()
+
+    @extend_schema(request=EventSerializer(many=True), responses={201: EventsStoredSerializer})
+    def post(self, request):
+        events = request.data if isinstance(request.data, list) else [request.data]
+        if not events or len(events) > 1000:
+            raise ValidationError({"events": ["send 1 to 1000 events"]})
+        try:
+            stored = event_record_many(events=events, check_users=True)
+        except EventError as exc:
+            return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST,
+                         fields={str(i): e for i, e in exc.errors.items()})
+        return Response({"stored": len(stored)}, status=status.HTTP_201_CREATED)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import InsertOne, ReplaceOne, UpdateOne
+from pymongo import InsertOne, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 from tqdm import tqdm
 
@@ -203,7 +203,7 @@ def playlist_upsert_many(*, playlists: list[dict[str, Any]], source: dict[str, A
     for p in fresh + changed:
         delta.add(p["tracks"], +1)
     result.new, result.updated = len(fresh), len(changed)
-    user_ensure_many(user_ids=[p["owner"] for p in fresh], source="mpd")
+    user_ensure_many(user_ids=[p["owner"] for p in fresh], source=source.get("kind", "mpd"))
     return result
 
 
@@ -410,12 +410,18 @@ def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
     return doc, {}
 
 
-def event_record_many(*, events: list[Any], refresh: bool = True) -> list[Any]:
+def event_record_many(*, events: list[Any], refresh: bool = True, check_users: bool = False) -> list[Any]:
     """Store feedback events, all or none (each bad item is named with its field errors), then ask the worker to
-    refresh each user's picks. Stored first: a broker that is down loses the refresh, never the events."""
+    refresh each user's picks. Stored first: a broker that is down loses the refresh, never the events.
+    ``check_users`` also refuses events of users the store does not know."""
+    from .selectors import user_get
+
     docs, errors = [], {}
     for index, raw in enumerate(events):
         doc, problems = _event_doc(raw)
+        user = raw.get("user") if isinstance(raw, dict) else None
+        if check_users and isinstance(user, str) and user.strip() and user_get(user=user) is None:
+            problems["user"] = f"unknown user {user!r}"
         if problems:
             errors[index] = problems
         else:
@@ -434,3 +440,53 @@ def event_record_many(*, events: list[Any], refresh: bool = True) -> list[Any]:
             except Exception as exc:  # the events are stored; the weekly run will pick them up
                 log.warning("could not queue a picks refresh for %s: %s", user, exc)
     return ids
+
+
+# --- users and their own playlists (API) ------------------------------------------------------------------------
+
+API_USER_PREFIX = "api:"
+API_PID_START = 1_000_000_000  # far above the MPD's pids (0 … 999,999), so the two never collide
+
+
+class UserExists(ValueError):
+    pass
+
+
+def user_create(*, name: str) -> str:
+    """Create user ``api:<name>``; ``UserExists`` if taken. Names are 1–64 letters, digits, ``_ . -``."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
+        raise ValueError("name must be 1-64 letters, digits, '_', '.' or '-'")
+    user = f"{API_USER_PREFIX}{name}"
+    if user_ensure_many(user_ids=[user], source="api") == 0:
+        raise UserExists(f"user {user} already exists")
+    return user
+
+
+def user_playlist_create(*, user: str, name: str, tracks: list[str]) -> dict[str, Any]:
+    """A user's own playlist from catalogue tracks; ``ValueError`` naming unknown tracks. Written whole, with the
+    catalogue counts kept right as ingestion keeps them."""
+    from .mpd import content_hash, normalize_name
+
+    db = get_db()
+    known: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(list(dict.fromkeys(tracks))):
+        for doc in db[c.TRACKS].find({"_id": {"$in": chunk}}):
+            known[doc["_id"]] = doc
+    missing = [t for t in tracks if t not in known]
+    if missing:
+        raise ValueError(f"tracks not in the catalogue: {', '.join(missing[:10])}")
+    counter = db[c.CATALOGUE_STATE].find_one_and_update({"_id": "api_pid"}, {"$inc": {"n": 1}}, upsert=True,
+                                                        return_document=ReturnDocument.AFTER)
+    pid = API_PID_START + int(counter["n"])
+    playlist = {"_id": pid, "name": name, "name_norm": normalize_name(name), "owner": user, "origin": "api",
+                "tracks": [{"uri": t, **{k: known[t][k] for k in TRACK_META_FIELDS if k in known[t]}} for t in tracks],
+                "num_tracks": len(tracks)}
+    playlist["content_hash"] = content_hash(playlist)
+    delta = CatalogueDelta()
+    catalogue_mark(dirty=True)
+    playlist_upsert_many(playlists=[playlist], source={"kind": "api", "user": user}, delta=delta)
+    catalogue_apply(delta)
+    catalogue_mark(dirty=False)
+    return playlist

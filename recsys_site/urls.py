@@ -11,6 +11,9 @@ from ranker import api as ranker_api
 from . import api, views
 
 api_v1 = [
+    path("users", ingestion_api.UserCreateApi.as_view(), name="user-create"),
+    path("users/<str:user>/playlists", ingestion_api.UserPlaylistCreateApi.as_view(), name="user-playlist-create"),
+    path("events", ingestion_api.EventCreateApi.as_view(), name="events"),
     path("users/<str:user>/playlists/recommended", ranker_api.UserPlaylistPicksApi.as_view(), name="user-playlists"),
     path("users/<str:user>/tracks/recommended", ranker_api.UserTrackPicksApi.as_view(), name="user-tracks"),
     path("users/<str:user>/buddies", pairing_api.UserBuddiesApi.as_view(), name="user-buddies"),

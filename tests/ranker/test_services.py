@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ranker.conftest import FAST
+from tests.conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[2]
 

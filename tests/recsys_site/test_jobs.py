@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.ranker.conftest import FAST
+from tests.conftest import FAST
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {"ranker": FAST}
