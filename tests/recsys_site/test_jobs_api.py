@@ -53,6 +53,6 @@ def test_errors_are_json_with_a_code(store, staff):
     bad = staff.post("/api/v1/jobs/compute_buddies", {"params": {"epochs": 2}}, format="json")
     assert bad.status_code == 400 and "unknown parameters" in bad.json()["message"]
     wrong_type = staff.post("/api/v1/jobs/compute_buddies", {"params": "all"}, format="json")
-    assert wrong_type.status_code == 400 and "params" in wrong_type.json()
+    assert wrong_type.status_code == 400 and "params" in wrong_type.json()["fields"]
     assert staff.get("/api/v1/jobs/runs/doesnotexist").status_code == 404
     assert staff.get("/api/v1/jobs/runs", {"limit": 0}).status_code == 400
