@@ -431,6 +431,10 @@ def event_record_many(*, events: list[Any], refresh: bool = True, check_users: b
     if not docs:
         return []
     ids = get_db()[c.EVENTS].insert_many(docs, ordered=True).inserted_ids
+    from recsys_site import cache
+
+    for user in dict.fromkeys(d["user"] for d in docs):
+        cache.forget_user(user)  # the next read recomputes or reads the refreshed picks, never a stale copy
     if refresh:
         from celery import current_app
 
@@ -489,4 +493,7 @@ def user_playlist_create(*, user: str, name: str, tracks: list[str]) -> dict[str
     playlist_upsert_many(playlists=[playlist], source={"kind": "api", "user": user}, delta=delta)
     catalogue_apply(delta)
     catalogue_mark(dirty=False)
+    from recsys_site import cache
+
+    cache.forget_user(user)
     return playlist

@@ -21,6 +21,7 @@ class PickListSerializer(serializers.Serializer):
     model_version = serializers.CharField(allow_null=True)
     variant = serializers.CharField()
     source = serializers.CharField(help_text="precomputed | model | title | popularity | most_followed")
+    cached = serializers.BooleanField(required=False, help_text="served from the picks cache")
 
 
 class TrackPickSerializer(serializers.Serializer):

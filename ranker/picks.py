@@ -193,36 +193,58 @@ def _rec(payload: dict, source: str, model_version: str | None) -> dict:
             **payload}
 
 
+def _cached(kind: str, user: str, k: int, compute) -> dict:
+    """Process LRU → Redis → ``compute()`` (precomputed picks in MongoDB, or computed now), keyed by model version."""
+    from recsys_site import cache
+
+    model = live_model()
+    version = model.version if model is not None else None
+    name = cache.key(kind=kind, version=version, user=user, k=k)
+    hit = cache.get(name)
+    if hit is not None:
+        return _rec(hit["payload"], hit["source"], hit["model_version"]) | {"cached": True}
+    payload, source, model_version = compute(model)
+    cache.put(name, {"payload": payload, "source": source, "model_version": model_version}, user=user)
+    return _rec(payload, source, model_version) | {"cached": False}
+
+
 def serve_track_picks(*, user: str, k: int) -> dict:
-    """A user's track picks: the precomputed ones when they come from the live model, else computed now."""
+    """A user's track picks: cached, else precomputed when they come from the live model, else computed now."""
     from ingestion.selectors import user_liked_tracks
 
-    from .selectors import live_version, picks_for_user
+    from .selectors import picks_for_user
 
     _check_k(k)
-    stored = picks_for_user(user=user)
-    if stored and stored["model_version"] == live_version() and len(stored["tracks"]) >= k:
-        return _rec({"tracks": stored["tracks"][:k]}, "precomputed", stored["model_version"])
-    model = live_model()
-    known = model is not None and user in model.user_index
-    picks = recommend_tracks(user=user, k=k, model=model, user_tracks=None if known else user_liked_tracks(user=user))
-    tracks = [{"uri": u, "score": s} for u, s in zip(picks.tracks, picks.scores, strict=True)]
-    return _rec({"tracks": tracks}, picks.source, picks.model_version)
+
+    def compute(model):
+        stored = picks_for_user(user=user)
+        if stored and model is not None and stored["model_version"] == model.version and len(stored["tracks"]) >= k:
+            return {"tracks": stored["tracks"][:k]}, "precomputed", stored["model_version"]
+        known = model is not None and user in model.user_index
+        picks = recommend_tracks(user=user, k=k, model=model,
+                                 user_tracks=None if known else user_liked_tracks(user=user))
+        tracks = [{"uri": u, "score": s} for u, s in zip(picks.tracks, picks.scores, strict=True)]
+        return {"tracks": tracks}, picks.source, picks.model_version
+
+    return _cached("tracks", user, k, compute)
 
 
 def serve_playlist_picks(*, user: str, k: int) -> dict:
     from ingestion.selectors import user_liked_tracks
 
-    from .selectors import live_version, picks_for_user
+    from .selectors import picks_for_user
 
-    stored = picks_for_user(user=user)
-    if stored and stored["model_version"] == live_version() and len(stored["playlists"]) >= k:
-        return _rec({"playlists": stored["playlists"][:k]}, "precomputed", stored["model_version"])
-    model = live_model()
-    known = model is not None and user in model.user_index
-    picks = recommend_playlists(user=user, k=k, model=model,
-                                user_tracks=None if known else user_liked_tracks(user=user))
-    return _rec({"playlists": picks.playlists}, picks.source, picks.model_version)
+    def compute(model):
+        stored = picks_for_user(user=user)
+        if stored and model is not None and stored["model_version"] == model.version \
+                and len(stored["playlists"]) >= k:
+            return {"playlists": stored["playlists"][:k]}, "precomputed", stored["model_version"]
+        known = model is not None and user in model.user_index
+        picks = recommend_playlists(user=user, k=k, model=model,
+                                    user_tracks=None if known else user_liked_tracks(user=user))
+        return {"playlists": picks.playlists}, picks.source, picks.model_version
+
+    return _cached("playlists", user, k, compute)
 
 
 def serve_continuation(*, name: str | None, seed_tracks: list[str], k: int) -> dict:

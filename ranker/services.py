@@ -277,4 +277,7 @@ def picks_refresh_user(*, user: str) -> dict[str, Any] | None:
     playlists = recommend_playlists(user=user, k=PICKS_PLAYLISTS, model=model, user_tracks=liked)
     doc = _picks_doc(user, model, tracks, playlists, _now()) | {"refreshed": True, "liked_tracks": len(liked)}
     get_db()[c.PICKS].replace_one({"_id": user}, doc, upsert=True)
+    from recsys_site import cache
+
+    cache.forget_user(user)
     return doc

@@ -42,6 +42,7 @@ def servers(tmp_path_factory):
     os.environ["MONGO_URI"] = settings.MONGO_URI = mongo_uri
     os.environ["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL = broker
     app.conf.broker_url = app.conf.result_backend = broker
+    settings.PICKS_CACHE_URL = broker.rsplit("/", 1)[0] + "/1"
     close_clients()
     yield {"mongo_uri": mongo_uri, "broker_url": broker, "var": var}
     close_clients()

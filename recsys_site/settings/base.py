@@ -106,6 +106,11 @@ MONGO_TIMEOUT_MS = env.int("MONGO_TIMEOUT_MS", default=5000)
 # --- Celery ------------------------------------------------------------------------------------------------------
 REDIS_PORT = env.int("REDIS_PORT", default=6391)
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"redis://127.0.0.1:{REDIS_PORT}/0")
+# Served picks are cached per process (seconds) over Redis (an hour); keys carry the model version.
+PICKS_CACHE_URL = env("PICKS_CACHE_URL", default=f"redis://127.0.0.1:{REDIS_PORT}/1")  # "" turns Redis off
+PICKS_CACHE_LOCAL_SECONDS = env.float("PICKS_CACHE_LOCAL_SECONDS", default=5.0)
+PICKS_CACHE_LOCAL_SIZE = env.int("PICKS_CACHE_LOCAL_SIZE", default=20_000)
+PICKS_CACHE_REDIS_SECONDS = env.int("PICKS_CACHE_REDIS_SECONDS", default=3600)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -30,6 +30,9 @@ def test_track_picks_on_the_fly_then_precomputed(api, live):
     assert body["rec_id"] and body["variant"] == "control"
     assert not {t["uri"] for t in body["tracks"]} & set(tracks)
     picks_precompute(model=live)
+    from recsys_site import cache
+
+    cache.forget_user(user)  # the same model's cached answer would otherwise be served, and rightly
     again = api.get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
     assert again["source"] == "precomputed" and again["rec_id"] != body["rec_id"]
     assert [t["uri"] for t in again["tracks"]] == [t["uri"] for t in body["tracks"]]
@@ -104,3 +107,19 @@ def test_schema_and_docs_are_served(api, live):
     paths = schema.json()["paths"]
     assert "/api/v1/recommendations/continuation" in paths and "/api/v1/users/{user}/buddies" in paths
     assert api.get("/api/docs/").status_code == 200
+
+
+def test_picks_are_cached_and_a_refresh_invalidates_them(api, live):
+    from ranker.services import picks_refresh_user
+    from recsys_site import cache
+
+    user, _ = _user_with_tracks(live, n=20)
+    first = api.get(f"/api/v1/users/{user}/playlists/recommended", {"k": 4}).json()
+    second = api.get(f"/api/v1/users/{user}/playlists/recommended", {"k": 4}).json()
+    assert second["cached"] and second["playlists"] == first["playlists"] and second["rec_id"] != first["rec_id"]
+    cache.clear_local()  # another process: only Redis holds it
+    before = cache.stats()["redis_hits"]
+    assert api.get(f"/api/v1/users/{user}/playlists/recommended", {"k": 4}).json()["cached"]
+    assert cache.stats()["redis_hits"] == before + 1
+    picks_refresh_user(user=user)
+    assert not api.get(f"/api/v1/users/{user}/playlists/recommended", {"k": 4}).json()["cached"]

@@ -1,0 +1,111 @@
+"""The picks cache: a small per-process LRU over Redis, in front of MongoDB's precomputed picks.
+
+Keys carry the live model version, so a new model invalidates everything by itself. A user's refresh deletes
+that user's keys in Redis (``forget_user``); the process tier keeps entries for ``PICKS_CACHE_LOCAL_SECONDS`` at
+most, so every process sees the refresh within seconds. Redis being down only costs speed: each tier that fails
+is skipped (with short timeouts), the request is answered from MongoDB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_local: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+_client = None
+_stats = {"local_hits": 0, "redis_hits": 0, "misses": 0}
+
+
+def _redis():
+    global _client
+    if _client is None and settings.PICKS_CACHE_URL:
+        import redis
+
+        _client = redis.Redis.from_url(settings.PICKS_CACHE_URL, socket_timeout=0.05, socket_connect_timeout=0.05)
+    return _client
+
+
+def key(*, kind: str, version: str | None, user: str, k: int) -> str:
+    return f"picks:{kind}:{version}:{user}:{k}"
+
+
+def _user_set(user: str) -> str:
+    return f"picks-keys:{user}"
+
+
+def get(name: str) -> Any | None:
+    now = time.monotonic()
+    with _lock:
+        hit = _local.get(name)
+        if hit and hit[0] > now:
+            _local.move_to_end(name)
+            _stats["local_hits"] += 1
+            return hit[1]
+    try:
+        raw = _redis().get(name) if _redis() else None
+    except Exception as exc:  # Redis down or slow: answer from the store instead
+        log.debug("picks cache: redis get failed: %s", exc)
+        raw = None
+    if raw is None:
+        _stats["misses"] += 1
+        return None
+    value = json.loads(raw)
+    _remember(name, value)
+    _stats["redis_hits"] += 1
+    return value
+
+
+def put(name: str, value: Any, *, user: str) -> None:
+    _remember(name, value)
+    try:
+        client = _redis()
+        if client is not None:
+            pipe = client.pipeline()
+            pipe.set(name, json.dumps(value, default=str), ex=settings.PICKS_CACHE_REDIS_SECONDS)
+            pipe.sadd(_user_set(user), name)
+            pipe.expire(_user_set(user), settings.PICKS_CACHE_REDIS_SECONDS)
+            pipe.execute()
+    except Exception as exc:
+        log.debug("picks cache: redis put failed: %s", exc)
+
+
+def forget_user(user: str) -> None:
+    """Drop a user's cached picks everywhere this process can reach (called after their picks are refreshed)."""
+    with _lock:
+        for name in [n for n in _local if f":{user}:" in n]:
+            _local.pop(name, None)
+    try:
+        client = _redis()
+        if client is not None:
+            names = client.smembers(_user_set(user))
+            if names:
+                client.delete(*names)
+            client.delete(_user_set(user))
+    except Exception as exc:
+        log.warning("picks cache: could not forget %s in redis: %s", user, exc)
+
+
+def stats() -> dict[str, int]:
+    return dict(_stats)
+
+
+def clear_local() -> None:
+    with _lock:
+        _local.clear()
+
+
+def _remember(name: str, value: Any) -> None:
+    with _lock:
+        _local[name] = (time.monotonic() + settings.PICKS_CACHE_LOCAL_SECONDS, value)
+        _local.move_to_end(name)
+        while len(_local) > settings.PICKS_CACHE_LOCAL_SIZE:
+            _local.popitem(last=False)
