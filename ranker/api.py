@@ -20,6 +20,7 @@ class PickListSerializer(serializers.Serializer):
     rec_id = serializers.CharField(help_text="send it back with feedback events on these picks")
     model_version = serializers.CharField(allow_null=True)
     variant = serializers.CharField()
+    experiment = serializers.CharField(allow_null=True, required=False)
     source = serializers.CharField(help_text="precomputed | model | title | popularity | most_followed")
     cached = serializers.BooleanField(required=False, help_text="served from the picks cache")
 
@@ -118,3 +119,23 @@ class ModelListApi(APIView):
         live = live_version()
         models = [{**m, "live": m["_id"] == live} for m in model_list(limit=50)]
         return Response({"live": live, "results": self.ModelSerializer(models, many=True).data})
+
+
+class ExperimentResultsApi(APIView):
+    """Per variant: users, picks served, click-through, skip rate, listening minutes, with 95 % intervals."""
+
+    class ExperimentResultsSerializer(serializers.Serializer):
+        experiment = serializers.CharField()
+        variants = serializers.DictField(child=serializers.DictField())
+
+    @extend_schema(responses=ExperimentResultsSerializer)
+    def get(self, request, name: str):
+        from rest_framework.exceptions import NotFound
+
+        from .experiments import experiment_results
+
+        try:
+            results = experiment_results(name=name)
+        except KeyError as exc:
+            raise NotFound(f"unknown experiment {name!r}") from exc
+        return Response(self.ExperimentResultsSerializer(results).data)

@@ -5,3 +5,4 @@ MODEL_LIVE = "model_live"  # one document per model kind: the version serving no
 EVALUATIONS = "evaluations"  # one document per ``manage.py evaluate`` run: the JSON report, for the dashboard
 PICKS = "picks"  # one document per user: precomputed track and playlist picks of the live model
 PICKS_STATE = "picks_state"  # one document: which model version the precomputed picks come from, and when
+SERVED = "served"  # one document per served pick list (rec_id, user, variant, items): joined to feedback for A/B

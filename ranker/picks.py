@@ -185,27 +185,37 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
 
 # -- serving: precomputed when fresh, on the fly otherwise -------------------------------------------------------
 
-def _rec(payload: dict, source: str, model_version: str | None) -> dict:
+def _rec(payload: dict, source: str, model_version: str | None, variant: str = "control",
+         experiment: str | None = None) -> dict:
     import uuid
 
-    # rec_id joins later feedback to this list; the A/B variant comes with the experiments (issue 5).
-    return {"rec_id": uuid.uuid4().hex, "model_version": model_version, "variant": "control", "source": source,
-            **payload}
+    # rec_id joins later feedback (events carry it) to this list, for the A/B results.
+    return {"rec_id": uuid.uuid4().hex, "model_version": model_version, "variant": variant,
+            "experiment": experiment, "source": source, **payload}
 
 
 def _cached(kind: str, user: str, k: int, compute) -> dict:
-    """Process LRU → Redis → ``compute()`` (precomputed picks in MongoDB, or computed now), keyed by model version."""
+    """Process LRU → Redis → ``compute(model, changes)`` (precomputed picks, or computed now), keyed by model version
+    and A/B variant; every list served is logged for the experiment results."""
     from recsys_site import cache
 
+    from .experiments import active_for, served_record
+
+    experiment, variant, changes = active_for(kind=kind, user=user)
     model = live_model()
     version = model.version if model is not None else None
-    name = cache.key(kind=kind, version=version, user=user, k=k)
+    name = cache.key(kind=kind, version=f"{version}:{variant}", user=user, k=k)
     hit = cache.get(name)
     if hit is not None:
-        return _rec(hit["payload"], hit["source"], hit["model_version"]) | {"cached": True}
-    payload, source, model_version = compute(model)
-    cache.put(name, {"payload": payload, "source": source, "model_version": model_version}, user=user)
-    return _rec(payload, source, model_version) | {"cached": False}
+        out = _rec(hit["payload"], hit["source"], hit["model_version"], variant, experiment) | {"cached": True}
+    else:
+        payload, source, model_version = compute(model, changes)
+        cache.put(name, {"payload": payload, "source": source, "model_version": model_version}, user=user)
+        out = _rec(payload, source, model_version, variant, experiment) | {"cached": False}
+    items = [p.get("uri") or p.get("pid") for p in out.get(kind, [])]
+    served_record(rec_id=out["rec_id"], user=user, kind=kind, experiment=experiment, variant=variant,
+                  model_version=out["model_version"], source=out["source"], items=items)
+    return out
 
 
 def serve_track_picks(*, user: str, k: int) -> dict:
@@ -216,7 +226,7 @@ def serve_track_picks(*, user: str, k: int) -> dict:
 
     _check_k(k)
 
-    def compute(model):
+    def compute(model, changes):
         stored = picks_for_user(user=user)
         if stored and model is not None and stored["model_version"] == model.version and len(stored["tracks"]) >= k:
             return {"tracks": stored["tracks"][:k]}, "precomputed", stored["model_version"]
@@ -234,13 +244,15 @@ def serve_playlist_picks(*, user: str, k: int) -> dict:
 
     from .selectors import picks_for_user
 
-    def compute(model):
+    def compute(model, changes):
+        weights = changes.get("playlist_weights")
         stored = picks_for_user(user=user)
-        if stored and model is not None and stored["model_version"] == model.version \
+        # Precomputed picks use the default weights: a variant that changes them is computed now.
+        if stored and not weights and model is not None and stored["model_version"] == model.version \
                 and len(stored["playlists"]) >= k:
             return {"playlists": stored["playlists"][:k]}, "precomputed", stored["model_version"]
         known = model is not None and user in model.user_index
-        picks = recommend_playlists(user=user, k=k, model=model,
+        picks = recommend_playlists(user=user, k=k, model=model, weights=weights,
                                     user_tracks=None if known else user_liked_tracks(user=user))
         return {"playlists": picks.playlists}, picks.source, picks.model_version
 

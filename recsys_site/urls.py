@@ -22,6 +22,7 @@ api_v1 = [
     path("playlists/<int:pid>", ingestion_api.PlaylistDetailApi.as_view(), name="playlist-detail"),
     path("tracks/<str:uri>", ingestion_api.TrackDetailApi.as_view(), name="track-detail"),
     path("models", ranker_api.ModelListApi.as_view(), name="model-list"),
+    path("experiments/<str:name>/results", ranker_api.ExperimentResultsApi.as_view(), name="experiment-results"),
     path("jobs/runs", api.JobRunListApi.as_view(), name="job-run-list"),
     path("jobs/runs/<str:run_id>", api.JobRunDetailApi.as_view(), name="job-run-detail"),
     path("jobs/<str:name>", api.JobStartApi.as_view(), name="job-start"),

@@ -151,6 +151,19 @@ CELERY_BEAT_SCHEDULE = {
     "reap_job_runs": {"task": "recsys_site.reap_job_runs", "schedule": JOB_REAP_SECONDS},
 }
 
+# A/B experiments on picks (ranker/experiments.py): variants with weights and what each changes. JSON in the
+# EXPERIMENTS variable replaces this default; {} runs none.
+EXPERIMENTS = env.json("EXPERIMENTS", default={
+    "playlist_rerank": {
+        "active": True,
+        "applies_to": ["playlists"],
+        "variants": {
+            "control": {"weight": 0.5},
+            "discovery": {"weight": 0.5, "playlist_weights": {"discovery": 0.6, "familiarity": 0.1}},
+        },
+    },
+})
+
 # --- Models ------------------------------------------------------------------------------------------------------
 MODEL_DIR = Path(env("MODEL_DIR", default=str(VAR_DIR / "models")))
 RECSYS_DEVICE = env("RECSYS_DEVICE", default="auto")  # auto | cpu | cuda
