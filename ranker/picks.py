@@ -212,6 +212,11 @@ def _cached(kind: str, user: str, k: int, compute) -> dict:
         payload, source, model_version = compute(model, changes)
         cache.put(name, {"payload": payload, "source": source, "model_version": model_version}, user=user)
         out = _rec(payload, source, model_version, variant, experiment) | {"cached": False}
+    from recsys_site.metrics import MODEL_INFO, PICKS_SERVED
+
+    PICKS_SERVED.labels(kind, "cache" if out["cached"] else out["source"], variant).inc()
+    if version:
+        MODEL_INFO.labels(version).set(1)
     items = [p.get("uri") or p.get("pid") for p in out.get(kind, [])]
     served_record(rec_id=out["rec_id"], user=user, kind=kind, experiment=experiment, variant=variant,
                   model_version=out["model_version"], source=out["source"], items=items)

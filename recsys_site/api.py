@@ -71,7 +71,7 @@ class JobRunListApi(APIView):
     permission_classes = [IsAdminUser]
 
     class RunFilterSerializer(serializers.Serializer):
-        job = serializers.CharField(required=False)
+        job = serializers.CharField(required=False, allow_blank=True)  # ``?job=`` lists every job
         limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=500)
 
     class RunListSerializer(serializers.Serializer):

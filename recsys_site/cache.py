@@ -49,6 +49,7 @@ def get(name: str) -> Any | None:
         if hit and hit[0] > now:
             _local.move_to_end(name)
             _stats["local_hits"] += 1
+            _count("local_hit")
             return hit[1]
     try:
         raw = _redis().get(name) if _redis() else None
@@ -57,11 +58,19 @@ def get(name: str) -> Any | None:
         raw = None
     if raw is None:
         _stats["misses"] += 1
+        _count("miss")
         return None
     value = json.loads(raw)
     _remember(name, value)
     _stats["redis_hits"] += 1
+    _count("redis_hit")
     return value
+
+
+def _count(result: str) -> None:
+    from .metrics import PICKS_CACHE
+
+    PICKS_CACHE.labels(result).inc()
 
 
 def put(name: str, value: Any, *, user: str) -> None:

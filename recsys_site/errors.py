@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import SuspiciousOperation
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -9,6 +10,8 @@ from rest_framework.views import exception_handler
 
 def api_exception_handler(exc, context):
     response = exception_handler(exc, context)
+    if response is None and isinstance(exc, SuspiciousOperation):  # e.g. a form with more than 1000 fields
+        return Response({"code": "bad_request", "message": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if response is None:
         return None
     if isinstance(exc, exceptions.ValidationError):

@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,11 +45,11 @@ class Stack:
             raise SystemExit(f"`manage.py {' '.join(args)}` failed with status {result.returncode}")
         return result
 
-    def spawn(self, name: str, cmd: list[str]) -> None:
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         log_path = self.var_dir / "run" / f"{name}.log"
         handle = log_path.open("ab")
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=os.environ.copy(), stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=handle,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         handle.close()
         self.children.append((name, proc))
         log.info("%s started (PID %d), log: %s", name, proc.pid, log_path)
@@ -92,8 +93,13 @@ class Stack:
 
     def start_processes(self, *, port: int, workers: int) -> None:
         bin_dir = Path(sys.executable).parent
+        # The web workers share their Prometheus counters through files, so /metrics sums all of them.
+        metrics_dir = self.var_dir / "run" / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
         self.spawn("web", [str(bin_dir / "gunicorn"), "recsys_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                           "--workers", str(workers), "--no-control-socket", "--timeout", "60"])
+                           "--workers", str(workers), "--no-control-socket", "--timeout", "60"],
+                   env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
         self.spawn("worker", [str(bin_dir / "celery"), "-A", "celery_app", "worker", "--loglevel", "INFO",
                               "--queues", "default,gpu", "--concurrency", "1", "--hostname", "buddies@%h"])
         self.spawn("beat", [str(bin_dir / "celery"), "-A", "celery_app", "beat", "--loglevel", "INFO",

@@ -9,6 +9,7 @@ from pairing import api as pairing_api
 from ranker import api as ranker_api
 
 from . import api, views
+from .metrics import metrics_view
 
 api_v1 = [
     path("users", ingestion_api.UserCreateApi.as_view(), name="user-create"),
@@ -31,6 +32,7 @@ api_v1 = [
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

@@ -51,3 +51,10 @@ def test_worker_and_beat_deliver_the_heartbeat(store, settings, tmp_path):
             proc.terminate()
         for proc in (beat, worker):
             proc.wait(timeout=30)
+
+
+def test_metrics_expose_latency_picks_and_cache(client, store):
+    client.get("/healthz")
+    body = client.get("/metrics").content.decode()
+    assert 'buddies_request_seconds_bucket{le="0.05",method="GET",status="200",view="healthz"}' in body
+    assert "buddies_picks_served_total" in body and "buddies_picks_cache_total" in body

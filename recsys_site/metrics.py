@@ -1,0 +1,47 @@
+"""Prometheus metrics at ``/metrics``: request latency, picks served by source, cache hits, the live model.
+
+With several gunicorn workers each process keeps its own counters; ``make run`` sets ``PROMETHEUS_MULTIPROC_DIR``
+so that a scrape of any worker sums them all (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from django.http import HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REQUEST_SECONDS = Histogram("buddies_request_seconds", "API request latency", ["view", "method", "status"],
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0))
+PICKS_SERVED = Counter("buddies_picks_served_total", "pick lists served", ["kind", "source", "variant"])
+PICKS_CACHE = Counter("buddies_picks_cache_total", "picks cache lookups", ["result"])
+MODEL_INFO = Gauge("buddies_live_model_info", "the model version this process serves", ["version"],
+                   multiprocess_mode="max")
+
+
+class MetricsMiddleware:
+    """Times every request; the label is the URL pattern's name, never the raw path (bounded cardinality)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        view = (match.url_name or match.view_name) if match else "unmatched"
+        REQUEST_SECONDS.labels(view, request.method, str(response.status_code)).observe(
+            time.perf_counter() - started)
+        return response
+
+
+def metrics_view(request):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY as registry
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
