@@ -9,6 +9,14 @@ from rest_framework.views import exception_handler
 
 
 def api_exception_handler(exc, context):
+    from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+
+    if isinstance(exc, AutoReconnect | ConnectionFailure | ServerSelectionTimeoutError):
+        # The store is down: say so at once, with a retry hint, rather than a 500 after a stack trace.
+        response = Response({"code": "unavailable", "message": "the catalogue store is unreachable; try again soon"},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        response["Retry-After"] = "30"
+        return response
     response = exception_handler(exc, context)
     if response is None and isinstance(exc, SuspiciousOperation):  # e.g. a form with more than 1000 fields
         return Response({"code": "bad_request", "message": str(exc)}, status=status.HTTP_400_BAD_REQUEST)

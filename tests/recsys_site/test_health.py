@@ -58,3 +58,18 @@ def test_metrics_expose_latency_picks_and_cache(client, store):
     body = client.get("/metrics").content.decode()
     assert 'buddies_request_seconds_bucket{le="0.05",method="GET",status="200",view="healthz"}' in body
     assert "buddies_picks_served_total" in body and "buddies_picks_cache_total" in body
+
+
+def test_the_api_answers_503_at_once_when_the_store_is_down(client, store, settings):
+    from recsys_site.embedded import free_port
+    from recsys_site.mongo import close_clients
+
+    settings.MONGO_URI = f"mongodb://127.0.0.1:{free_port()}"
+    settings.MONGO_TIMEOUT_MS = 300
+    close_clients()
+    try:
+        response = client.get("/api/v1/users/mpd:1/tracks/recommended")
+        assert response.status_code == 503 and response.json()["code"] == "unavailable"
+        assert response["Retry-After"] == "30"
+    finally:
+        close_clients()
