@@ -9,7 +9,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recsys_site.api_common import known_user
+from recsys_site.api_common import known_user, unstorable
 from recsys_site.errors import error
 
 from .events import EVENT_KINDS
@@ -41,7 +41,7 @@ class PlaylistDetailSerializer(PlaylistSummarySerializer):
 class PlaylistDetailApi(APIView):
     @extend_schema(responses=PlaylistDetailSerializer, operation_id="playlist_get")
     def get(self, request, pid: int):
-        doc = playlist_get(pid=pid)
+        doc = playlist_get(pid=pid) if pid < 2**63 else None  # MongoDB's ints are 64-bit: no such playlist
         if doc is None:
             raise NotFound(f"unknown playlist {pid}")
         return Response(PlaylistDetailSerializer(doc).data)
@@ -141,6 +141,9 @@ class EventSerializer(serializers.Serializer):
     rec_id = serializers.CharField(required=False)
 
 
+EVENT_FIELDS = tuple(EventSerializer().fields)
+
+
 class EventCreateApi(APIView):
     """POST /api/v1/events: one event or a list; all stored or none, with each bad item's field errors."""
 
@@ -154,6 +157,10 @@ class EventCreateApi(APIView):
         events = request.data if isinstance(request.data, list) else [request.data]
         if not events or len(events) > 1000:
             raise ValidationError({"events": ["send 1 to 1000 events"]})
+        unfit = {str(i): bad for i, e in enumerate(events) if isinstance(e, dict)
+                 and (bad := {f: why for f in EVENT_FIELDS if f in e and (why := unstorable(e[f]))})}
+        if unfit:
+            return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST, fields=unfit)
         try:
             stored = event_record_many(events=events, check_users=True)
         except EventError as exc:

@@ -8,6 +8,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .api_common import unstorable
 from .jobs import JobRefused, get_job, job_start, run_get, run_list
 
 
@@ -46,6 +47,11 @@ class JobStartApi(APIView):
     class JobStartInputSerializer(serializers.Serializer):
         params = serializers.DictField(required=False, default=dict)
 
+        def validate_params(self, value):
+            if why := unstorable(value):
+                raise serializers.ValidationError(why)
+            return value
+
     @extend_schema(request=JobStartInputSerializer, responses={202: RunSerializer}, operation_id="job_start")
     def post(self, request, name: str):
         try:
@@ -71,7 +77,7 @@ class JobRunListApi(APIView):
     permission_classes = [IsAdminUser]
 
     class RunFilterSerializer(serializers.Serializer):
-        job = serializers.CharField(required=False, allow_blank=True)  # ``?job=`` lists every job
+        job = serializers.CharField(required=False)
         limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=500)
 
     class RunListSerializer(serializers.Serializer):

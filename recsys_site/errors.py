@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import SuspiciousOperation
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -19,6 +21,7 @@ def api_exception_handler(exc, context):
         return response
     response = exception_handler(exc, context)
     if response is None and isinstance(exc, SuspiciousOperation):  # e.g. a form with more than 1000 fields
+        logging.getLogger(f"django.security.{type(exc).__name__}").error(str(exc))  # as Django would log it
         return Response({"code": "bad_request", "message": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
     if response is None:
         return None
