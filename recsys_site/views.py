@@ -7,3 +7,12 @@ def healthz(request):
     """JSON status of MongoDB, the broker and the scheduler; 503 when MongoDB or the broker is down."""
     report = health()
     return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+
+
+def not_found(request, exception=None):
+    """404 for a URL no route matches: JSON under /api/ (like every other API error), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "not_found", "message": f"no endpoint at {request.path}"}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)

@@ -73,3 +73,10 @@ def test_the_api_answers_503_at_once_when_the_store_is_down(client, store, setti
         assert response["Retry-After"] == "30"
     finally:
         close_clients()
+
+
+def test_unrouted_api_urls_answer_json_404(client, store, settings):
+    settings.DEBUG = False  # handler404 is what production uses; DEBUG shows Django's technical page instead
+    response = client.get("/api/v1/playlists/-5")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+    assert client.get("/no-such-page").status_code == 404
