@@ -223,23 +223,15 @@ def make_factory(method: str, args: argparse.Namespace) -> Any:
 
 
 def run_method(method: str, split: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from ranker.evaluation import recommend_cases, score_cases
+    from ranker.evaluation import evaluate_method
 
     progress = not args.no_progress
     print(f"--- {method}", file=sys.stderr)
     load_before = os.getloadavg()[0]
-    factory = make_factory(method, args)
-    model = None
-    started = time.perf_counter()
-    if factory is not None:
-        model = factory().fit(split.train, show_progress=progress)
-    trained = time.perf_counter()
-    ranked = recommend_cases(model, split, show_progress=progress)
-    result = score_cases(split, ranked)
-    done = time.perf_counter()
-    train_s = trained - started
+    result, model = evaluate_method(make_factory(method, args), split, show_progress=progress)
+    train_s = result.train_seconds
     row: dict[str, Any] = {"method": method, "overall": result.overall, "per_category": result.per_category,
-                           "train_seconds": round(train_s, 3), "recommend_seconds": round(done - trained, 3),
+                           "train_seconds": round(train_s, 3), "recommend_seconds": round(result.recommend_seconds, 3),
                            "samples_per_s": None, "epochs": None, "gpu": False,
                            "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     metrics = dict(getattr(model, "metrics_", {}) or {})

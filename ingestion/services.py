@@ -246,17 +246,14 @@ def ingest_run_finish(*, run_id: Any, summary: dict[str, Any], problems: list[Pr
     )
 
 
-# --- the MPD ingestion service -----------------------------------------------------------------------------------
 @dataclass
-class IngestReport:
+class RunReport:
+    """What every ingest run reports: files read, skipped and failed, rejections, problems, time, its run id."""
+
     files: int = 0
     files_skipped: int = 0
     files_failed: int = 0
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
     rejected: int = 0
-    new_tracks: int = 0
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -265,6 +262,15 @@ class IngestReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+# --- the MPD ingestion service -----------------------------------------------------------------------------------
+@dataclass
+class IngestReport(RunReport):
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    new_tracks: int = 0
 
     def summary(self) -> dict[str, Any]:
         keys = ("files", "files_skipped", "files_failed", "new", "updated", "unchanged", "rejected", "new_tracks")

@@ -29,7 +29,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from recsys_site.mongo import get_db
 from . import collections as c
 from .mpd import Problem
 from .services import (
+    RunReport,
     _chunks,
     ingest_file_done,
     ingest_file_record,
@@ -306,10 +307,7 @@ COMPARED = {"listens": ("weight",), "friendships": (), "items": ("name", "url")}
 
 
 @dataclass
-class TripletReport:
-    files: int = 0
-    files_skipped: int = 0
-    files_failed: int = 0
+class TripletReport(RunReport):
     rows: int = 0
     listens_new: int = 0
     listens_updated: int = 0
@@ -323,20 +321,11 @@ class TripletReport:
     items_updated: int = 0
     items_removed: int = 0
     users_new: int = 0
-    rejected: int = 0
-    seconds: float = 0.0
-    problems: list[Problem] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    run_id: Any = None
 
     COUNTS = ("files", "files_skipped", "files_failed", "rows", "listens_new", "listens_updated",
               "listens_unchanged", "listens_removed", "friendships_new", "friendships_updated",
               "friendships_unchanged", "friendships_removed", "items_new", "items_updated", "items_removed",
               "users_new", "rejected")
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
     @property
     def changed(self) -> bool:

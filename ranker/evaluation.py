@@ -210,6 +210,14 @@ def score_cases(split: Split, ranked: list[np.ndarray]) -> MethodResult:
     return MethodResult(overall=overall, per_category=per_category, train_seconds=0.0, recommend_seconds=0.0)
 
 
+def score_model(model: Recommender | None, split: Split, *, show_progress: bool = False) -> MethodResult:
+    """Recommend for every case with an already fitted ``model`` (None = popularity) and score."""
+    started = time.perf_counter()
+    result = score_cases(split, recommend_cases(model, split, show_progress=show_progress))
+    result.recommend_seconds = time.perf_counter() - started
+    return result
+
+
 def evaluate_method(factory: Callable[[], Recommender] | None, split: Split, *, show_progress: bool = False
                     ) -> tuple[MethodResult, Recommender | None]:
     """Train a fresh model on the split's training part, recommend for every case, score."""
@@ -218,10 +226,8 @@ def evaluate_method(factory: Callable[[], Recommender] | None, split: Split, *, 
     if factory is not None:
         model = factory().fit(split.train, show_progress=show_progress)
     trained = time.perf_counter()
-    ranked = recommend_cases(model, split, show_progress=show_progress)
-    result = score_cases(split, ranked)
+    result = score_model(model, split, show_progress=show_progress)
     result.train_seconds = trained - started
-    result.recommend_seconds = time.perf_counter() - trained
     return result, model
 
 

@@ -15,6 +15,7 @@ from ranker.evaluation import (
     evaluate_playlists,
     format_playlist_table,
     format_table,
+    score_model,
     split,
 )
 from ranker.served import SERVED_NAME, make_served
@@ -60,7 +61,7 @@ class Command(BaseCommand):
         # The served blend is trained once; its fitted parts are scored alone too (the kNN is the baseline).
         results[SERVED_NAME], fitted = evaluate_method(lambda: served, the_split, show_progress=show)
         for part, _weight in fitted.components:
-            results[part.name], _ = evaluate_method(lambda p=part: _Fitted(p), the_split)
+            results[part.name] = score_model(part, the_split)
             results[part.name].train_seconds = float(getattr(part, "metrics_", {}).get("seconds", 0.0))
         bpr = next(p for p, _ in fitted.components if p.name == "bpr")
         playlists_result = evaluate_playlists(the_split, bpr, show_progress=show)
@@ -87,12 +88,3 @@ class Command(BaseCommand):
             Path(opts["json"]).write_text(json.dumps(report, indent=2, default=float))
             self.stdout.write(f"wrote {opts['json']}")
 
-
-class _Fitted:
-    """Wraps an already fitted component so ``evaluate_method`` scores it without refitting."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def fit(self, *args, **kwargs):
-        return self.model
