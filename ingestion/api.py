@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recsys_site.api_common import known_user, unstorable
+from recsys_site.api_common import known_user, responses, unstorable
 from recsys_site.errors import error
 
 from .events import EVENT_KINDS
@@ -39,7 +39,7 @@ class PlaylistDetailSerializer(PlaylistSummarySerializer):
 
 
 class PlaylistDetailApi(APIView):
-    @extend_schema(responses=PlaylistDetailSerializer, operation_id="playlist_get")
+    @extend_schema(responses=responses(PlaylistDetailSerializer, 404), operation_id="playlist_get")
     def get(self, request, pid: int):
         doc = playlist_get(pid=pid) if pid < 2**63 else None  # MongoDB's ints are 64-bit: no such playlist
         if doc is None:
@@ -58,7 +58,8 @@ class PlaylistListApi(APIView):
         page = serializers.IntegerField()
         results = PlaylistSummarySerializer(many=True)
 
-    @extend_schema(parameters=[FilterSerializer], responses=PlaylistPageSerializer, operation_id="playlists_search")
+    @extend_schema(parameters=[FilterSerializer], responses=responses(PlaylistPageSerializer, 400),
+                   operation_id="playlists_search")
     def get(self, request):
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -76,7 +77,7 @@ class TrackDetailApi(APIView):
         duration_ms = serializers.IntegerField(required=False)
         num_playlists = serializers.IntegerField()
 
-    @extend_schema(responses=TrackSerializer)
+    @extend_schema(responses=responses(TrackSerializer, 400, 404))
     def get(self, request, uri: str):
         if not URI_RE["track"].match(uri):
             raise ValidationError({"uri": [f"{uri!r} is not a spotify:track: URI"]})
@@ -99,7 +100,8 @@ class UserCreateApi(APIView):
     class UserCreatedSerializer(serializers.Serializer):
         id = serializers.CharField()
 
-    @extend_schema(request=UserCreateInputSerializer, responses={201: UserCreatedSerializer})
+    @extend_schema(request=UserCreateInputSerializer,
+                   responses=responses(UserCreatedSerializer, 400, 401, 409, 415, status=201))
     def post(self, request):
         data = self.UserCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -120,7 +122,8 @@ class UserPlaylistCreateApi(APIView):
         tracks = serializers.ListField(child=serializers.RegexField(URI_RE["track"].pattern), min_length=1,
                                        max_length=1000)
 
-    @extend_schema(request=PlaylistCreateInputSerializer, responses={201: PlaylistDetailSerializer})
+    @extend_schema(request=PlaylistCreateInputSerializer,
+                   responses=responses(PlaylistDetailSerializer, 400, 401, 404, 415, status=201))
     def post(self, request, user: str):
         data = self.PlaylistCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -142,6 +145,20 @@ class EventSerializer(serializers.Serializer):
 
 
 EVENT_FIELDS = tuple(EventSerializer().fields)
+MAX_EVENTS = 1000
+# The body is one event or a list of 1 to MAX_EVENTS of them.
+EVENTS_REQUEST = PolymorphicProxySerializer(
+    component_name="EventOrBatch", resource_type_field_name=None, many=False,
+    serializers=[EventSerializer, EventSerializer(many=True, min_length=1, max_length=MAX_EVENTS)])
+
+
+def schema_batch_limits(result, generator, request, public):
+    """drf-spectacular drops a list serializer's length bounds; state the batch's 1..MAX_EVENTS in the schema."""
+    batch = result.get("components", {}).get("schemas", {}).get("EventOrBatch", {}).get("oneOf", [])
+    for variant in batch:
+        if variant.get("type") == "array":
+            variant.update(minItems=1, maxItems=MAX_EVENTS)
+    return result
 
 
 class EventCreateApi(APIView):
@@ -152,11 +169,11 @@ class EventCreateApi(APIView):
     class EventsStoredSerializer(serializers.Serializer):
         stored = serializers.IntegerField()
 
-    @extend_schema(request=EventSerializer(many=True), responses={201: EventsStoredSerializer})
+    @extend_schema(request=EVENTS_REQUEST, responses=responses(EventsStoredSerializer, 400, 401, 415, status=201))
     def post(self, request):
         events = request.data if isinstance(request.data, list) else [request.data]
-        if not events or len(events) > 1000:
-            raise ValidationError({"events": ["send 1 to 1000 events"]})
+        if not events or len(events) > MAX_EVENTS:
+            raise ValidationError({"events": [f"send 1 to {MAX_EVENTS} events"]})
         unfit = {str(i): bad for i, e in enumerate(events) if isinstance(e, dict)
                  and (bad := {f: why for f in EVENT_FIELDS if f in e and (why := unstorable(e[f]))})}
         if unfit:

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recsys_site.api_common import KSerializer, known_user
+from recsys_site.api_common import KSerializer, known_user, responses
 
 from .selectors import buddies_for_user, buddies_state
 
@@ -26,7 +26,7 @@ class UserBuddiesApi(APIView):
         model_version = serializers.CharField(allow_null=True)
         buddies = BuddySerializer(many=True)
 
-    @extend_schema(parameters=[OpenApiParameter("k", int)], responses=BuddiesSerializer)
+    @extend_schema(parameters=[OpenApiParameter("k", int)], responses=responses(BuddiesSerializer, 400, 404))
     def get(self, request, user: str):
         query = KSerializer(data=request.query_params, default=10, maximum=50)
         query.is_valid(raise_exception=True)

@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.mpd import URI_RE
-from recsys_site.api_common import KSerializer, known_user
+from recsys_site.api_common import KSerializer, known_user, responses
 
 from .picks import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
 from .selectors import live_version, model_list
@@ -47,7 +47,7 @@ class PlaylistPicksSerializer(PickListSerializer):
 
 
 class UserTrackPicksApi(APIView):
-    @extend_schema(parameters=[K_PARAM], responses=TrackPicksSerializer)
+    @extend_schema(parameters=[K_PARAM], responses=responses(TrackPicksSerializer, 400, 404))
     def get(self, request, user: str):
         query = KSerializer(data=request.query_params, default=50, maximum=MAX_K)
         query.is_valid(raise_exception=True)
@@ -56,7 +56,7 @@ class UserTrackPicksApi(APIView):
 
 
 class UserPlaylistPicksApi(APIView):
-    @extend_schema(parameters=[K_PARAM], responses=PlaylistPicksSerializer)
+    @extend_schema(parameters=[K_PARAM], responses=responses(PlaylistPicksSerializer, 400, 404))
     def get(self, request, user: str):
         query = KSerializer(data=request.query_params, default=10, maximum=100)
         query.is_valid(raise_exception=True)
@@ -87,7 +87,7 @@ class ContinuationApi(APIView):
     class ContinuationSerializer(TrackPicksSerializer):
         unknown_seeds = serializers.ListField(child=serializers.CharField())
 
-    @extend_schema(request=ContinuationInputSerializer, responses=ContinuationSerializer)
+    @extend_schema(request=ContinuationInputSerializer, responses=responses(ContinuationSerializer, 400, 415))
     def post(self, request):
         data = self.ContinuationInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -114,7 +114,7 @@ class ModelListApi(APIView):
         live = serializers.CharField(allow_null=True)
         results = serializers.ListField(child=serializers.DictField())
 
-    @extend_schema(responses=ModelListSerializer)
+    @extend_schema(responses=responses(ModelListSerializer))
     def get(self, request):
         live = live_version()
         models = [{**m, "live": m["_id"] == live} for m in model_list(limit=50)]
@@ -128,7 +128,7 @@ class ExperimentResultsApi(APIView):
         experiment = serializers.CharField()
         variants = serializers.DictField(child=serializers.DictField())
 
-    @extend_schema(responses=ExperimentResultsSerializer)
+    @extend_schema(responses=responses(ExperimentResultsSerializer, 404))
     def get(self, request, name: str):
         from rest_framework.exceptions import NotFound
 

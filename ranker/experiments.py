@@ -1,7 +1,8 @@
 """A/B experiments on picks: stable assignment, served-list logging, results with confidence intervals.
 
-An experiment (``settings.EXPERIMENTS``) has variants with weights and what each changes: the playlist re-ranking
-weights (``playlist_weights``) or the model version (``model_version``). A user's variant is a pure function of
+An experiment (``settings.EXPERIMENTS``, or an ``Experiment`` row edited in the admin) has variants with weights
+and what each changes: the playlist re-ranking weights (``playlist_weights``) or the model version
+(``model_version``, a registered version served instead of the live one). A user's variant is a pure function of
 (user, experiment) — a SHA-1 hash mapped to [0, 1) — so it never flips between requests or processes.
 
 Every served pick list is logged with its ``rec_id``, variant and items (``served``); feedback events that carry
@@ -11,24 +12,122 @@ the ``rec_id`` are joined to it for the results.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import math
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import TTLCache
 from django.conf import settings
 
 from recsys_site.mongo import get_db
 
 from . import collections as c
+from .playlists import PlaylistWeights
+
+log = logging.getLogger(__name__)
+KINDS = ("playlists", "tracks")
+VARIANT_KEYS = {"weight", "model_version", "playlist_weights"}
+_ADMIN_SECONDS = 5.0  # how stale the admin's experiments may be in a serving process
+_admin_cache: TTLCache = TTLCache(maxsize=1, ttl=_ADMIN_SECONDS)
+_admin_lock = threading.Lock()
+
+
+def spec_errors(name: str, spec: Any, *, check_versions: bool = False) -> list[str]:
+    """What is wrong with experiment ``name``'s definition (empty when it is sound); the same rules for settings
+    and the admin. ``check_versions`` also asks the model registry whether each ``model_version`` exists."""
+    if not isinstance(spec, dict):
+        return [f"experiment {name!r}: expected an object, got {type(spec).__name__}"]
+    problems = []
+    applies = spec.get("applies_to", ["playlists"])
+    if not isinstance(applies, list) or not applies or set(applies) - set(KINDS):
+        problems.append(f"experiment {name!r}: applies_to must be a non-empty list of {list(KINDS)}, got {applies!r}")
+    variants = spec.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        return [*problems, f"experiment {name!r}: variants must be a non-empty object of name → changes"]
+    for variant, changes in variants.items():
+        where = f"experiment {name!r}, variant {variant!r}"
+        if not isinstance(changes, dict):
+            problems.append(f"{where}: expected an object, got {type(changes).__name__}")
+            continue
+        if unknown := set(changes) - VARIANT_KEYS:
+            problems.append(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(VARIANT_KEYS)}")
+        weight = changes.get("weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+            problems.append(f"{where}: weight must be a positive number, got {weight!r}")
+        weights = changes.get("playlist_weights", {})
+        known = sorted(PlaylistWeights.__dataclass_fields__)
+        if not isinstance(weights, dict) or set(weights) - set(known) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in weights.values()):
+            problems.append(f"{where}: playlist_weights must map some of {known} to numbers, got {weights!r}")
+        version = changes.get("model_version")
+        if version is not None and not isinstance(version, str):
+            problems.append(f"{where}: model_version must be a version string, got {version!r}")
+        elif version is not None and check_versions:
+            from .selectors import model_get
+
+            if model_get(version=version) is None:
+                problems.append(f"{where}: no model version {version!r} in the registry")
+    return problems
+
+
+def _admin_experiments() -> dict[str, dict[str, Any]]:
+    """The admin's experiments (cached a few seconds: this is on every picks request's path)."""
+    from django.db import DatabaseError
+
+    with _admin_lock:
+        if "all" in _admin_cache:
+            return _admin_cache["all"]
+    from .models import Experiment
+
+    try:
+        found = {e.name: e.spec() for e in Experiment.objects.all()}
+    except DatabaseError as exc:  # e.g. Django's tables not migrated in this process's database: settings only
+        log.warning("admin experiments unavailable (%s); serving the settings' experiments only", exc)
+        found = {}
+    with _admin_lock:
+        _admin_cache["all"] = found
+    return found
+
+
+def experiments_clear() -> None:
+    """Forget the cached admin experiments (tests; after an edit that must apply at once)."""
+    with _admin_lock:
+        _admin_cache.clear()
 
 
 def experiments() -> dict[str, dict[str, Any]]:
-    return settings.EXPERIMENTS
+    """Every experiment: the settings' and the admin's (the admin's win on a shared name). A malformed one from
+    the settings is a configuration error, named; a malformed admin row (the admin validates on save) is skipped."""
+    out = {}
+    for name, spec in settings.EXPERIMENTS.items():
+        if problems := spec_errors(name, spec):
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured("EXPERIMENTS: " + "; ".join(problems))
+        out[name] = spec
+    for name, spec in _admin_experiments().items():
+        if problems := spec_errors(name, spec):
+            log.error("skipping admin experiment %s: %s", name, "; ".join(problems))
+            continue
+        out[name] = spec
+    return out
+
+
+def changes_digest(changes: dict[str, Any]) -> str:
+    """A short, stable digest of a variant's changes: cache keys carry it, so editing a variant never serves
+    lists cached under its old definition."""
+    return hashlib.sha1(json.dumps(changes, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def assign(*, user: str, experiment: str) -> str:
     """The user's variant in ``experiment``: stable, and spread by the variants' weights."""
-    spec = experiments()[experiment]
+    return _assign(user, experiment, experiments()[experiment])
+
+
+def _assign(user: str, experiment: str, spec: dict[str, Any]) -> str:
     variants = list(spec["variants"].items())
     total = sum(float(v.get("weight", 1.0)) for _, v in variants)
     point = int.from_bytes(hashlib.sha1(f"{experiment}:{user}".encode()).digest()[:8], "big") / 2 ** 64 * total
@@ -43,8 +142,9 @@ def active_for(*, kind: str, user: str) -> tuple[str | None, str, dict[str, Any]
     """(experiment, variant, the variant's changes) for picks of ``kind``; (None, "control", {}) when none runs."""
     for name, spec in experiments().items():
         if spec.get("active", True) and kind in spec.get("applies_to", ("playlists",)):
-            variant = assign(user=user, experiment=name)
-            return name, variant, dict(spec["variants"][variant])
+            variant = _assign(user, name, spec)
+            changes = {k: v for k, v in spec["variants"][variant].items() if k != "weight"}
+            return name, variant, changes
     return None, "control", {}
 
 

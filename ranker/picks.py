@@ -10,6 +10,8 @@ Seeds are never returned. Unknown seed URIs are reported, not fatal.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +21,8 @@ from .artifacts import RankerModel
 from .data import rows_matrix
 from .recommenders import topk
 from .selectors import live_model
+
+log = logging.getLogger(__name__)
 
 MAX_K = 500
 
@@ -194,17 +198,36 @@ def _rec(payload: dict, source: str, model_version: str | None, variant: str = "
             "experiment": experiment, "source": source, **payload}
 
 
+@functools.lru_cache(maxsize=2)
+def _pinned_model(version: str) -> RankerModel:
+    """A registered, not necessarily live, version that an A/B variant serves (kept loaded: few are pinned)."""
+    return RankerModel.load(version)
+
+
+def _model_for(changes: dict) -> RankerModel | None:
+    """The live model, or the version a variant pins (``model_version``); the live one if that version is gone."""
+    live = live_model()
+    version = changes.get("model_version")
+    if not version or (live is not None and version == live.version):
+        return live
+    try:
+        return _pinned_model(version)
+    except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
+        log.warning("variant model %s cannot be loaded (%s); serving the live model", version, exc)
+        return live
+
+
 def _cached(kind: str, user: str, k: int, compute) -> dict:
     """Process LRU → Redis → ``compute(model, changes)`` (precomputed picks, or computed now), keyed by model version
     and A/B variant; every list served is logged for the experiment results."""
     from recsys_site import cache
 
-    from .experiments import active_for, served_record
+    from .experiments import active_for, changes_digest, served_record
 
     experiment, variant, changes = active_for(kind=kind, user=user)
-    model = live_model()
+    model = _model_for(changes)
     version = model.version if model is not None else None
-    name = cache.key(kind=kind, version=f"{version}:{variant}", user=user, k=k)
+    name = cache.key(kind=kind, version=f"{version}:{variant}:{changes_digest(changes)}", user=user, k=k)
     hit = cache.get(name)
     if hit is not None:
         out = _rec(hit["payload"], hit["source"], hit["model_version"], variant, experiment) | {"cached": True}

@@ -8,7 +8,7 @@ from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .api_common import unstorable
+from .api_common import responses, unstorable
 from .jobs import JobRefused, get_job, job_start, run_get, run_list
 
 
@@ -52,7 +52,8 @@ class JobStartApi(APIView):
                 raise serializers.ValidationError(why)
             return value
 
-    @extend_schema(request=JobStartInputSerializer, responses={202: RunSerializer}, operation_id="job_start")
+    @extend_schema(request=JobStartInputSerializer, operation_id="job_start",
+                   responses=responses(RunSerializer, 400, 401, 403, 404, 409, 415, status=202))
     def post(self, request, name: str):
         try:
             get_job(name)
@@ -83,7 +84,8 @@ class JobRunListApi(APIView):
     class RunListSerializer(serializers.Serializer):
         results = RunSerializer(many=True)
 
-    @extend_schema(parameters=[RunFilterSerializer], responses=RunListSerializer, operation_id="job_runs_list")
+    @extend_schema(parameters=[RunFilterSerializer], responses=responses(RunListSerializer, 400, 401, 403),
+                   operation_id="job_runs_list")
     def get(self, request):
         query = self.RunFilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -96,7 +98,7 @@ class JobRunDetailApi(APIView):
 
     permission_classes = [IsAdminUser]
 
-    @extend_schema(responses=RunDetailSerializer, operation_id="job_run_get")
+    @extend_schema(responses=responses(RunDetailSerializer, 401, 403, 404), operation_id="job_run_get")
     def get(self, request, run_id: str):
         run = run_get(run_id=run_id)
         if run is None:

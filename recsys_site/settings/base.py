@@ -77,6 +77,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+LOGIN_URL = "/admin/login/"  # staff log in through the admin; the dashboard sends visitors there
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -95,6 +96,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Organic playlist picks from taste buddies, track picks, buddies, feedback and jobs.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "ingestion.api.schema_batch_limits"],
 }
 
 # --- MongoDB -----------------------------------------------------------------------------------------------------

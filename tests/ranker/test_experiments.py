@@ -81,3 +81,71 @@ def test_results_endpoint(live, settings):
     assert sum(v["picks_served"] for v in body["variants"].values()) >= 1
     missing = api.get("/api/v1/experiments/nope/results")
     assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+def test_an_admin_experiment_pinning_a_model_version_serves_that_version(live, settings):
+    from ranker.experiments import experiments_clear
+    from ranker.models import Experiment
+    from ranker.picks import recommend_tracks
+    from ranker.services import ranker_train
+    from tests.conftest import FAST
+
+    candidate = ranker_train(params={**FAST, "bpr": {**FAST["bpr"], "epochs": 10}})  # registered, never promoted
+    assert candidate.version != live.version
+    settings.EXPERIMENTS = {}
+    Experiment.objects.create(name="pinned", applies_to=["tracks"],
+                              variants={"candidate": {"weight": 1.0, "model_version": candidate.version}})
+    experiments_clear()
+    user = str(live.user_ids[5])
+    body = APIClient().get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
+    assert (body["experiment"], body["variant"], body["model_version"]) == ("pinned", "candidate", candidate.version)
+    expected = recommend_tracks(user=user, k=20, model=candidate).tracks
+    assert [t["uri"] for t in body["tracks"]] == list(expected)
+    assert body["source"] == "model"  # the live model's precomputed picks are not this variant's
+
+    Experiment.objects.filter(name="pinned").update(active=False)
+    experiments_clear()
+    after = APIClient().get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
+    assert after["experiment"] is None and after["model_version"] == live.version
+
+
+def test_admin_validation_names_each_problem(live):
+    from django.core.exceptions import ValidationError
+
+    from ranker.models import Experiment
+
+    bad = Experiment(name="bad", applies_to=["albums"], variants={
+        "a": {"weight": -1, "colour": "red"}, "b": {"model_version": "19990101T000000Z-nope"},
+        "c": {"playlist_weights": {"loudness": 2}}})
+    with pytest.raises(ValidationError) as caught:
+        bad.full_clean()
+    text = " ".join(caught.value.messages)
+    assert "applies_to" in text and "'albums'" in text
+    assert "variant 'a': unknown keys ['colour']" in text and "variant 'a': weight must be a positive number" in text
+    assert "no model version '19990101T000000Z-nope'" in text
+    assert "variant 'c': playlist_weights" in text
+
+
+def test_the_admin_lists_and_refuses_a_bad_experiment(admin_client, store):
+    from ranker.models import Experiment
+
+    assert admin_client.get("/admin/ranker/experiment/").status_code == 200
+    response = admin_client.post("/admin/ranker/experiment/add/", {
+        "name": "weights", "active": "on", "applies_to": '["playlists"]', "description": "",
+        "variants": '{"control": {"weight": 1}, "x": {"weight": 0}}'})
+    assert response.status_code == 200 and "weight must be a positive number" in response.content.decode()
+    assert not Experiment.objects.filter(name="weights").exists()
+    response = admin_client.post("/admin/ranker/experiment/add/", {
+        "name": "weights", "active": "on", "applies_to": '["playlists"]', "description": "",
+        "variants": '{"control": {"weight": 1}, "x": {"weight": 1, "playlist_weights": {"discovery": 0.9}}}'})
+    assert response.status_code == 302 and Experiment.objects.get(name="weights").variants["x"]["weight"] == 1
+
+
+def test_a_malformed_experiment_in_settings_is_a_named_configuration_error(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from ranker.experiments import experiments
+
+    settings.EXPERIMENTS = {"broken": {"variants": {"a": {"weight": "lots"}}}}
+    with pytest.raises(ImproperlyConfigured, match="experiment 'broken', variant 'a': weight must be a positive"):
+        experiments()
