@@ -14,3 +14,4 @@ INGEST_RUNS = "ingest_runs"
 CATALOGUE_STATE = "catalogue_state"
 LISTEN_ITEMS = "listen_items"  # names of listened items (HetRec artists.dat), by item id
 EVENTS = "events"  # feedback from the API: play (ms_played), skip, like, follow, unfollow
+CATALOGUE_STATS = "catalogue_stats"  # one precomputed document of catalogue statistics for the dashboard

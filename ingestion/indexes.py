@@ -19,6 +19,10 @@ INDEXES = {
     c.LISTENS: [IndexModel([("user", ASCENDING)]), IndexModel([("source", ASCENDING)])],
     c.FRIENDSHIPS: [IndexModel([("user", ASCENDING)]), IndexModel([("source", ASCENDING)])],
     c.INGEST_FILES: [IndexModel([("sha256", ASCENDING)], unique=True)],
-    c.EVENTS: [IndexModel([("user", ASCENDING), ("ts", ASCENDING)]), IndexModel([("kind", ASCENDING)])],
+    c.EVENTS: [IndexModel([("user", ASCENDING), ("ts", ASCENDING)]), IndexModel([("kind", ASCENDING)]),
+               # events since the catalogue statistics were computed are counted by a range on ``ts``
+               IndexModel([("ts", ASCENDING)]),
+               # A/B results and engagement join feedback to served lists by ``rec_id``
+               IndexModel([("rec_id", ASCENDING)], sparse=True)],
     c.INGEST_RUNS: [IndexModel([("started_at", DESCENDING)])],
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING
@@ -58,8 +59,13 @@ def playlist_track_rows() -> int:
     return int(rows[0]["n"]) if rows else 0
 
 
-def ingest_run_list(*, limit: int = 20) -> list[dict[str, Any]]:
-    return list(get_db()[c.INGEST_RUNS].find({}).sort("started_at", DESCENDING).limit(limit))
+def ingest_run_list(*, limit: int = 20, kind: str | None = None, problems: int | None = None
+                    ) -> list[dict[str, Any]]:
+    """Ingest runs, newest first: all kinds or one (``"mpd"``, ``"triplets"``); ``problems`` keeps only the first
+    that many stored problems of each run (a run stores up to 500, too many to ship to a page)."""
+    projection = {"problems": {"$slice": problems}} if problems is not None else None
+    query = {"kind": kind} if kind else {}
+    return list(get_db()[c.INGEST_RUNS].find(query, projection).sort("started_at", DESCENDING).limit(limit))
 
 
 def listen_iter(*, source: str | None = None) -> Iterator[dict[str, Any]]:
@@ -151,18 +157,207 @@ def user_get(*, user: str) -> dict[str, Any] | None:
 
 def playlist_search(*, text: str = "", page: int = 1, page_size: int = 20) -> tuple[list[dict[str, Any]], int]:
     """Playlists whose normalised name starts with, or equals, the normalised ``text`` (all when empty), by
-    followers; returns (page of summaries, total). A prefix on an indexed field: no text index needed."""
-    import re
+    followers; returns (page of summaries, total). A prefix on an indexed field: no text index needed.
 
+    The prefix is a range, not an anchored ``$regex``: SecantusDB answers a regex by reading every playlist
+    (3–6 s on the 7k sample), a range through the ``name_norm`` index in about 25 ms."""
     from .mpd import normalize_name
 
     query: dict[str, Any] = {}
     needle = normalize_name(text)
     if needle:
-        query["name_norm"] = {"$regex": f"^{re.escape(needle)}"}
+        query["name_norm"] = {"$gte": needle, "$lt": needle + "\U0010ffff"}  # every string that starts with it
     fields = {"name": 1, "owner": 1, "num_followers": 1, "num_tracks": 1}
     coll = get_db()[c.PLAYLISTS]
     total = coll.count_documents(query)
     docs = list(coll.find(query, fields).sort([("num_followers", DESCENDING), ("_id", 1)])
                 .skip((page - 1) * page_size).limit(page_size))
     return docs, total
+
+
+# --- engagement aggregates (dashboard) ---------------------------------------------------------------------------
+
+def event_daily_counts(*, kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Feedback events per UTC day and kind, grouped by the server: ``day`` (``YYYY-MM-DD``), ``kind``, ``events``
+    and ``ms_played`` (their summed listening time), oldest day first."""
+    from pymongo.errors import OperationFailure
+
+    match: dict[str, Any] = {"kind": {"$in": list(kinds)}} if kinds else {}
+    pipeline = [{"$match": match},
+                {"$group": {"_id": {"day": {"$dateToString": {"format": "%Y-%m-%d", "date": "$ts"}}, "kind": "$kind"},
+                            "events": {"$sum": 1}, "ms": {"$sum": "$ms_played"}}}]
+    try:
+        rows = [{"day": r["_id"]["day"], "kind": r["_id"]["kind"], "events": int(r["events"]),
+                 "ms_played": int(r["ms"] or 0)} for r in get_db()[c.EVENTS].aggregate(pipeline)]
+    except OperationFailure:  # a server without $dateToString: the same sums here, over the few fields needed
+        sums: dict[tuple[str, str], list[int]] = {}
+        for event in get_db()[c.EVENTS].find(match, {"ts": 1, "kind": 1, "ms_played": 1, "_id": 0}):
+            row = sums.setdefault((f"{event['ts']:%Y-%m-%d}", event["kind"]), [0, 0])
+            row[0] += 1
+            row[1] += int(event.get("ms_played") or 0)
+        rows = [{"day": day, "kind": kind, "events": n, "ms_played": ms} for (day, kind), (n, ms) in sums.items()]
+    return sorted((r for r in rows if r["day"]), key=lambda r: (r["day"], r["kind"]))
+
+
+def event_totals_by_rec(*, kind: str) -> dict[str | None, dict[str, int]]:
+    """Events of one ``kind`` per ``rec_id`` (None: events that carry none): ``events`` and summed ``ms_played``.
+    Grouped by the server, so what comes back is one row per pick list that got feedback."""
+    from pymongo.errors import OperationFailure
+
+    pipeline = [{"$match": {"kind": kind}},
+                {"$group": {"_id": "$rec_id", "events": {"$sum": 1}, "ms": {"$sum": "$ms_played"}}}]
+    out: dict[str | None, dict[str, int]] = {}
+    try:
+        for row in get_db()[c.EVENTS].aggregate(pipeline):
+            total = out.setdefault(row["_id"] or None, {"events": 0, "ms_played": 0})
+            total["events"] += int(row["events"])
+            total["ms_played"] += int(row["ms"] or 0)
+    except OperationFailure:  # a server without $group on a field: sum here
+        out.clear()
+        for event in get_db()[c.EVENTS].find({"kind": kind}, {"rec_id": 1, "ms_played": 1, "_id": 0}):
+            total = out.setdefault(event.get("rec_id") or None, {"events": 0, "ms_played": 0})
+            total["events"] += 1
+            total["ms_played"] += int(event.get("ms_played") or 0)
+    return out
+
+
+# --- catalogue statistics (dashboard) ----------------------------------------------------------------------------
+# Counting or sorting a large collection takes seconds on some servers (SecantusDB scans for every count), so the
+# overview and catalogue pages read one precomputed document instead: ``catalogue_stats_compute`` stores it after
+# each MPD ingest and in the weekly job; ``catalogue_stats`` computes it on the fly while none is stored.
+
+CATALOGUE_STATS_ID = "catalogue"
+STATS_TOP = 100  # tracks, artists and name words kept per statistic
+# Candidate "at least this many followers" filters; those that select the same playlists as a lower one are dropped.
+FOLLOWER_THRESHOLDS = (0, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
+MIN_TIER_PLAYLISTS = 10  # a filter that leaves fewer playlists than this tells nothing
+NAME_STOP_WORDS = frozenset({"a", "an", "and", "are", "by", "for", "from", "i", "im", "in", "is", "it", "its", "me",
+                             "my", "n", "of", "on", "or", "s", "so", "t", "the", "this", "to", "with"})
+
+
+def catalogue_stats_get() -> dict[str, Any] | None:
+    """The stored catalogue statistics document, or None before the first computation."""
+    return get_db()[c.CATALOGUE_STATS].find_one({"_id": CATALOGUE_STATS_ID})
+
+
+def catalogue_stats(*, compute_if_missing: bool = True) -> dict[str, Any] | None:
+    """The stored statistics (``stored`` True), else, with ``compute_if_missing``, the same computed now (``stored``
+    False: one pass over playlists and tracks, seconds on a large store)."""
+    doc = catalogue_stats_get()
+    if doc is not None:
+        return {**doc, "stored": True}
+    return {**catalogue_stats_build(), "stored": False} if compute_if_missing else None
+
+
+def _word_set(name_norm: str) -> set[str]:
+    return {w for w in name_norm.split() if w not in NAME_STOP_WORDS}
+
+
+def catalogue_stats_build() -> dict[str, Any]:
+    """Catalogue statistics from one pass over playlists (scalar fields only) and one over tracks.
+
+    Returns ``counts`` (playlists, tracks, artists, users, listens, friendships, events, playlist_tracks),
+    ``events_by_kind`` and ``events_until`` (events stored after it are counted live by ``event_count``),
+    ``top_tracks`` and ``top_artists`` (by playlists holding them), and ``tiers``: one per "at least N followers"
+    filter (``min_followers`` 0 is every playlist) with ``playlists``, ``playlist_tracks`` and the ``length``,
+    ``followers`` and ``edits`` distributions as ``[value, playlists]`` pairs and the top name ``words`` as
+    ``[word, playlists]`` pairs. Pairs, not mappings: BSON keys must be strings.
+    """
+    import bisect
+    import heapq
+    import time
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    began = time.perf_counter()
+    db = get_db()
+    events_until = datetime.now(UTC)
+    events_by_kind = _event_kind_counts(until=events_until)
+
+    # Each playlist goes to the bucket of the highest candidate threshold it reaches; a tier sums its bucket and
+    # every bucket above, so one pass serves every filter without holding the playlists in memory.
+    n_buckets = len(FOLLOWER_THRESHOLDS)
+    buckets = [{"playlists": 0, "playlist_tracks": 0, "length": Counter(), "followers": Counter(),
+                "edits": Counter(), "words": Counter()} for _ in range(n_buckets)]
+    fields = {"name_norm": 1, "num_tracks": 1, "num_followers": 1, "num_edits": 1, "_id": 0}
+    for playlist in db[c.PLAYLISTS].find({}, fields, batch_size=2000):
+        followers = playlist.get("num_followers")
+        bucket = buckets[bisect.bisect_right(FOLLOWER_THRESHOLDS, followers or 0) - 1]
+        length = int(playlist.get("num_tracks") or 0)
+        bucket["playlists"] += 1
+        bucket["playlist_tracks"] += length
+        bucket["length"][length] += 1
+        if followers is not None:
+            bucket["followers"][followers] += 1
+        if playlist.get("num_edits") is not None:
+            bucket["edits"][playlist["num_edits"]] += 1
+        bucket["words"].update(_word_set(playlist.get("name_norm") or ""))
+
+    tiers: list[dict[str, Any]] = []
+    for index in range(n_buckets):
+        above = buckets[index:]
+        size = sum(b["playlists"] for b in above)
+        if index and (size < MIN_TIER_PLAYLISTS or size == tiers[-1]["playlists"]):
+            continue
+        merged = {key: sum((b[key] for b in above), Counter()) for key in ("length", "followers", "edits", "words")}
+        tiers.append({"min_followers": FOLLOWER_THRESHOLDS[index], "playlists": size,
+                      "playlist_tracks": sum(b["playlist_tracks"] for b in above),
+                      **{key: sorted(merged[key].items()) for key in ("length", "followers", "edits")},
+                      "words": [[w, n] for w, n in sorted(merged["words"].items(), key=lambda x: (-x[1], x[0]))
+                                [:STATS_TOP]]})
+
+    track_count = 0
+    artists: Counter = Counter()
+    artist_tracks: Counter = Counter()
+    artist_names: dict[str, str] = {}
+
+    def tracks() -> Iterator[dict[str, Any]]:
+        nonlocal track_count
+        for track in db[c.TRACKS].find({}, {"name": 1, "artist_name": 1, "artist_key": 1, "num_playlists": 1},
+                                       batch_size=5000):
+            track_count += 1
+            key = track.get("artist_key") or track.get("artist_name") or "?"
+            artists[key] += int(track.get("num_playlists") or 0)
+            artist_tracks[key] += 1
+            artist_names.setdefault(key, track.get("artist_name") or key)
+            yield track
+
+    top = heapq.nlargest(STATS_TOP, tracks(), key=lambda t: int(t.get("num_playlists") or 0))
+    top_tracks = [{"uri": t["_id"], "name": t.get("name"), "artist_name": t.get("artist_name"),
+                   "num_playlists": int(t.get("num_playlists") or 0)} for t in top]
+    top_artists = [{"artist_key": k, "name": artist_names[k], "playlist_tracks": n, "num_tracks": artist_tracks[k]}
+                   for k, n in sorted(artists.items(), key=lambda x: (-x[1], x[0]))[:STATS_TOP]]
+    counts = {"playlists": tiers[0]["playlists"], "tracks": track_count, "artists": len(artists),
+              "users": db[c.USERS].estimated_document_count(), "listens": db[c.LISTENS].estimated_document_count(),
+              "friendships": db[c.FRIENDSHIPS].estimated_document_count(), "events": sum(events_by_kind.values()),
+              "playlist_tracks": tiers[0]["playlist_tracks"]}
+    return {"_id": CATALOGUE_STATS_ID, "computed_at": datetime.now(UTC), "events_until": events_until,
+            "seconds": round(time.perf_counter() - began, 2), "counts": counts, "events_by_kind": events_by_kind,
+            "top_tracks": top_tracks, "top_artists": top_artists, "tiers": tiers}
+
+
+def _event_kind_counts(*, until: datetime) -> dict[str, int]:
+    from pymongo.errors import OperationFailure
+
+    match = {"ts": {"$lte": until}}
+    try:
+        rows = get_db()[c.EVENTS].aggregate([{"$match": match}, {"$group": {"_id": "$kind", "n": {"$sum": 1}}}])
+        return {str(r["_id"]): int(r["n"]) for r in rows}
+    except OperationFailure:  # a server without $group: count here
+        from collections import Counter
+
+        return dict(Counter(str(e.get("kind")) for e in get_db()[c.EVENTS].find(match, {"kind": 1, "_id": 0})))
+
+
+def event_count_since(*, since: datetime) -> int:
+    """Events stored after ``since`` (a range on the ``ts`` index: cheap when ``since`` is recent)."""
+    return get_db()[c.EVENTS].count_documents({"ts": {"$gt": since}})
+
+
+def event_count() -> int:
+    """Every stored feedback event: the statistics document's count plus those stored since it was computed,
+    so no page view counts the whole collection; a full count only while no statistics are stored."""
+    doc = get_db()[c.CATALOGUE_STATS].find_one({"_id": CATALOGUE_STATS_ID}, {"counts.events": 1, "events_until": 1})
+    if doc is None or doc.get("events_until") is None:
+        return get_db()[c.EVENTS].count_documents({})
+    return int(doc["counts"]["events"]) + event_count_since(since=doc["events_until"])

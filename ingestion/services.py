@@ -371,8 +371,34 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
         bar.close()
         report.seconds = time.perf_counter() - started
         ingest_run_finish(run_id=run_id, summary=report.summary(), problems=report.problems, status=status)
+    if report.new or report.updated or get_db()[c.CATALOGUE_STATS].find_one({}, {"_id": 1}) is None:
+        _catalogue_stats_refresh()
     return report
 
+
+# --- catalogue statistics ----------------------------------------------------------------------------------------
+
+def catalogue_stats_compute() -> dict[str, Any]:
+    """Recompute and store the catalogue statistics document the dashboard reads (``selectors.catalogue_stats``).
+
+    One pass over playlists and one over tracks; called after every MPD ingest that wrote playlists and by the
+    weekly job. Returns the stored document.
+    """
+    from .selectors import CATALOGUE_STATS_ID, catalogue_stats_build
+
+    doc = catalogue_stats_build()
+    get_db()[c.CATALOGUE_STATS].replace_one({"_id": CATALOGUE_STATS_ID}, doc, upsert=True)
+    log.info("catalogue statistics computed in %.1f s: %s", doc["seconds"], doc["counts"])
+    return doc
+
+
+def _catalogue_stats_refresh() -> None:
+    # The playlists are stored by now; statistics that could not be refreshed are only stale until the weekly
+    # job recomputes them, which must not turn a good ingest into a failed one.
+    try:
+        catalogue_stats_compute()
+    except Exception:
+        log.exception("could not recompute the catalogue statistics after the ingest; the weekly job will")
 
 
 # --- feedback events ---------------------------------------------------------------------------------------------

@@ -217,7 +217,7 @@ def _model_for(changes: dict) -> RankerModel | None:
         return live
 
 
-def _cached(kind: str, user: str, k: int, compute) -> dict:
+def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
     """Process LRU → Redis → ``compute(model, changes)`` (precomputed picks, or computed now), keyed by model version
     and A/B variant; every list served is logged for the experiment results."""
     from recsys_site import cache
@@ -240,14 +240,17 @@ def _cached(kind: str, user: str, k: int, compute) -> dict:
     PICKS_SERVED.labels(kind, "cache" if out["cached"] else out["source"], variant).inc()
     if version:
         MODEL_INFO.labels(version).set(1)
+    if not record:  # looked at (the dashboard's explorer), not shown to the user: not an A/B exposure
+        return out
     items = [p.get("uri") or p.get("pid") for p in out.get(kind, [])]
     served_record(rec_id=out["rec_id"], user=user, kind=kind, experiment=experiment, variant=variant,
                   model_version=out["model_version"], source=out["source"], items=items)
     return out
 
 
-def serve_track_picks(*, user: str, k: int) -> dict:
-    """A user's track picks: cached, else precomputed when they come from the live model, else computed now."""
+def serve_track_picks(*, user: str, k: int, record: bool = True) -> dict:
+    """A user's track picks: cached, else precomputed when they come from the live model, else computed now.
+    ``record=False`` leaves the list out of the served log (and so out of the A/B results)."""
     from ingestion.selectors import user_liked_tracks
 
     from .selectors import picks_for_user
@@ -264,10 +267,10 @@ def serve_track_picks(*, user: str, k: int) -> dict:
         tracks = [{"uri": u, "score": s} for u, s in zip(picks.tracks, picks.scores, strict=True)]
         return {"tracks": tracks}, picks.source, picks.model_version
 
-    return _cached("tracks", user, k, compute)
+    return _cached("tracks", user, k, compute, record)
 
 
-def serve_playlist_picks(*, user: str, k: int) -> dict:
+def serve_playlist_picks(*, user: str, k: int, record: bool = True) -> dict:
     from ingestion.selectors import user_liked_tracks
 
     from .selectors import picks_for_user
@@ -284,7 +287,7 @@ def serve_playlist_picks(*, user: str, k: int) -> dict:
                                     user_tracks=None if known else user_liked_tracks(user=user))
         return {"playlists": picks.playlists}, picks.source, picks.model_version
 
-    return _cached("playlists", user, k, compute)
+    return _cached("playlists", user, k, compute, record)
 
 
 def serve_continuation(*, name: str | None, seed_tracks: list[str], k: int) -> dict:

@@ -6,6 +6,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from pymongo import DESCENDING
 
@@ -85,3 +86,116 @@ def picks_for_user(*, user: str) -> dict[str, Any] | None:
 
 def picks_state() -> dict[str, Any] | None:
     return get_db()[c.PICKS_STATE].find_one({"_id": "picks"})
+
+
+# -- dashboard: model versions, evaluations, score drift, served lists ----------------------------------------
+
+def evaluation_for_version(*, version: str) -> dict[str, Any] | None:
+    """The newest evaluation report filed under ``version`` (``manage.py evaluate`` files it under the version live
+    when it ran), or None when that version was never evaluated."""
+    return get_db()[c.EVALUATIONS].find_one({"model_version": version}, sort=[("created_at", DESCENDING)])
+
+
+def evaluation_versions() -> set[str]:
+    """Model versions that have at least one evaluation report."""
+    return {v for v in get_db()[c.EVALUATIONS].distinct("model_version") if v}
+
+
+TRACK_METRIC_NAMES = ("r_precision", "r_precision_artist", "ndcg_g", "ndcg", "clicks")
+PLAYLIST_METRIC_NAMES = ("hit_rate_10", "coverage_10", "novelty_10", "diversity_10")
+
+
+def model_metrics(*, version: str) -> dict[str, float | None]:
+    """One version's numbers, flat, for comparing versions: its validation and training figures from the registry,
+    then (None where it has no evaluation) the served method's overall RecSys 2018 metrics and the served playlist
+    picks' metrics from its newest evaluation. Empty for an unknown version."""
+    doc = model_get(version=version)
+    if doc is None:
+        return {}
+    metrics = doc.get("metrics") or {}
+    data = doc.get("data") or {}
+    history = doc.get("history") or []
+    out: dict[str, float | None] = {
+        "val_hit_rate_50": metrics.get("val_hit_rate_50"),
+        "final_loss": history[-1]["loss"] if history else None,
+        "bpr_epochs": metrics.get("epochs"),
+        "bpr_seconds": metrics.get("seconds"),
+        "users": data.get("users"),
+        "tracks": data.get("items"),
+        "positives": data.get("positives"),
+    }
+    report = evaluation_for_version(version=version) or {}
+    served = ((report.get("methods") or {}).get(report.get("served") or "") or {}).get("overall") or {}
+    for name in TRACK_METRIC_NAMES:
+        out[name] = served.get(name)
+    playlists = (report.get("playlists") or {}).get(report.get("served_playlists") or "buddies") or {}
+    for name in PLAYLIST_METRIC_NAMES:
+        out[f"playlists_{name}"] = playlists.get(name)
+    return out
+
+
+KL_PSEUDOCOUNT = 1.0  # added to every bin of both histograms: an empty bin would make KL infinite
+
+
+def kl_divergence(p_counts: list[float] | np.ndarray, q_counts: list[float] | np.ndarray, *,
+                  pseudocount: float = KL_PSEUDOCOUNT) -> float:
+    """KL(P‖Q) in nats between two histograms over the same bins, each smoothed by ``pseudocount`` per bin
+    (additive smoothing) and normalised."""
+    p = np.asarray(p_counts, dtype=np.float64) + pseudocount
+    q = np.asarray(q_counts, dtype=np.float64) + pseudocount
+    if p.shape != q.shape:
+        raise ValueError(f"histograms over different bins: {p.shape} against {q.shape}")
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def score_drift() -> dict[str, Any] | None:
+    """How the served score distribution moved between the two newest versions that recorded a score histogram:
+    ``new`` and ``old`` (version, status, histogram) and ``kl`` = KL(new‖old) with additive smoothing. None while
+    fewer than two versions have a histogram; ``kl`` is None when their bins differ."""
+    docs = list(get_db()[c.MODELS].find({"kind": KIND, "score_histogram.counts": {"$exists": True}},
+                                        {"score_histogram": 1, "status": 1, "created_at": 1})
+                .sort("created_at", DESCENDING).limit(2))
+    if len(docs) < 2:
+        return None
+    new, old = docs
+    hist_new, hist_old = new["score_histogram"], old["score_histogram"]
+    same_bins = hist_new.get("edges") == hist_old.get("edges")
+    kl = kl_divergence(hist_new["counts"], hist_old["counts"]) if same_bins else None
+    return {"new": {"version": new["_id"], "status": new.get("status"), "histogram": hist_new},
+            "old": {"version": old["_id"], "status": old.get("status"), "histogram": hist_old},
+            "kl": kl, "pseudocount": KL_PSEUDOCOUNT}
+
+
+def histogram_version_count() -> int:
+    """How many versions recorded a score histogram (the drift needs two)."""
+    return get_db()[c.MODELS].count_documents({"kind": KIND, "score_histogram.counts": {"$exists": True}})
+
+
+def served_get_many(*, rec_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Served pick lists by ``rec_id``: ``kind`` (tracks | playlists), ``user``, ``experiment``, ``variant``,
+    ``model_version``, ``ts``; rec_ids that were never served are missing."""
+    out: dict[str, dict[str, Any]] = {}
+    fields = {"kind": 1, "user": 1, "experiment": 1, "variant": 1, "model_version": 1, "ts": 1}
+    for start in range(0, len(rec_ids), 100):  # short $in lists: long ones are slow on some servers
+        for doc in get_db()[c.SERVED].find({"_id": {"$in": rec_ids[start:start + 100]}}, fields):
+            out[doc["_id"]] = doc
+    return out
+
+
+def served_daily_counts(*, kind: str | None = None) -> dict[str, int]:
+    """Pick lists served per UTC day (``YYYY-MM-DD``), of one ``kind`` or all, grouped by the server."""
+    from pymongo.errors import OperationFailure
+
+    match = {"kind": kind} if kind else {}
+    pipeline = [{"$match": match},
+                {"$group": {"_id": {"$dateToString": {"format": "%Y-%m-%d", "date": "$ts"}}, "n": {"$sum": 1}}}]
+    try:
+        return {row["_id"]: int(row["n"]) for row in get_db()[c.SERVED].aggregate(pipeline) if row["_id"]}
+    except OperationFailure:  # a server without $dateToString: count here
+        counts: dict[str, int] = {}
+        for doc in get_db()[c.SERVED].find(match, {"ts": 1, "_id": 0}):
+            if doc.get("ts"):
+                day = f"{doc['ts']:%Y-%m-%d}"
+                counts[day] = counts.get(day, 0) + 1
+        return counts

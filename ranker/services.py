@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -58,12 +59,17 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
     recommender = make_served(full_params, device=device, threads=settings.RANKER_THREADS,
                               random_state=random_state)
     log.info("training %s on %s (device %s)", SERVED_NAME, interactions.snapshot(), device)
+    history: list[dict[str, float]] = []
     recommender.fit(interactions.positives, negatives=interactions.negatives, show_progress=show_progress,
-                    callback=callback)
+                    callback=_recording(history, callback))
     playlist_items = playlists.matrix()
     titles = TitleIndex().fit(playlists.names, playlist_items)
     popularity = np.asarray(interactions.positives.sum(axis=0)).ravel().astype(np.float32)
     metrics = _flat_metrics(recommender)
+    began = time.perf_counter()
+    histogram = score_histogram(recommender=recommender, user_ids=interactions.user_ids,
+                                user_items=interactions.positives)
+    log.info("score histogram of %d users in %.1f s", histogram["users"], time.perf_counter() - began)
     model = RankerModel(
         version=new_version(), user_ids=interactions.user_ids, item_ids=interactions.item_ids,
         user_items=interactions.positives, item_artist=playlists.item_artist,
@@ -72,11 +78,76 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
         playlist_owners=np.asarray(playlists.owners, dtype=str),
         meta={"kind": KIND, "recommender": SERVED_NAME, "params": full_params, "data": interactions.snapshot(),
               "metrics": metrics, "device": device, "random_state": random_state,
-              "trained_at": _now().isoformat()},
+              "trained_at": _now().isoformat(), "history": history, "score_histogram": histogram},
     )
     path = model.save()
     model_register(model=model, path=str(path))
     return model
+
+
+def _recording(history: list[dict[str, float]], callback: Callback | None) -> Callback:
+    """A callback that keeps BPR's per-epoch metrics in ``history`` (the dashboard's training curves) and passes
+    every call on to ``callback``.
+
+    The blend hands one callback to all its parts; only BPR reports a loss per epoch (item-kNN and ALS report
+    progress with no metrics), so the entries with a loss are BPR's epochs.
+    """
+
+    def record(epoch: int, elapsed: float, metrics: dict[str, float]) -> None:
+        if "loss" in metrics:
+            history.append({"epoch": int(epoch), "seconds": round(float(elapsed), 3),
+                            **{key: round(float(value), 6) for key, value in metrics.items()}})
+        if callback is not None:
+            callback(epoch, elapsed, metrics)
+
+    return record
+
+
+# The score histogram recorded with each version, so that the dashboard can show how the served scores drift
+# from one version to the next (KL divergence). The sample is the users whose salted SHA-1 is smallest: the same
+# users in every version that knows them, unlike a random draw over a user list that changes between versions.
+HISTOGRAM_USERS = 500
+HISTOGRAM_K = 50  # the track picks precomputed per user (``PICKS_TRACKS``): the scores that are served
+HISTOGRAM_BINS = 20
+HISTOGRAM_SEED = "score-histogram-v1"
+
+
+def histogram_sample(user_ids: np.ndarray, *, size: int = HISTOGRAM_USERS, seed: str = HISTOGRAM_SEED) -> np.ndarray:
+    """Row indices of the (at most) ``size`` users in the fixed, seeded sample, in ascending order."""
+    import hashlib
+
+    keys = np.fromiter((int.from_bytes(hashlib.sha1(f"{seed}:{user}".encode()).digest()[:8], "big")
+                        for user in user_ids.tolist()), dtype=np.uint64, count=len(user_ids))
+    return np.sort(np.argsort(keys, kind="stable")[:size]).astype(np.int64)
+
+
+def score_histogram(*, recommender: Any, user_ids: np.ndarray, user_items: Any, size: int = HISTOGRAM_USERS,
+                    k: int = HISTOGRAM_K, bins: int = HISTOGRAM_BINS, batch_size: int = 64) -> dict[str, Any]:
+    """Counts of the top-``k`` scores the recommender gives the sampled users, in ``bins`` equal bins over [0, 1].
+
+    The blend's score is a weighted sum of per-row min-max scaled parts, so divided by the sum of the weights it
+    lies in [0, 1] whatever the weights; another recommender's scores are min-max scaled per row instead. Fixed
+    bins make two versions' histograms comparable bin by bin.
+    """
+    from .recommenders import Blend, topk
+    from .recommenders.blend import minmax_rows
+
+    rows = histogram_sample(user_ids, size=size)
+    total = sum(w for _, w in recommender.components if w) if isinstance(recommender, Blend) else 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        liked = user_items[batch]
+        scores = recommender.score(batch, liked).astype(np.float32)
+        scores = scores / total if total > 0 else minmax_rows(scores)
+        liked_rows, liked_cols = liked.nonzero()
+        scores[liked_rows, liked_cols] = -np.inf  # what is served: never a track the user already has
+        _, top = topk(scores, k)
+        values = np.clip(top[np.isfinite(top)], 0.0, 1.0)
+        counts += np.histogram(values, bins=edges)[0]
+    return {"edges": [round(float(e), 6) for e in edges], "counts": counts.tolist(), "users": int(len(rows)), "k": k,
+            "scale": "blend score / sum of weights" if total > 0 else "per-user min-max"}
 
 
 def _flat_metrics(recommender: Any) -> dict[str, Any]:
@@ -91,6 +162,7 @@ def model_register(*, model: RankerModel, path: str) -> None:
         "_id": model.version, "kind": KIND, "status": "candidate", "path": path, "created_at": _now(),
         "recommender": model.meta.get("recommender"), "params": model.meta.get("params"),
         "data": model.meta.get("data"), "metrics": model.meta.get("metrics"), "device": model.meta.get("device"),
+        "history": model.meta.get("history") or [], "score_histogram": model.meta.get("score_histogram"),
     })
 
 
@@ -185,10 +257,19 @@ def model_files_cleanup(*, keep: int = 5) -> list[str]:
     return removed
 
 
-def evaluation_record(*, report: dict[str, Any]) -> Any:
-    """Keep an evaluation report (``manage.py evaluate --json``'s content) for the dashboard."""
+def evaluation_record(*, report: dict[str, Any], model_version: str | None = None) -> Any:
+    """Keep an evaluation report (``manage.py evaluate --json``'s content) for the dashboard.
+
+    The harness retrains the served recipe on a split of the store as it is now, so a report belongs to the data
+    and parameters of its time rather than to one version's files: it is filed under ``model_version`` (default:
+    the report's own ``model_version``, else the version live when it is recorded), which the dashboard shows it
+    with.
+    """
+    from .selectors import live_version
+
     doc = json.loads(json.dumps(report, default=float))  # plain types only: numpy floats would not encode
-    return get_db()[c.EVALUATIONS].insert_one({**doc, "created_at": _now()}).inserted_id
+    version = model_version or doc.get("model_version") or live_version()
+    return get_db()[c.EVALUATIONS].insert_one({**doc, "model_version": version, "created_at": _now()}).inserted_id
 
 
 # -- precomputed picks ------------------------------------------------------------------------------------------

@@ -56,13 +56,17 @@ def _picks(ctx: Context) -> dict[str, Any]:
 
 
 def _metrics(ctx: Context) -> dict[str, Any]:
-    from ingestion.selectors import catalogue_counts
+    from ingestion.services import catalogue_stats_compute
     from pairing.selectors import buddies_state
     from ranker.selectors import live_version, model_get, picks_state
 
     live = live_version()
     model = model_get(version=live) if live else None
-    summary = {"live_model": live, "catalogue": catalogue_counts(),
+    # The dashboard's catalogue statistics are refreshed here too (users, listens and events change between ingests);
+    # their counts are what this step records, so the store is counted once.
+    stats = catalogue_stats_compute()
+    ctx.log(f"catalogue statistics recomputed in {stats['seconds']} s")
+    summary = {"live_model": live, "catalogue": stats["counts"],
                "model_metrics": {k: v for k, v in ((model or {}).get("metrics") or {}).items() if k != "components"},
                "buddies_users": (buddies_state() or {}).get("written"),
                "picks_users": (picks_state() or {}).get("users")}

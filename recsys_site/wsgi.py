@@ -1,9 +1,24 @@
-"""WSGI entry point: Django at ``/``."""
+"""WSGI entry point: Django at ``/`` and the analyst dashboard (Dash) at ``/dashboard/``, in one process."""
 
 import os
 
 from django.core.wsgi import get_wsgi_application
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+
+def build(django_app=django_application):
+    """Django with the staff-only dashboard mounted at /dashboard (Dash's own Flask app, behind Django's login)."""
+    from django.conf import settings
+
+    from dashboard.app import create_app
+    from dashboard.auth import StaffOnly
+
+    dashboard = StaffOnly(create_app().server, login_url=settings.LOGIN_URL)
+    return DispatcherMiddleware(django_app, {"/dashboard": dashboard})
+
+
+application = build()

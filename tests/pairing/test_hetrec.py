@@ -96,7 +96,9 @@ def test_load_hetrec_rejects_bad_lines(tmp_path):
         load_hetrec(folder)
 
 
-def test_command_on_two_taste_groups(tmp_path):
+def test_command_on_two_taste_groups(tmp_path, store):
+    from pairing.selectors import hetrec_result_latest
+
     folder = write_hetrec(tmp_path / "hetrec")
     out, json_path = StringIO(), tmp_path / "out" / "result.json"
     call_command("evaluate_pairing", "--hetrec", str(folder), "--k", "3", "--json", str(json_path), "--seed", "3",
@@ -113,6 +115,19 @@ def test_command_on_two_taste_groups(tmp_path):
     text = out.getvalue()
     assert "BPR taste buddies" in text and "most active" in text and "random (measured)" in text
     assert "min(|friends|, 3)" in text
+    # Recorded for the dashboard, as written to --json.
+    latest = hetrec_result_latest()
+    assert latest["result"] == result and latest["dataset"] == str(folder.resolve())
+    assert f"recorded as pairing evaluation {latest['_id']}" in text
+
+
+def test_command_no_record_keeps_nothing(tmp_path, store):
+    from pairing.selectors import hetrec_result_latest
+
+    out = StringIO()
+    call_command("evaluate_pairing", "--hetrec", str(write_hetrec(tmp_path / "h")), "--k", "2", "--no-progress",
+                 "--no-record", stdout=out)
+    assert hetrec_result_latest() is None and "recorded" not in out.getvalue()
 
 
 def test_command_missing_path_names_it(tmp_path):

@@ -18,8 +18,10 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_out", metavar="OUT", help="also write the results to this file")
         parser.add_argument("--seed", type=int, default=0, help="seed of BPR and of the random baseline")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        parser.add_argument("--no-record", action="store_true",
+                            help="do not keep the result in MongoDB (by default the dashboard shows the latest)")
 
-    def handle(self, *args, hetrec, k, json_out, seed, no_progress, verbosity, **options):
+    def handle(self, *args, hetrec, k, json_out, seed, no_progress, no_record, verbosity, **options):
         from pairing.hetrec import evaluate_hetrec
 
         folder = Path(hetrec)
@@ -53,6 +55,11 @@ class Command(BaseCommand):
         self.stdout.write(f"lift over random: {result['lift_over_random']}x "
                           f"({result['lift_over_exact_random']}x over the exact expectation); "
                           f"BPR {result['bpr']['trained']['epochs']} epochs; {result['seconds']['total']:.1f} s")
+        if not no_record:
+            from pairing.services import hetrec_result_record
+
+            record = hetrec_result_record(result=result, dataset=str(folder.resolve()))
+            self.stdout.write(f"recorded as pairing evaluation {record}")
         if json_out:
             out = Path(json_out)
             out.parent.mkdir(parents=True, exist_ok=True)

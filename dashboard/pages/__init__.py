@@ -1,0 +1,1 @@
+"""One module per dashboard page; see ``dashboard.app`` for the contract each follows."""
