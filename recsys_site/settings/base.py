@@ -85,6 +85,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "EXCEPTION_HANDLER": "recsys_site.errors.api_exception_handler",
+    # The API speaks JSON: a form body is a 415, not a second encoding whose repeated keys and coercions differ.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle",
                                  "rest_framework.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="3000/min"),
