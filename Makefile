@@ -38,6 +38,7 @@ bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/train.py
 	$(PY) bench/pairing.py
+	$(PY) bench/api.py
 
 clean:
 	rm -rf var/run var/mongo var/demo

@@ -64,7 +64,7 @@ class ALS(Recommender):
         """Exact ALS user vectors for unseen rows: (YᵀY + (α−1)YᵤᵀYᵤ + λI)⁻¹ α Yᵤᵀ 1 (confidence α, preference 1)."""
         check_fitted(self, "item_factors")
         Y = self.item_factors
-        gram = Y.T @ Y
+        gram = self._gram()
         out = np.zeros((user_items.shape[0], Y.shape[1]), dtype=np.float32)
         rows = user_items.tocsr()
         for r in range(rows.shape[0]):
@@ -75,6 +75,14 @@ class ALS(Recommender):
             A = gram + (self.alpha - 1.0) * Yu.T @ Yu + self.regularization * np.eye(Y.shape[1], dtype=np.float32)
             out[r] = np.linalg.solve(A, self.alpha * Yu.sum(axis=0))
         return out
+
+    def _gram(self) -> np.ndarray:
+        """YᵀY, the same for every fold-in of a fitted model: computed once (201k × 128 items: 60 ms a request)."""
+        cached = getattr(self, "_gram_cache", None)
+        if cached is None or cached[0] is not self.item_factors:
+            cached = (self.item_factors, self.item_factors.T @ self.item_factors)
+            self._gram_cache = cached
+        return cached[1]
 
     def score(self, userids: np.ndarray | None, user_items: sp.csr_matrix) -> np.ndarray:
         check_fitted(self, "item_factors")
