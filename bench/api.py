@@ -93,6 +93,8 @@ def parse_args() -> argparse.Namespace:
                         help="distinct clients the requests come from, as X-Forwarded-For (documentation addresses "
                         "2001:db8::/32), which DRF's throttle keys on (default 1000; 1 = all from 127.0.0.1)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads per gunicorn worker (default: the product's WEB_THREADS; 1 = sync workers)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"MPD sample (default {DEFAULT_DATA})")
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"persistent world (default {DEFAULT_STORE})")
     parser.add_argument("--port-base", type=int, default=28470,
@@ -286,7 +288,7 @@ def request_material(quick: bool) -> dict[str, Any]:
 
 # --- gunicorn ----------------------------------------------------------------------------------------------------
 class Web:
-    def __init__(self, world: World, name: str, port: int, workers: int, env: dict[str, str]) -> None:
+    def __init__(self, world: World, name: str, port: int, workers: int, threads: int, env: dict[str, str]) -> None:
         self.name, self.port, self.world = name, port, world
         metrics = world.store / "run" / f"prometheus-{name}"
         shutil.rmtree(metrics, ignore_errors=True)
@@ -296,8 +298,9 @@ class Web:
             uri = self.env["MONGO_URI"]
             self.env["MONGO_URI"] = uri + ("&" if "?" in uri else ("?" if uri.endswith("/") else "/?")) + \
                 "retryWrites=false"
-        self.cmd = [str(BIN / "gunicorn"), "recsys_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                    "--workers", str(workers), "--no-control-socket", "--timeout", "60"]
+        from recsys_site.stack import gunicorn_command
+
+        self.cmd = gunicorn_command(port=port, workers=workers, threads=threads)
         self.log = world.store / "run" / f"web-{name}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -602,6 +605,14 @@ def summarise(scenario: str, rate: float, outcomes: list[Outcome], not_sent: int
         value = percentile(latencies, q)
         return None if math.isnan(value) else (math.inf if math.isinf(value) else round(value * 1000, 2))
 
+    # Where in the step the tail happened: the p99 of each second (a stall shows as one bad second, a server that
+    # is too slow as every second getting worse).
+    by_second: dict[int, list[float]] = {}
+    for o in outcomes:
+        by_second.setdefault(int(o.due - first), []).append(o.latency)
+    p99_by_second = [round(percentile(v, 99) * 1000, 1) if not math.isinf(percentile(v, 99)) else None
+                     for _, v in sorted(by_second.items())]
+
     return {
         "scenario": scenario, "target_rps": rate, "requests": len(outcomes) + not_sent, "sent": len(outcomes),
         "ok": len(ok), "achieved_rps": round(len(ok) / (last - first), 1) if ok and last > first else 0.0,
@@ -611,7 +622,7 @@ def summarise(scenario: str, rate: float, outcomes: list[Outcome], not_sent: int
         "send_lag_p99_ms": round(percentile([o.lag for o in outcomes], 99) * 1000, 2) if outcomes else None,
         "seconds": round(seconds, 2), "sources": dict(sources.most_common()),
         "cpu_cores": {k: round(v / seconds, 2) for k, v in cpu.items()},
-        "load_avg_before": [round(x, 2) for x in load], "timeout_s": timeout,
+        "load_avg_before": [round(x, 2) for x in load], "timeout_s": timeout, "p99_ms_by_second": p99_by_second,
     }
 
 
@@ -671,6 +682,8 @@ def run_steps(world: World, web: Web, scenario: str, rates: list[float], args: a
             web.stop()
             web.start()
             warm(gen, request_maker(CACHED, gen, material, counter), 20)
+            if scenario == FLY:
+                warm(gen, make, 16)
         pids = server_pids(world, web)
         load = os.getloadavg()
         say(f"{scenario} at {rate:g} requests/s for {args.duration:g} s (load {load[0]:.2f}"
@@ -690,8 +703,13 @@ def run_steps(world: World, web: Web, scenario: str, rates: list[float], args: a
         say(f"  achieved {row['achieved_rps']:g}/s, errors {row['errors']} {row['errors_by_status'] or ''}, "
             f"p50 {fmt_ms(row['p50_ms'])} p99 {fmt_ms(row['p99_ms'])} ms, sources {row['sources']}, "
             f"cpu {row['cpu_cores']}")
+        say(f"  p99 ms by second: {row['p99_ms_by_second']}")
         rows.append(row)
     return rows
+
+
+def worker_kind(threads: int) -> str:
+    return f"gthread ({threads} threads each)" if threads > 1 else "sync"
 
 
 # --- report ------------------------------------------------------------------------------------------------------
@@ -775,6 +793,10 @@ def main() -> int:
     world = start_world(args)
     try:
         prepared = prepare(world, data)
+        if args.threads is None:
+            from django.conf import settings
+
+            args.threads = settings.WEB_THREADS
         if args.prepare_only:
             return 0
         material = request_material(args.quick)
@@ -791,7 +813,7 @@ def main() -> int:
         cont_rates = sorted({*args.rates, *([args.continuation_extra_rate] if args.continuation_extra_rate else [])})
         product = [s for s in args.scenarios if s != PEER]
         if product:
-            web = Web(world, "product", args.port_base + 10, args.workers, args.web_env)
+            web = Web(world, "product", args.port_base + 10, args.workers, args.threads, args.web_env)
             world.webs.append(web)
             web.start()
             gen = Generator(web.port, 30, 1000, args.clients)
@@ -803,15 +825,18 @@ def main() -> int:
             if {CONT500, CONT50} & set(product):
                 warmups["continuation"] = warm(gen, request_maker(CONT500, gen, material, counter), 20)
                 say(f"  continuation warm-up: {warmups['continuation']}")
-            if FLY in product and CACHED not in product:
-                warm(gen, request_maker(CACHED, gen, material, counter), 20)
+            if FLY in product:
+                # The first computed pick in a worker builds the model's playlist space (FAISS index, seconds):
+                # pay that before measuring, as a worker that has served for a while has.
+                warmups[FLY] = warm(gen, request_maker(FLY, gen, material, counter), 16)
+                say(f"  on-the-fly warm-up: {warmups[FLY]}")
             for scenario in product:
                 rates = cont_rates if scenario in (CONT500, CONT50) else args.rates
                 rows += run_steps(world, web, scenario, rates, args, material, counter)
             web.stop()
             world.webs.remove(web)
         if PEER in args.scenarios:
-            web = Web(world, "no-cache", args.port_base + 11, args.workers,
+            web = Web(world, "no-cache", args.port_base + 11, args.workers, args.threads,
                       {**args.web_env, "PICKS_CACHE_URL": "", "PICKS_CACHE_LOCAL_SECONDS": "0"})
             world.webs.append(web)
             web.start()
@@ -832,7 +857,7 @@ def main() -> int:
             "machine": facts,
             "load_avg": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
             "settings": {"duration_s": args.duration, "rates": args.rates, "continuation_rates": cont_rates,
-                         "timeout_s": args.timeout, "max_inflight": args.max_inflight, "workers": args.workers,
+                         "timeout_s": args.timeout, "max_inflight": args.max_inflight, "workers": args.workers, "threads": args.threads,
                          "web_env": args.web_env, "clients": args.clients,
                          "retry_writes": args.retry_writes or not world.embedded,
                          "django_settings": SETTINGS, "throttle": THROTTLE, "seed_counts": SEED_COUNTS,
@@ -846,7 +871,7 @@ def main() -> int:
         _common.write_json(args.json, out)
         print()
         print(f"machine: {facts['cores']} cores ({facts['cpu']}), Python {facts['python']}, gunicorn "
-              f"{facts.get('gunicorn')} with {args.workers} sync workers, {SETTINGS}, SecantusDB "
+              f"{facts.get('gunicorn')} with {args.workers} {worker_kind(args.threads)} workers, {SETTINGS}, SecantusDB "
               f"{facts.get('secantusdb')}, load generator in the same machine (asyncio, open model)")
         print(f"load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in load_start)} at start, "
               f"{' '.join(f'{x:.2f}' for x in load_end)} at end; DRF throttle raised to {THROTTLE}; "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from cachetools import LRUCache
+from django.conf import settings
 from pymongo import DESCENDING
 
 from recsys_site.mongo import get_db
@@ -153,6 +156,32 @@ def user_liked_tracks(*, user: str) -> list[str]:
 
 def user_get(*, user: str) -> dict[str, Any] | None:
     return get_db()[c.USERS].find_one({"_id": user})
+
+
+class UnknownUser(LookupError):
+    """A user id the store does not know (the API answers 404)."""
+
+    def __init__(self, user: str):
+        super().__init__(f"unknown user {user!r}")
+        self.user = user
+
+
+# Users are never deleted, so "this user exists" stays true: each process remembers the ids it has seen (per
+# database), and a cached pick costs no store round trip for the 404 check. Unknown ids are asked every time.
+_known_users: LRUCache = LRUCache(maxsize=200_000)
+_known_lock = threading.Lock()
+
+
+def user_exists(*, user: str) -> bool:
+    key = (settings.MONGO_DB, user)
+    with _known_lock:
+        if key in _known_users:
+            return True
+    found = get_db()[c.USERS].find_one({"_id": user}, {"_id": 1}) is not None
+    if found:
+        with _known_lock:
+            _known_users[key] = True
+    return found
 
 
 def playlist_search(*, text: str = "", page: int = 1, page_size: int = 20) -> tuple[list[dict[str, Any]], int]:

@@ -446,13 +446,13 @@ def event_record_many(*, events: list[Any], refresh: bool = True, check_users: b
     """Store feedback events, all or none (each bad item is named with its field errors), then ask the worker to
     refresh each user's picks. Stored first: a broker that is down loses the refresh, never the events.
     ``check_users`` also refuses events of users the store does not know."""
-    from .selectors import user_get
+    from .selectors import user_exists
 
     docs, errors = [], {}
     for index, raw in enumerate(events):
         doc, problems = _event_doc(raw)
         user = raw.get("user") if isinstance(raw, dict) else None
-        if check_users and isinstance(user, str) and user.strip() and user_get(user=user) is None:
+        if check_users and isinstance(user, str) and user.strip() and not user_exists(user=user):
             problems["user"] = f"unknown user {user!r}"
         if problems:
             errors[index] = problems

@@ -26,6 +26,7 @@ from recsys_site.mongo import get_db
 
 from . import collections as c
 from .playlists import PlaylistWeights
+from .served_log import SERVED_LOG
 
 log = logging.getLogger(__name__)
 KINDS = ("playlists", "tracks")
@@ -150,9 +151,10 @@ def active_for(*, kind: str, user: str) -> tuple[str | None, str, dict[str, Any]
 
 def served_record(*, rec_id: str, user: str, kind: str, experiment: str | None, variant: str,
                   model_version: str | None, source: str, items: list[Any]) -> None:
-    get_db()[c.SERVED].insert_one({"_id": rec_id, "user": user, "kind": kind, "experiment": experiment,
-                                   "variant": variant, "model_version": model_version, "source": source,
-                                   "items": items, "ts": datetime.now(UTC)})
+    """Log a served list (buffered: ``ranker.served_log``)."""
+    SERVED_LOG.record({"_id": rec_id, "user": user, "kind": kind, "experiment": experiment, "variant": variant,
+                       "model_version": model_version, "source": source, "items": items,
+                       "ts": datetime.now(UTC)})
 
 
 def _wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
@@ -180,6 +182,7 @@ def experiment_results(*, name: str) -> dict[str, Any]:
     """Per variant: users, pick lists served, click-through (a follow or a play after a pick), skip rate and
     listening minutes per user, each with a 95 % confidence interval. ``KeyError`` for an unknown experiment."""
     spec = experiments()[name]
+    SERVED_LOG.flush()  # this process's buffered lists count too
     db = get_db()
     served = list(db[c.SERVED].find({"experiment": name}, {"user": 1, "variant": 1}))
     variant_of = {s["_id"]: s["variant"] for s in served}

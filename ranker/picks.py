@@ -219,7 +219,11 @@ def _model_for(changes: dict) -> RankerModel | None:
 
 def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
     """Process LRU → Redis → ``compute(model, changes)`` (precomputed picks, or computed now), keyed by model version
-    and A/B variant; every list served is logged for the experiment results."""
+    and A/B variant; every list served is logged for the experiment results.
+
+    ``UnknownUser`` when the store does not know ``user``. Only a cache miss asks: a cached list is proof enough, as
+    lists are cached for known users only and users are never deleted (a cached pick costs no store round trip)."""
+    from ingestion.selectors import UnknownUser, user_exists
     from recsys_site import cache
 
     from .experiments import active_for, changes_digest, served_record
@@ -232,6 +236,8 @@ def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
     if hit is not None:
         out = _rec(hit["payload"], hit["source"], hit["model_version"], variant, experiment) | {"cached": True}
     else:
+        if not user_exists(user=user):
+            raise UnknownUser(user)
         payload, source, model_version = compute(model, changes)
         cache.put(name, {"payload": payload, "source": source, "model_version": model_version}, user=user)
         out = _rec(payload, source, model_version, variant, experiment) | {"cached": False}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Any
@@ -54,6 +55,10 @@ class _LiveCache:
                 self._model = None
             elif self._model is None or self._model.version != version:
                 self._model = RankerModel.load(version)
+                # The model (and torch, imported with it) stays until the next version: keep the cyclic
+                # collector off it, as recsys_site.wsgi does with everything loaded at startup.
+                gc.collect()
+                gc.freeze()
             self._checked, self._db = now, db_name
             return self._model
 

@@ -19,10 +19,10 @@ class KSerializer(serializers.Serializer):
 
 def known_user(user: str) -> str:
     """``user`` if the store knows it (created through the API, from triplets, or an MPD pseudo-user), else 404."""
-    from ingestion.selectors import user_get
+    from ingestion.selectors import UnknownUser, user_exists
 
-    if user_get(user=user) is None:
-        raise NotFound(f"unknown user {user!r}")
+    if not user_exists(user=user):
+        raise NotFound(str(UnknownUser(user)))
     return user
 
 

@@ -13,6 +13,10 @@ from rest_framework.views import exception_handler
 def api_exception_handler(exc, context):
     from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 
+    from ingestion.selectors import UnknownUser
+
+    if isinstance(exc, UnknownUser):
+        exc = exceptions.NotFound(str(exc))
     if isinstance(exc, AutoReconnect | ConnectionFailure | ServerSelectionTimeoutError):
         # The store is down: say so at once, with a retry hint, rather than a 500 after a stack trace.
         response = Response({"code": "unavailable", "message": "the catalogue store is unreachable; try again soon"},

@@ -16,6 +16,8 @@ REQUEST_SECONDS = Histogram("buddies_request_seconds", "API request latency", ["
                             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0))
 PICKS_SERVED = Counter("buddies_picks_served_total", "pick lists served", ["kind", "source", "variant"])
 PICKS_CACHE = Counter("buddies_picks_cache_total", "picks cache lookups", ["result"])
+SERVED_LOG_DROPPED = Counter("buddies_served_log_dropped_total",
+                             "served pick lists dropped because the store was down longer than the buffer holds")
 MODEL_INFO = Gauge("buddies_live_model_info", "the model version this process serves", ["version"],
                    multiprocess_mode="max")
 

@@ -29,6 +29,18 @@ log = logging.getLogger("buddies.stack")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def gunicorn_command(*, port: int, workers: int, threads: int) -> list[str]:
+    """How the web process runs, here and in ``bench/api.py``: sync workers, or threaded ones (``gthread``) when
+    ``threads`` > 1. Threads overlap a request's waits (a remote store, a slow client closing) but contend for the
+    GIL: on this 2-core machine with local servers, cached picks at 300/s had p99 32 ms on sync workers and 174 ms
+    on 4 threads each (docs/BENCHMARKS.md), so sync is the default."""
+    cmd = [str(Path(sys.executable).parent / "gunicorn"), "recsys_site.wsgi:application",
+           "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--no-control-socket", "--timeout", "60"]
+    if threads > 1:
+        cmd += ["--worker-class", "gthread", "--threads", str(threads)]
+    return cmd
+
+
 class Stack:
     def __init__(self, *, var_dir: Path) -> None:
         self.var_dir = var_dir
@@ -91,14 +103,13 @@ class Stack:
             log.info("running weekly_refresh once now: train, promote, buddies, picks (beat runs it weekly)")
             self.manage("run_job", "weekly_refresh", "--sync", "--param", "force=true")
 
-    def start_processes(self, *, port: int, workers: int) -> None:
+    def start_processes(self, *, port: int, workers: int, threads: int) -> None:
         bin_dir = Path(sys.executable).parent
         # The web workers share their Prometheus counters through files, so /metrics sums all of them.
         metrics_dir = self.var_dir / "run" / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
-        self.spawn("web", [str(bin_dir / "gunicorn"), "recsys_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                           "--workers", str(workers), "--no-control-socket", "--timeout", "60"],
+        self.spawn("web", gunicorn_command(port=port, workers=workers, threads=threads),
                    env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
         self.spawn("worker", [str(bin_dir / "celery"), "-A", "celery_app", "worker", "--loglevel", "INFO",
                               "--queues", "default,gpu", "--concurrency", "1", "--hostname", "buddies@%h"])
@@ -179,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start_servers()
         stack.prepare_store(data=args.data, demo_playlists=args.demo_playlists)
-        stack.start_processes(port=settings.WEB_PORT, workers=settings.WEB_WORKERS)
+        stack.start_processes(port=settings.WEB_PORT, workers=settings.WEB_WORKERS, threads=settings.WEB_THREADS)
         stack.wait_web(settings.WEB_PORT)
         print(
             f"\nBuddies is running:\n"

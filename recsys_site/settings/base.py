@@ -117,6 +117,10 @@ PICKS_CACHE_URL = env("PICKS_CACHE_URL", default=f"redis://127.0.0.1:{REDIS_PORT
 PICKS_CACHE_LOCAL_SECONDS = env.float("PICKS_CACHE_LOCAL_SECONDS", default=5.0)
 PICKS_CACHE_LOCAL_SIZE = env.int("PICKS_CACHE_LOCAL_SIZE", default=20_000)
 PICKS_CACHE_REDIS_SECONDS = env.int("PICKS_CACHE_REDIS_SECONDS", default=3600)
+# Served pick lists are logged in batches (ranker.served_log): every N seconds or N lists; 0 writes each inline.
+SERVED_LOG_FLUSH_SECONDS = env.float("SERVED_LOG_FLUSH_SECONDS", default=0.5)
+SERVED_LOG_BATCH = env.int("SERVED_LOG_BATCH", default=500)
+SERVED_LOG_MAX_BUFFER = env.int("SERVED_LOG_MAX_BUFFER", default=100_000)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -184,6 +188,8 @@ PAIRING_EXACT_MAX = env.int("PAIRING_EXACT_MAX", default=200_000)  # above this 
 # --- Web ---------------------------------------------------------------------------------------------------------
 WEB_PORT = env.int("WEB_PORT", default=8000)
 WEB_WORKERS = env.int("WEB_WORKERS", default=2)
+# Threads per web worker; 1 runs gunicorn's sync workers, which measured better on 2 cores (docs/BENCHMARKS.md).
+WEB_THREADS = env.int("WEB_THREADS", default=1)
 
 LOGGING = {
     "version": 1,

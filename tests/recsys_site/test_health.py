@@ -60,7 +60,7 @@ def test_metrics_expose_latency_picks_and_cache(client, store):
     assert "buddies_picks_served_total" in body and "buddies_picks_cache_total" in body
 
 
-def test_the_api_answers_503_at_once_when_the_store_is_down(client, store, settings):
+def test_the_api_answers_503_at_once_when_the_store_is_down(client, store, settings, db):
     from recsys_site.embedded import free_port
     from recsys_site.mongo import close_clients
 
