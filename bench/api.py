@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Load benchmark of the REST API: latency and errors at a constant arrival rate, against gunicorn with 2 workers.
+"""Load benchmark of the REST API: latency and errors at a constant arrival rate, against gunicorn with 2 workers
+started as the product starts them (``recsys_site.stack.gunicorn_command``).
 
     .venv/bin/python bench/api.py [--quick] [--duration S] [--rates 100,300,1000] [--scenarios ...] [--json PATH]
 
@@ -857,7 +858,8 @@ def main() -> int:
             "machine": facts,
             "load_avg": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
             "settings": {"duration_s": args.duration, "rates": args.rates, "continuation_rates": cont_rates,
-                         "timeout_s": args.timeout, "max_inflight": args.max_inflight, "workers": args.workers, "threads": args.threads,
+                         "timeout_s": args.timeout, "max_inflight": args.max_inflight,
+                         "workers": args.workers, "threads": args.threads,
                          "web_env": args.web_env, "clients": args.clients,
                          "retry_writes": args.retry_writes or not world.embedded,
                          "django_settings": SETTINGS, "throttle": THROTTLE, "seed_counts": SEED_COUNTS,
@@ -871,8 +873,8 @@ def main() -> int:
         _common.write_json(args.json, out)
         print()
         print(f"machine: {facts['cores']} cores ({facts['cpu']}), Python {facts['python']}, gunicorn "
-              f"{facts.get('gunicorn')} with {args.workers} {worker_kind(args.threads)} workers, {SETTINGS}, SecantusDB "
-              f"{facts.get('secantusdb')}, load generator in the same machine (asyncio, open model)")
+              f"{facts.get('gunicorn')} with {args.workers} {worker_kind(args.threads)} workers, {SETTINGS}, "
+              f"SecantusDB {facts.get('secantusdb')}, load generator in the same machine (asyncio, open model)")
         print(f"load average (1/5/15 min): {' '.join(f'{x:.2f}' for x in load_start)} at start, "
               f"{' '.join(f'{x:.2f}' for x in load_end)} at end; DRF throttle raised to {THROTTLE}; "
               f"{args.clients:,} clients (X-Forwarded-For); pymongo retryable writes "

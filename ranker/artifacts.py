@@ -55,6 +55,8 @@ class RankerModel:
     _user_index: dict[str, int] | None = field(default=None, repr=False)
     _item_index: dict[str, int] | None = field(default=None, repr=False)
     _space: Any = field(default=None, repr=False)
+    _playlist_row: dict[int, int] | None = field(default=None, repr=False)
+    _owner_rows: dict[str, list[int]] | None = field(default=None, repr=False)
 
     @property
     def user_index(self) -> dict[str, int]:
@@ -67,6 +69,22 @@ class RankerModel:
         if self._item_index is None:
             self._item_index = {t: i for i, t in enumerate(self.item_ids.tolist())}
         return self._item_index
+
+    @property
+    def playlist_row(self) -> dict[int, int]:
+        """pid → row of ``playlist_items`` (built on first use: a picks request must not pay it)."""
+        if self._playlist_row is None:
+            self._playlist_row = {int(p): r for r, p in enumerate(self.playlist_ids.tolist())}
+        return self._playlist_row
+
+    def owner_rows(self, owner: str) -> list[int]:
+        """Rows of the playlists ``owner`` made (an index, not a scan of every owner per buddy)."""
+        if self._owner_rows is None:
+            index: dict[str, list[int]] = {}
+            for row, who in enumerate(self.playlist_owners.tolist()):
+                index.setdefault(who, []).append(row)
+            self._owner_rows = index
+        return self._owner_rows.get(owner, [])
 
     @property
     def bpr(self) -> BPR | None:

@@ -156,7 +156,7 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
         elif user in model.user_index:
             tracks = model.user_items[model.user_index[user]].indices.astype(np.int64)
     if model is None or len(tracks) == 0 or model.bpr is None:
-        own = set(model.playlist_ids[model.playlist_owners == user].tolist()) if model is not None else set()
+        own = {int(model.playlist_ids[r]) for r in model.owner_rows(user)} if model is not None else set()
         docs = playlist_most_followed(limit=k, exclude_pids=followed | own)
         return PlaylistPicks(playlists=[{"pid": d["_id"], "name": d.get("name"), "owner": d.get("owner"),
                                          "score": float(d.get("num_followers") or 0),
@@ -165,13 +165,13 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
                              model_version=model.version if model else None)
     space = model.playlist_space()
     vector = user_vector(space.item_factors, tracks)
-    row_of = {int(p): r for r, p in enumerate(model.playlist_ids.tolist())}
+    row_of = model.playlist_row
     buddy_of: dict[int, tuple[str, float]] = {}
     for buddy in buddies_for_user(user=user, k=w.buddies) or []:
-        for r in np.flatnonzero(model.playlist_owners == buddy["user"]):
-            buddy_of.setdefault(int(r), (buddy["user"], buddy["similarity"]))
+        for r in model.owner_rows(buddy["user"]):
+            buddy_of.setdefault(r, (buddy["user"], buddy["similarity"]))
     candidates = np.concatenate([np.asarray(list(buddy_of), dtype=np.int64), space.nearest(vector, w.neighbours)])
-    exclude = {r for r in np.flatnonzero(model.playlist_owners == user).tolist()}
+    exclude = set(model.owner_rows(user))
     exclude |= {row_of[p] for p in followed if p in row_of}
     picks = space.rank(user_vector=vector, user_tracks=tracks, candidates=candidates, exclude=exclude,
                        buddy_of=buddy_of, weights=w, k=k)

@@ -3,8 +3,15 @@
 import gc
 import os
 
-from django.core.wsgi import get_wsgi_application
-from werkzeug.middleware.dispatcher import DispatcherMiddleware
+# One math thread per web worker (numpy's BLAS, FAISS's and torch's OpenMP), set before any of them loads: the
+# workers already use every core, and each library's own thread pool made them fight — continuation at 50/s
+# reached 31/s with p99 past 5 s, against 50/s and p99 84 ms with one thread (docs/BENCHMARKS.md). The Celery
+# worker, which trains, keeps its threads. An explicit setting in the environment wins.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, os.environ.get("WEB_MATH_THREADS", "1"))
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402 (after the thread settings)
+from werkzeug.middleware.dispatcher import DispatcherMiddleware  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
 
