@@ -126,7 +126,7 @@ def _summary(tier: dict[str, Any], everything: dict[str, Any]) -> str:
 def _stats_note(stats: dict[str, Any] | None) -> str:
     if not stats or not stats.get("stored"):
         return ("No statistics document is stored yet, so these were computed for this view; the next MPD ingest or "
-                "weekly refresh stores them.")
+                "weekly refresh stores them, or now: python manage.py ingest_mpd --stats.")
     return (f"Statistics computed {stats['computed_at']:%Y-%m-%d %H:%M} UTC in {stats.get('seconds', 0):.1f} s; "
             "recomputed after each MPD ingest and by the weekly refresh.")
 

@@ -5,6 +5,7 @@ an empty store gets "no data" figures, and the statistics document is used, refr
 from __future__ import annotations
 
 from collections import Counter
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,21 @@ def test_weekly_metrics_step_refreshes_the_statistics(store, two_slices):
     assert doc["counts"]["playlists"] == store[c.PLAYLISTS].count_documents({}) == summary["catalogue"]["playlists"]
     assert len(doc["top_tracks"]) == min(100, store[c.TRACKS].count_documents({}))
 
+
+
+def test_ingest_mpd_stats_stores_the_statistics_of_an_older_store(store, two_slices):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from ingestion.selectors import catalogue_stats_get
+    from ingestion.services import mpd_ingest
+
+    assert mpd_ingest(paths=[str(p) for p in two_slices]).ok
+    store[c.CATALOGUE_STATS].delete_many({})  # as in a store ingested before the statistics existed
+    out = StringIO()
+    call_command("ingest_mpd", "--stats", stdout=out)
+    doc = catalogue_stats_get()
+    assert doc is not None and doc["counts"]["playlists"] == store[c.PLAYLISTS].count_documents({}) == 60
+    assert "catalogue statistics stored: 60 playlists" in out.getvalue()
+    with pytest.raises(CommandError, match="--stats"):
+        call_command("ingest_mpd")

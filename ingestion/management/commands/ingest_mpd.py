@@ -15,21 +15,32 @@ class Command(BaseCommand):
         parser.add_argument("paths", nargs="*", metavar="PATH")
         parser.add_argument("--rebuild-catalogue", action="store_true",
                             help="recompute tracks and artists from the stored playlists")
+        parser.add_argument("--stats", action="store_true",
+                            help="recompute the catalogue statistics the dashboard shows (every ingest that writes "
+                            "playlists does; for a store ingested before they existed)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    def handle(self, *args, paths, rebuild_catalogue, no_progress, verbosity, **options):
+    def handle(self, *args, paths, rebuild_catalogue, stats, no_progress, verbosity, **options):
         from ingestion.services import catalogue_rebuild, mpd_ingest
 
-        if not paths and not rebuild_catalogue:
-            raise CommandError("give at least one PATH (slice file, folder or MPD zip)")
+        if not paths and not rebuild_catalogue and not stats:
+            raise CommandError("give at least one PATH (slice file, folder or MPD zip), or --rebuild-catalogue, "
+                               "or --stats")
         ensure_indexes()
         show_progress = not no_progress and verbosity > 0
         if rebuild_catalogue:
             counts = catalogue_rebuild(show_progress=show_progress)
             self.stdout.write(f"catalogue rebuilt: {counts['tracks']:,} tracks, {counts['artists']:,} artists")
-        if not paths:
-            return
-        report = mpd_ingest(paths=paths, show_progress=show_progress)
+        report = mpd_ingest(paths=paths, show_progress=show_progress) if paths else None
+        if report is not None:
+            self._report(report)
+        if stats or rebuild_catalogue:
+            self._stats()
+        if report is not None and not report.ok:
+            self.stderr.write(f"{len(report.problems)} problem(s); see above")
+            raise SystemExit(1)
+
+    def _report(self, report) -> None:
         for name in report.skipped:
             self.stdout.write(f"skipped {name}: already ingested (same sha256)")
         for problem in report.problems:
@@ -43,6 +54,11 @@ class Command(BaseCommand):
         )
         if s["new"] == 0 and s["updated"] == 0 and report.ok:
             self.stdout.write("nothing new: the store already holds everything in these files")
-        if not report.ok:
-            self.stderr.write(f"{len(report.problems)} problem(s); see above")
-            raise SystemExit(1)
+
+    def _stats(self) -> None:
+        from ingestion.services import catalogue_stats_compute
+
+        doc = catalogue_stats_compute()
+        counts = doc["counts"]
+        self.stdout.write(f"catalogue statistics stored: {counts['playlists']:,} playlists, {counts['tracks']:,} "
+                          f"tracks, in {doc['seconds']:.1f} s")
