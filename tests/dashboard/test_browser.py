@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from recsys_site.embedded import free_port
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -35,15 +36,6 @@ def _env(settings, model_dir, tmp: Path) -> dict[str, str]:
 
 def _manage(env, *args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +74,8 @@ def site(live, model_dir, tmp_path_factory):
                 time.sleep(0.3)
         yield base
     finally:
-        _stop(worker)
-        _stop(web)
+        stop(worker)
+        stop(web)
 
 
 def _wait_text(tab, selector: str, text: str, timeout: float = 60_000) -> None:

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from ranker.served_log import ServedLog
+from tests.processes import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,15 +21,6 @@ def _doc(n: int) -> dict:
 
 def _ids(store) -> set[str]:
     return {d["_id"] for d in store["served"].find({}, {"_id": 1})}
-
-
-def _wait_for(predicate, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_lists_wait_in_the_buffer_until_a_flush(store, settings):
@@ -49,7 +41,7 @@ def test_the_thread_writes_every_interval(store, settings):
     docs = [_doc(n) for n in range(3)]
     for doc in docs:
         log.record(doc)
-    assert _wait_for(lambda: _ids(store) == {d["_id"] for d in docs})
+    wait_until(lambda: _ids(store) == {d["_id"] for d in docs}, 10, "the thread to write the lists", 0.05)
     assert log.pending() == 0
 
 
@@ -62,7 +54,7 @@ def test_a_full_batch_wakes_the_writer_before_the_interval(store, settings):
     time.sleep(0.3)
     assert _ids(store) == set()  # under the batch size, the interval has not passed
     log.record(_doc(3))
-    assert _wait_for(lambda: len(_ids(store)) == 4)
+    wait_until(lambda: len(_ids(store)) == 4, 10, "the full batch to be written", 0.05)
 
 
 def test_lists_are_written_to_the_database_they_were_served_from(store, settings):

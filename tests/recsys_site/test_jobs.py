@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from tests.conftest import FAST
+from tests.processes import stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {"ranker": FAST}
@@ -112,25 +112,6 @@ def _worker(settings, model_dir, name: str) -> subprocess.Popen:
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.mark.slow
 def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, model_dir, settings):
     from ranker.selectors import picks_for_user
@@ -149,7 +130,7 @@ def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, mo
             seen.add((current["status"], 0 < current["progress"] < 100))
             return current if current["status"] in ("succeeded", "failed", "cancelled") else None
 
-        final = _wait(finished, 300, "the run to finish")
+        final = wait_until(finished, 300, "the run to finish")
         assert final["status"] == "succeeded", final.get("traceback")
         assert ("running", True) in seen  # progress was reported between 0 and 100 while it ran
         assert final["worker"] and all(s["status"] == "succeeded" for s in final["steps"])
@@ -161,12 +142,12 @@ def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, mo
         assert picks_for_user(user=user) is None
         top = [t["uri"] for t in picks_for_user(user=final["steps"] and _some_user())["tracks"][:5]]
         event_record_many(events=[{"user": user, "kind": "like", "track": uri} for uri in top])
-        picks = _wait(lambda: picks_for_user(user=user), 30, "the user's refreshed picks")
+        picks = wait_until(lambda: picks_for_user(user=user), 30, "the user's refreshed picks")
         assert picks["refreshed"] and picks["liked_tracks"] == 5 and picks["tracks_source"] == "model"
         assert not {t["uri"] for t in picks["tracks"]} & set(top)
         assert picks["playlists_source"] == "model"
     finally:
-        _stop(worker)
+        stop(worker)
 
 
 def _some_user() -> str:
@@ -190,15 +171,15 @@ def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_d
     try:
         endless = {"ranker": {**FAST, "bpr": {**FAST["bpr"], "epochs": 100_000, "patience": 100_000}}}
         run = job_start(name="weekly_refresh", params=endless, trigger="test")
-        _wait(lambda: run_get(run_id=run["_id"])["steps"][0]["progress"] > 0, 120, "training to be under way")
+        wait_until(lambda: run_get(run_id=run["_id"])["steps"][0]["progress"] > 0, 120, "training to be under way")
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
     finally:
-        _stop(worker)
+        stop(worker)
     live_model_clear()
     assert (live_version(), json.dumps(picks_for_user(user=user), default=str)) == before
     assert run_get(run_id=run["_id"])["status"] == "running"  # nobody has noticed yet
-    _wait(lambda: job_runs_reap() or run_get(run_id=run["_id"])["status"] == "failed", 30, "the lock to expire")
+    wait_until(lambda: job_runs_reap() or run_get(run_id=run["_id"])["status"] == "failed", 30, "the lock to expire")
     lost = run_get(run_id=run["_id"])
     assert lost["status"] == "failed" and "worker lost" in lost["error"]
 
@@ -206,12 +187,12 @@ def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_d
     try:
         # Forced: an earlier test's longer-trained model may validate better, and this run must go live.
         again = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, trigger="test")
-        done = _wait(lambda: (r := run_get(run_id=again["_id"]))["status"] in ("succeeded", "failed") and r,
+        done = wait_until(lambda: (r := run_get(run_id=again["_id"]))["status"] in ("succeeded", "failed") and r,
                      300, "the next run")
         assert done["status"] == "succeeded", done.get("traceback")
         assert live_version() == done["model_version"] != before[0]
     finally:
-        _stop(worker)
+        stop(worker)
 
 
 def test_transient_errors_are_told_from_bad_data(demo_store):
