@@ -86,29 +86,46 @@ def _track_doc(uri: str, meta: dict[str, Any], n_playlists: int, n_occurrences: 
     return doc
 
 
-def catalogue_apply(delta: CatalogueDelta) -> int:
-    """Apply pending count changes; return how many tracks were new to the catalogue."""
+def catalogue_apply(delta: CatalogueDelta, *, progress: Callable[[str, int, int], None] | None = None) -> int:
+    """Apply pending count changes; return how many tracks were new to the catalogue.
+
+    Writes in batches of ``WRITE_BATCH`` and calls ``progress(what, written, total)`` after each (``what`` is
+    ``"tracks"`` or ``"artists"``), so a caller can show this phase moving: it is most of a first load's time.
+    """
     db = get_db()
+    step = progress or (lambda what, done, total: None)
     uris = [u for u in delta.occurrences if delta.occurrences[u] or delta.playlists[u]]
     new_tracks = [u for u in uris if u in delta.meta]
-    docs = [_track_doc(u, delta.meta[u], delta.playlists[u], delta.occurrences[u]) for u in new_tracks]
-    existing = {new_tracks[i] for i in insert_new_many(c.TRACKS, docs)}
-    inserted = [u for u in new_tracks if u not in existing]
+    inserted: list[str] = []
+    existing: set[str] = set()
+    done = 0
+    for batch in _chunks(new_tracks, WRITE_BATCH):
+        docs = [_track_doc(u, delta.meta[u], delta.playlists[u], delta.occurrences[u]) for u in batch]
+        dup = {batch[i] for i in insert_new_many(c.TRACKS, docs)}
+        existing |= dup
+        inserted.extend(u for u in batch if u not in dup)
+        done += len(batch) - len(dup)
+        step("tracks", done, len(uris))
     updates = [u for u in uris if u not in delta.meta or u in existing]
     for batch in _chunks(updates, WRITE_BATCH):
         ops = [UpdateOne({"_id": u}, {"$inc": {"num_playlists": delta.playlists[u],
                                               "num_occurrences": delta.occurrences[u]}}) for u in batch]
         db[c.TRACKS].bulk_write(ops, ordered=False)
+        done += len(batch)
+        step("tracks", done, len(uris))
     # Artists count their distinct tracks; a track joins an artist once, when it is first seen.
     per_artist = Counter(delta.meta[u]["artist_key"] for u in inserted)
     names = {delta.meta[u]["artist_key"]: delta.meta[u] for u in inserted}
-    keys = list(per_artist)
-    artist_docs = [{"_id": k, "name": names[k]["artist_name"], "num_tracks": per_artist[k],
-                    **({"uri": names[k]["artist_uri"]} if "artist_uri" in names[k] else {})} for k in keys]
-    existing_artists = [keys[i] for i in insert_new_many(c.ARTISTS, artist_docs)]
-    for batch in _chunks(existing_artists, WRITE_BATCH):
-        db[c.ARTISTS].bulk_write([UpdateOne({"_id": k}, {"$inc": {"num_tracks": per_artist[k]}}) for k in batch],
-                                 ordered=False)
+    done = 0
+    for keys in _chunks(list(per_artist), WRITE_BATCH):
+        artist_docs = [{"_id": k, "name": names[k]["artist_name"], "num_tracks": per_artist[k],
+                        **({"uri": names[k]["artist_uri"]} if "artist_uri" in names[k] else {})} for k in keys]
+        existing_artists = [keys[i] for i in insert_new_many(c.ARTISTS, artist_docs)]
+        if existing_artists:
+            db[c.ARTISTS].bulk_write([UpdateOne({"_id": k}, {"$inc": {"num_tracks": per_artist[k]}})
+                                      for k in existing_artists], ordered=False)
+        done += len(keys)
+        step("artists", done, len(per_artist))
     return len(inserted)
 
 
@@ -173,17 +190,19 @@ class PlaylistWriteResult:
 
 
 def playlist_upsert_many(*, playlists: list[dict[str, Any]], source: dict[str, Any],
-                         delta: CatalogueDelta) -> PlaylistWriteResult:
+                         delta: CatalogueDelta, all_new: bool = False) -> PlaylistWriteResult:
     """Insert new playlists, replace changed ones (by pid), leave identical ones alone.
 
     Each playlist is one document, so it is written whole or not at all. Count changes for the
-    catalogue are added to ``delta``.
+    catalogue are added to ``delta``. ``all_new``: the caller knows that none of these pids is stored (a
+    first load into an empty store), so the lookup of stored pids is skipped; a pid that is stored after all
+    still fails loudly (duplicate key) instead of being overwritten.
     """
     db = get_db()
     result = PlaylistWriteResult()
     ids = [p["_id"] for p in playlists]
     stored: dict[Any, str] = {}
-    for chunk in _chunks(ids):
+    for chunk in [] if all_new else _chunks(ids):
         for doc in db[c.PLAYLISTS].find({"_id": {"$in": chunk}}, {"content_hash": 1}):
             stored[doc["_id"]] = doc.get("content_hash")
     changed = [p for p in playlists if p["_id"] in stored and stored[p["_id"]] != p["content_hash"]]
@@ -282,7 +301,96 @@ class IngestReport(RunReport):
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]
-FLUSH_TRACKS = 300_000  # apply catalogue deltas before this many distinct tracks pile up in memory
+# Apply catalogue deltas before this many distinct tracks pile up in memory (about 1 kB each): bounds a run's
+# memory whatever its input size, and keeps each flush's cost proportional to the playlists read since the last.
+FLUSH_TRACKS = 300_000
+DEFERRED_INDEXES = "deferred_indexes"  # catalogue_state document: collections whose indexes a bulk load dropped
+
+
+def store_is_empty() -> bool:
+    """No playlists, tracks or artists: an ingest now is a first load (see ``docs/adr/0011-bulk-first-load.md``)."""
+    db = get_db()
+    return all(db[name].find_one({}, {"_id": 1}) is None for name in (c.PLAYLISTS, c.TRACKS, c.ARTISTS))
+
+
+def indexes_defer() -> list[str]:
+    """Drop the secondary indexes of the empty collections a first load fills; return their names.
+
+    Recorded in ``catalogue_state`` before anything is dropped, so a run that dies before ``indexes_restore``
+    has its indexes rebuilt by the next run.
+    """
+    db = get_db()
+    empty = [name for name in (c.PLAYLISTS, c.TRACKS, c.ARTISTS, c.USERS) if db[name].find_one({}, {"_id": 1}) is None]
+    db[c.CATALOGUE_STATE].update_one({"_id": DEFERRED_INDEXES}, {"$set": {"collections": empty, "at": _now()}},
+                                     upsert=True)
+    for name in empty:
+        db[name].drop_indexes()  # every index but _id's
+    return empty
+
+
+def indexes_restore(*, progress: Callable[[str], None] | None = None) -> list[str]:
+    """Build the indexes a bulk load deferred (every declared index, idempotent); return the collections."""
+    from recsys_site.mongo import ensure_indexes
+
+    db = get_db()
+    doc = db[c.CATALOGUE_STATE].find_one({"_id": DEFERRED_INDEXES})
+    if doc is None:
+        return []
+    if progress:
+        progress(", ".join(doc.get("collections", [])))
+    ensure_indexes()
+    db[c.CATALOGUE_STATE].delete_one({"_id": DEFERRED_INDEXES})
+    return list(doc.get("collections", []))
+
+
+class _Progress:
+    """Where a run is, for people (tqdm bars on stderr) and for code (``callback`` dicts with a ``phase``).
+
+    Phases: ``playlists`` (one call per file), ``catalogue`` (tracks, then artists, per write batch),
+    ``indexes`` and ``statistics``, so nothing sits still without saying why.
+    """
+
+    def __init__(self, show: bool, callback: ProgressCallback | None) -> None:
+        self.show, self.callback = show, callback
+        self.bar = tqdm(desc="ingest_mpd", unit="playlist", disable=not show, dynamic_ncols=True)
+        self._sub: Any = None
+        self._sub_what: str | None = None
+
+    def file(self, playlists: int, info: dict[str, Any]) -> None:
+        self.bar.update(playlists)
+        if self.callback:
+            self.callback({"phase": "playlists", **info})
+
+    def note(self, text: str) -> None:
+        self.bar.set_postfix_str(text)
+
+    def catalogue(self, what: str, done: int, total: int) -> None:
+        if self.show:
+            if self._sub_what != what:
+                self._close_sub()
+                self._sub = tqdm(desc=f"write catalogue: {what}", unit=what.rstrip("s"), total=total,
+                                 dynamic_ncols=True, leave=False)
+                self._sub_what = what
+            self._sub.update(done - self._sub.n)
+        if self.callback:
+            self.callback({"phase": "catalogue", "what": what, "done": done, "total": total})
+
+    def phase(self, phase: str, text: str) -> None:
+        self._close_sub()
+        self.note(text)
+        if self.show:
+            tqdm.write(f"ingest_mpd: {text}")
+        if self.callback:
+            self.callback({"phase": phase, "message": text})
+
+    def _close_sub(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+            self._sub, self._sub_what = None, None
+
+    def close(self) -> None:
+        self._close_sub()
+        self.bar.close()
 
 
 def mpd_ingest(*, paths: list[str], show_progress: bool = False,
@@ -291,6 +399,10 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
 
     Skips files whose sha256 was already ingested, updates changed playlists by pid, rejects bad
     playlists one by one (with file, pid and reason) and bad files one by one, and keeps going.
+    Reads one slice at a time and flushes catalogue deltas every ``FLUSH_TRACKS`` distinct tracks, so
+    memory stays bounded whatever the input size. Into an empty store (a first load) it writes without
+    secondary indexes and builds them at the end (docs/adr/0011-bulk-first-load.md).
+    ``callback`` receives a dict with a ``phase`` key for every step (see ``_Progress``).
     """
     started = time.perf_counter()
     report = IngestReport()
@@ -298,11 +410,16 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
         log.warning("the catalogue was left mid-update by an interrupted run: rebuilding it from playlists")
         catalogue_rebuild(show_progress=show_progress)
         catalogue_mark(dirty=False)
+    if indexes_restore():
+        log.warning("an interrupted first load had deferred its indexes: rebuilt them")
     report.run_id = run_id = ingest_run_start(kind="mpd", paths=[str(p) for p in paths])
-    seen: dict[int, tuple[str, str]] = {}  # pid -> (content hash, file) within this run
+    # pid -> (first 60 bits of its content hash << 20) | index of its file in ``files``: one int per pid,
+    # to tell a pid repeated with the same content from one repeated with different content.
+    seen: dict[int, int] = {}
+    files: list[str] = []
     delta = CatalogueDelta()
-    marked = False
-    bar = tqdm(desc="ingest_mpd", unit="playlist", disable=not show_progress, dynamic_ncols=True)
+    bulk = marked = False
+    progress = _Progress(show_progress, callback)
     status = "failed"
     try:
         for item in iter_sources(list(paths)):
@@ -318,7 +435,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                 if ingest_file_done(digest):
                     report.files_skipped += 1
                     report.skipped.append(source.name)
-                    bar.set_postfix_str(f"skipped {source.name.rsplit('/', 1)[-1]} (already ingested)")
+                    progress.note(f"skipped {source.name.rsplit('/', 1)[-1]} (already ingested)")
                     continue
                 raw_playlists = decode_slice(data, name=source.name)
             except (OSError, SliceError) as exc:
@@ -326,6 +443,8 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                 report.problems.append(Problem(file=source.name, reason=str(exc).removeprefix(f"{source.name}: ")))
                 continue
             del data
+            files.append(source.name)
+            file_no = len(files) - 1
             good: list[dict[str, Any]] = []
             rejected = 0
             for index, raw in enumerate(raw_playlists):
@@ -334,25 +453,37 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                     report.problems.append(doc)
                     rejected += 1
                     continue
+                fingerprint = int(doc["content_hash"][:15], 16) << 20 | file_no
                 previous = seen.get(doc["_id"])
                 if previous is not None:
-                    if previous[0] != doc["content_hash"]:
+                    if previous >> 20 != fingerprint >> 20:
                         report.problems.append(Problem(
                             file=source.name, pid=doc["_id"],
-                            reason=f"pid appears twice in this run with different content (first in {previous[1]})"))
+                            reason="pid appears twice in this run with different content "
+                                   f"(first in {files[previous & 0xFFFFF]})"))
                         rejected += 1
                     continue
-                seen[doc["_id"]] = (doc["content_hash"], source.name)
+                seen[doc["_id"]] = fingerprint
                 good.append(doc)
+            n_raw = len(raw_playlists)
+            del raw_playlists
             if not marked:
+                bulk = store_is_empty()
                 catalogue_mark(dirty=True, run_id=run_id)
                 marked = True
+                if bulk:
+                    deferred = indexes_defer()
+                    log.info("first load into an empty store: indexes of %s built after it", ", ".join(deferred))
             written = playlist_upsert_many(
-                playlists=good, source={"file": source.name, "sha256": digest, "run_id": run_id}, delta=delta
+                playlists=good, source={"file": source.name, "sha256": digest, "run_id": run_id}, delta=delta,
+                all_new=bulk,
             )
+            del good
             if len(delta) > FLUSH_TRACKS:
-                report.new_tracks += catalogue_apply(delta)
+                progress.note(f"writing {len(delta):,} tracks' counts")
+                report.new_tracks += catalogue_apply(delta, progress=progress.catalogue)
                 delta = CatalogueDelta()
+                progress.note("")
             report.new += written.new
             report.updated += written.updated
             report.unchanged += written.unchanged
@@ -360,19 +491,23 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
             ingest_file_record(sha=digest, name=source.name, kind="mpd", run_id=run_id,
                                counts={"new": written.new, "updated": written.updated,
                                        "unchanged": written.unchanged, "rejected": rejected})
-            bar.update(len(raw_playlists))
-            if callback:
-                callback({"file": source.name, **report.summary()})
-        report.new_tracks += catalogue_apply(delta)
+            progress.file(n_raw, {"file": source.name, **report.summary()})
+        if len(delta):
+            progress.phase("catalogue", f"all files read; writing the catalogue ({len(delta):,} tracks)")
+            report.new_tracks += catalogue_apply(delta, progress=progress.catalogue)
+        del delta
+        if bulk:
+            indexes_restore(progress=lambda names: progress.phase("indexes", f"building the indexes of {names}"))
         if marked:
             catalogue_mark(dirty=False)
         status = "succeeded" if report.ok else "succeeded_with_errors"
+        if report.new or report.updated or get_db()[c.CATALOGUE_STATS].find_one({}, {"_id": 1}) is None:
+            progress.phase("statistics", "computing the catalogue statistics for the dashboard")
+            _catalogue_stats_refresh()
     finally:
-        bar.close()
+        progress.close()
         report.seconds = time.perf_counter() - started
         ingest_run_finish(run_id=run_id, summary=report.summary(), problems=report.problems, status=status)
-    if report.new or report.updated or get_db()[c.CATALOGUE_STATS].find_one({}, {"_id": 1}) is None:
-        _catalogue_stats_refresh()
     return report
 
 

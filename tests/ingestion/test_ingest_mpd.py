@@ -196,3 +196,91 @@ class TestRealSample:
         again = mpd_ingest(paths=[str(MPD_REAL)])
         assert (again.new, again.updated, again.files_skipped, again.new_tracks) == (0, 0, 8, 0)
         assert stored_counts(db) == before
+
+
+def secondary_indexes(db, collection: str) -> set[str]:
+    return set(db[collection].index_information()) - {"_id_"}
+
+
+def test_first_load_builds_secondary_indexes_after_the_data(store, slice_writer):
+    declared = secondary_indexes(store, "tracks")
+    assert "num_playlists_-1" in declared  # the fixture's ensure_indexes() made them, as ingest_mpd does
+    during: list[tuple[str, set[str]]] = []
+
+    def watch(event):
+        if event["phase"] == "playlists":
+            during.append(("first", secondary_indexes(store, "playlists") | secondary_indexes(store, "tracks")))
+
+    first = [make_playlist(pid, [pid, 7]) for pid in range(10)]
+    mpd_ingest(paths=[str(slice_writer(0, first))], callback=watch)
+    assert during == [("first", set())]  # an empty store is loaded without secondary indexes ...
+    assert secondary_indexes(store, "tracks") == declared  # ... which exist again once the run is over
+    assert "owner_1" in secondary_indexes(store, "playlists")
+    assert store.catalogue_state.find_one({"_id": "deferred_indexes"}) is None
+
+    def watch_again(event):
+        if event["phase"] == "playlists":
+            during.append(("second", secondary_indexes(store, "tracks")))
+
+    second = [make_playlist(pid, [pid, 7]) for pid in range(1000, 1005)]
+    mpd_ingest(paths=[str(slice_writer(1000, second))], callback=watch_again)
+    assert during[1:] == [("second", declared)]  # a store that holds data keeps its indexes while it grows
+    assert stored_counts(store) == expected_counts(first + second)
+
+
+def test_a_first_load_that_dies_midway_is_repaired_with_its_indexes(store, slice_writer):
+    playlists = [make_playlist(pid, [pid % 4, 11]) for pid in range(30)]
+    path = slice_writer(0, playlists)
+
+    def die(event):
+        if event["phase"] == "catalogue":
+            raise KeyboardInterrupt("killed while writing the catalogue")
+
+    with pytest.raises(KeyboardInterrupt):
+        mpd_ingest(paths=[str(path)], callback=die)
+    assert "num_playlists_-1" not in secondary_indexes(store, "tracks")
+    report = mpd_ingest(paths=[str(path), str(slice_writer(1000, [make_playlist(1000, [11])]))])
+    assert report.files_skipped == 1 and report.new == 1  # the first file was recorded before the crash
+    assert stored_counts(store) == expected_counts([*playlists, make_playlist(1000, [11])])
+    assert {"num_playlists_-1", "artist_key_1"} <= secondary_indexes(store, "tracks")
+    assert "owner_1" in secondary_indexes(store, "playlists")
+    assert store.catalogue_state.find_one({"_id": "deferred_indexes"}) is None
+
+
+def test_progress_reports_every_phase_up_to_the_end(store, slice_writer):
+    events: list[dict] = []
+    lists = [[make_playlist(pid, [pid, pid + 1]) for pid in range(8)],
+             [make_playlist(1000 + pid, [pid, 50]) for pid in range(4)]]
+    paths = [slice_writer(0, lists[0]), slice_writer(1000, lists[1])]
+    mpd_ingest(paths=[str(p) for p in paths], callback=events.append)
+    phases = [e["phase"] for e in events]
+    assert phases[:2] == ["playlists", "playlists"]
+    assert [e["file"] for e in events[:2]] == [str(p) for p in paths]
+    assert "indexes" in phases and phases[-1] == "statistics"
+    tracks = [e for e in events if e.get("what") == "tracks"]
+    assert tracks[-1]["done"] == tracks[-1]["total"] == len(expected_counts(lists[0] + lists[1]))
+    artists = [e for e in events if e.get("what") == "artists"]
+    assert artists[-1]["done"] == artists[-1]["total"] == store.artists.count_documents({})
+    # The catalogue is written before the indexes are built, and both before the statistics.
+    assert phases.index("catalogue") < phases.index("indexes") < phases.index("statistics")
+
+
+def test_catalogue_deltas_flushed_midway_give_the_same_counts(store, slice_writer, monkeypatch):
+    from ingestion import services
+
+    monkeypatch.setattr(services, "FLUSH_TRACKS", 5)  # flush after nearly every file
+    folder = None
+    everything = []
+    for start in range(0, 6000, 1000):
+        playlists = [make_playlist(start + i, [start // 1000 + i, 3, 3, i * 2]) for i in range(4)]
+        everything += playlists
+        folder = slice_writer(start, playlists).parent
+    events: list[dict] = []
+    report = mpd_ingest(paths=[str(folder)], callback=events.append)
+    assert report.new == 24 and report.ok
+    flushes = [i for i, e in enumerate(events) if e["phase"] == "catalogue"]
+    assert flushes[0] < max(i for i, e in enumerate(events) if e["phase"] == "playlists")  # flushed mid-run
+    assert stored_counts(store) == expected_counts(everything)
+    artists = {a["_id"]: a["num_tracks"] for a in store.artists.find()}
+    catalogue_rebuild()
+    assert {a["_id"]: a["num_tracks"] for a in store.artists.find()} == artists
