@@ -19,6 +19,16 @@ def buddies_for_user(*, user: str, k: int = 10) -> list[dict[str, Any]] | None:
     return None if doc is None else doc["buddies"]
 
 
+def buddies_for_users(*, users: list[str], k: int = 10, chunk: int = 1000) -> dict[str, list[dict[str, Any]]]:
+    """``buddies_for_user`` for many users, one query per ``chunk`` of them; users never paired are left out."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for start in range(0, len(users), chunk):
+        for doc in get_db()[c.BUDDIES].find({"_id": {"$in": users[start:start + chunk]}},
+                                            {"buddies": {"$slice": k}}):
+            out[doc["_id"]] = doc["buddies"]
+    return out
+
+
 def buddies_state() -> dict[str, Any] | None:
     """When the buddies now served were computed, from which model, by which method."""
     return get_db()[c.PAIRING_STATE].find_one({"_id": "buddies"})

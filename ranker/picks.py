@@ -139,52 +139,77 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
     user with no known tracks at all (cold) gets the most-followed playlists. Never the user's own playlists or
     those they follow.
     """
-    from ingestion.selectors import playlist_most_followed, playlist_summaries, user_followed_playlists
-    from pairing.selectors import buddies_for_user
-
-    from .playlists import PlaylistWeights, user_vector
-
-    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
-        raise ValueError(f"k must be an integer from 1 to 100, not {k!r}")
-    w = PlaylistWeights.from_dict(weights)
     model = model or live_model()
-    followed = user_followed_playlists(user=user)
     tracks = np.zeros(0, dtype=np.int64)
     if model is not None:
         if user_tracks is not None:
             tracks = np.asarray([model.item_index[t] for t in user_tracks if t in model.item_index], dtype=np.int64)
         elif user in model.user_index:
             tracks = model.user_items[model.user_index[user]].indices.astype(np.int64)
-    if model is None or len(tracks) == 0 or model.bpr is None:
-        own = {int(model.playlist_ids[r]) for r in model.owner_rows(user)} if model is not None else set()
-        docs = playlist_most_followed(limit=k, exclude_pids=followed | own)
-        return PlaylistPicks(playlists=[{"pid": d["_id"], "name": d.get("name"), "owner": d.get("owner"),
-                                         "score": float(d.get("num_followers") or 0),
-                                         "why": {"most_followed": True, "followers": d.get("num_followers")}}
-                                        for d in docs], source="most_followed",
-                             model_version=model.version if model else None)
-    space = model.playlist_space()
-    vector = user_vector(space.item_factors, tracks)
-    row_of = model.playlist_row
-    buddy_of: dict[int, tuple[str, float]] = {}
-    for buddy in buddies_for_user(user=user, k=w.buddies) or []:
-        for r in model.owner_rows(buddy["user"]):
-            buddy_of.setdefault(r, (buddy["user"], buddy["similarity"]))
-    candidates = np.concatenate([np.asarray(list(buddy_of), dtype=np.int64), space.nearest(vector, w.neighbours)])
-    exclude = set(model.owner_rows(user))
-    exclude |= {row_of[p] for p in followed if p in row_of}
-    picks = space.rank(user_vector=vector, user_tracks=tracks, candidates=candidates, exclude=exclude,
-                       buddy_of=buddy_of, weights=w, k=k)
-    pids = [int(model.playlist_ids[p.row]) for p in picks]
-    info = playlist_summaries(pids=pids)
-    out = []
-    for pid, p in zip(pids, picks, strict=True):
-        doc = info.get(pid, {})
-        out.append({"pid": pid, "name": doc.get("name"), "owner": doc.get("owner"), "score": p.score,
-                    "why": {"buddy": p.buddy, "buddy_similarity": p.buddy_similarity,
-                            "shared_artists": p.shared_artists, "new_share": p.new_share,
-                            "known_artist_share": p.known_artist_share, "affinity": p.affinity}})
-    return PlaylistPicks(playlists=out, source="model", model_version=model.version)
+    return recommend_playlists_many(users=[user], tracks=[tracks], k=k, weights=weights, model=model)[0]
+
+
+def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: int = 10, weights: dict | None = None,
+                             model: RankerModel | None) -> list[PlaylistPicks]:
+    """``recommend_playlists`` for a batch of users, ``tracks[i]`` being user i's liked track indices in ``model``.
+
+    The store is read once per batch (follows, buddies, playlist summaries) and the nearest playlist vectors come
+    from one batched search, so the weekly precompute costs the re-ranking alone per user.
+    """
+    from ingestion.selectors import playlist_most_followed, playlist_summaries, users_followed_playlists
+    from pairing.selectors import buddies_for_users
+
+    from .playlists import PlaylistWeights
+
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
+        raise ValueError(f"k must be an integer from 1 to 100, not {k!r}")
+    w = PlaylistWeights.from_dict(weights)
+    followed = users_followed_playlists(users=users)
+    version = model.version if model is not None else None
+    warm = [i for i, t in enumerate(tracks) if model is not None and model.bpr is not None and len(t) > 0]
+    out: list[PlaylistPicks | None] = [None] * len(users)
+    ranked: dict[int, list] = {}
+    if warm:
+        space = model.playlist_space()
+        vectors = space.user_vectors([tracks[i] for i in warm])
+        nearest = space.nearest_many(vectors, w.neighbours)
+        buddies = buddies_for_users(users=[users[i] for i in warm], k=w.buddies)
+        row_of = model.playlist_row
+        for j, i in enumerate(warm):
+            buddy_of: dict[int, tuple[str, float]] = {}
+            for buddy in buddies.get(users[i]) or []:
+                for r in model.owner_rows(buddy["user"]):
+                    buddy_of.setdefault(r, (buddy["user"], buddy["similarity"]))
+            candidates = np.concatenate([np.asarray(list(buddy_of), dtype=np.int64), nearest[j]])
+            exclude = set(model.owner_rows(users[i]))
+            exclude |= {row_of[p] for p in followed[users[i]] if p in row_of}
+            ranked[i] = space.rank(user_vector=vectors[j], user_tracks=tracks[i], candidates=candidates,
+                                   exclude=exclude, buddy_of=buddy_of, weights=w, k=k)
+        info = playlist_summaries(pids=sorted({int(model.playlist_ids[p.row]) for picks in ranked.values()
+                                               for p in picks}))
+        for i, picks in ranked.items():
+            rows = []
+            for p in picks:
+                pid = int(model.playlist_ids[p.row])
+                doc = info.get(pid, {})
+                rows.append({"pid": pid, "name": doc.get("name"), "owner": doc.get("owner"), "score": p.score,
+                             "why": {"buddy": p.buddy, "buddy_similarity": p.buddy_similarity,
+                                     "shared_artists": p.shared_artists, "new_share": p.new_share,
+                                     "known_artist_share": p.known_artist_share, "affinity": p.affinity}})
+            out[i] = PlaylistPicks(playlists=rows, source="model", model_version=version)
+    cold = [i for i in range(len(users)) if out[i] is None]
+    if cold:
+        own = {i: {int(model.playlist_ids[r]) for r in model.owner_rows(users[i])} if model is not None else set()
+               for i in cold}
+        most = playlist_most_followed(limit=k + max(len(followed[users[i]]) + len(own[i]) for i in cold))
+        for i in cold:
+            skip = followed[users[i]] | own[i]
+            docs = [d for d in most if d["_id"] not in skip][:k]
+            out[i] = PlaylistPicks(playlists=[{"pid": d["_id"], "name": d.get("name"), "owner": d.get("owner"),
+                                               "score": float(d.get("num_followers") or 0),
+                                               "why": {"most_followed": True, "followers": d.get("num_followers")}}
+                                              for d in docs], source="most_followed", model_version=version)
+    return out
 
 
 # -- serving: precomputed when fresh, on the fly otherwise -------------------------------------------------------

@@ -90,6 +90,23 @@ class PlaylistSpace:
         _, ids = self._index.search(query, min(n, len(self._rows)))
         return self._rows[ids[0][ids[0] >= 0]]
 
+    def nearest_many(self, vectors: np.ndarray, n: int) -> list[np.ndarray]:
+        """``nearest`` for each row of ``vectors`` (unit taste vectors), in one batched search."""
+        self.nearest(np.ones(self.vectors.shape[1], dtype=np.float32), 0)  # builds the index on first use
+        if n <= 0 or len(self._rows) == 0 or len(vectors) == 0:
+            return [np.zeros(0, dtype=np.int64) for _ in range(len(vectors))]
+        _, ids = self._index.search(normalize_rows(vectors), min(n, len(self._rows)))
+        return [self._rows[row[row >= 0]] for row in ids]
+
+    def user_vectors(self, tracks: list[np.ndarray]) -> np.ndarray:
+        """One taste vector per user from their liked track indices (``user_vector`` for many)."""
+        lengths = np.asarray([len(t) for t in tracks], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(lengths)])
+        indices = np.concatenate(tracks).astype(np.int64) if len(tracks) else np.zeros(0, dtype=np.int64)
+        rows = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr),
+                             shape=(len(tracks), self.item_factors.shape[0]))
+        return taste_vectors(self.item_factors, rows)
+
     def tracks(self, row: int) -> np.ndarray:
         return self.items.indices[self.items.indptr[row]:self.items.indptr[row + 1]]
 
@@ -98,7 +115,8 @@ class PlaylistSpace:
              ) -> list[Pick]:
         """Score the ``candidates`` for one user and pick ``k`` greedily for relevance and diversity.
 
-        Vectorised over candidates (sparse products), so a user costs a few milliseconds.
+        Vectorised over the candidates' tracks only (never a pass over the whole catalogue), so a user costs a few
+        milliseconds whatever the catalogue's size.
         """
         rows = np.asarray([r for r in dict.fromkeys(candidates.tolist())
                            if r not in exclude and self.candidate_mask[r]
@@ -107,15 +125,17 @@ class PlaylistSpace:
             return []
         sub = self.items[rows]  # candidates × tracks, binary
         sizes = np.asarray(sub.sum(axis=1)).ravel()
-        mine = np.zeros(self.items.shape[1], dtype=np.float32)
-        mine[user_tracks] = 1.0
-        affinity = (sub @ (self.item_factors @ user_vector + self.item_bias)) / sizes
-        new_share = 1.0 - (sub @ mine) / sizes
+        entry_row = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+        weight = np.asarray(sub.data, dtype=np.float64)
+        track_scores = self.item_factors[sub.indices] @ user_vector + self.item_bias[sub.indices]
+        affinity = np.bincount(entry_row, weights=weight * track_scores, minlength=len(rows)) / sizes
+        mine = np.isin(sub.indices, user_tracks)
+        new_share = 1.0 - np.bincount(entry_row, weights=weight * mine, minlength=len(rows)) / sizes
         artists = (sub @ self._track_artist).tocsr()
-        artists.data[:] = 1.0
-        my_artists = np.zeros(artists.shape[1], dtype=np.float32)
-        my_artists[self.item_artist_idx[user_tracks]] = 1.0
-        known_artists = (artists @ my_artists) / np.maximum(np.diff(artists.indptr), 1)
+        my_artists = np.unique(self.item_artist_idx[user_tracks])
+        known = np.bincount(np.repeat(np.arange(len(rows)), np.diff(artists.indptr)),
+                            weights=np.isin(artists.indices, my_artists), minlength=len(rows))
+        known_artists = known / np.maximum(np.diff(artists.indptr), 1)
         z = (affinity - affinity.mean()) / affinity.std() if affinity.std() > 0 else np.zeros_like(affinity)
         base = weights.affinity * z + weights.familiarity * known_artists + weights.discovery * new_share
         overlap = np.asarray((sub @ sub.T).todense(), dtype=np.float32)
@@ -139,9 +159,9 @@ class PlaylistSpace:
         return picks
 
     def _shared_artists(self, row: int, my_artists: np.ndarray, n: int = 3) -> list[str]:
-        """The user's artists this playlist holds most tracks of."""
+        """The user's artists (``my_artists``: their sorted artist indices) this playlist holds most tracks of."""
         ids, counts = np.unique(self.item_artist_idx[self.tracks(row)], return_counts=True)
-        known = my_artists[ids] > 0
+        known = np.isin(ids, my_artists)
         order = np.argsort(-counts[known], kind="stable")[:n]
         return [str(self.artist_names[a]) for a in ids[known][order]]
 

@@ -47,12 +47,37 @@ def _buddies(ctx: Context) -> dict[str, Any]:
     return summary
 
 
-def _picks(ctx: Context) -> dict[str, Any]:
-    from ranker.services import picks_precompute
+def _picks_plan(ctx: Context) -> list[dict[str, Any]]:
+    from ranker.services import picks_plan
 
-    summary = picks_precompute(callback=lambda n, elapsed, m: ctx.progress(m["share"], f"picks: {n:,} users"))
+    plan = picks_plan(shard_users=ctx.params.get("shard_users"))
+    ctx.remember(picks_plan={k: v for k, v in plan.items() if k != "shards"})
+    ctx.log(f"picks: {plan['users']:,} users of {plan['version']} in {len(plan['shards'])} shards")
+    return plan["shards"]
+
+
+def _picks_shard(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
+    from ranker.services import picks_shard
+
+    return picks_shard(plan=ctx.state["picks_plan"], **spec)
+
+
+def _picks_swap(ctx: Context, shard_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    from ranker.services import picks_swap
+
+    plan = {**ctx.state["picks_plan"], "shards": shard_metrics}
+    summary = picks_swap(plan=plan, shard_metrics=shard_metrics)
+    summary["shard_seconds"] = round(sum(m.get("seconds", 0.0) for m in shard_metrics), 3)
     ctx.log(f"picks: {summary}")
     return summary
+
+
+def _picks_abort(ctx: Context) -> None:
+    from ranker.services import picks_discard
+
+    plan = ctx.state.get("picks_plan")
+    if plan:
+        picks_discard(plan=plan)
 
 
 def _metrics(ctx: Context) -> dict[str, Any]:
@@ -84,12 +109,14 @@ def _set_run_fields(ctx: Context, **fields: Any) -> None:
 TRAIN = Step("train", _train, queue="gpu", weight=6)
 PROMOTE = Step("promote", _promote, weight=0.2)
 BUDDIES = Step("buddies", _buddies, queue="gpu", weight=1)
-PICKS = Step("picks", _picks, weight=3)
+# Sharded: every worker on the default queue takes a share; the new picks are swapped in after the last shard.
+PICKS = Step("picks", _picks_plan, weight=3, shard=_picks_shard, gather=_picks_swap, abort=_picks_abort)
 METRICS = Step("metrics", _metrics, weight=0.1)
 
 register(Job("weekly_refresh", "Train the ranker, promote it if not worse, recompute buddies and every user's picks.",
-             (TRAIN, PROMOTE, BUDDIES, PICKS, METRICS), params={"ranker": {}, "force": False}))
+             (TRAIN, PROMOTE, BUDDIES, PICKS, METRICS), params={"ranker": {}, "force": False, "shard_users": None}))
 register(Job("train_ranker", "Train the ranker and promote it if not worse.", (TRAIN, PROMOTE),
              params={"ranker": {}, "force": False}))
 register(Job("compute_buddies", "Recompute every user's buddies from the live model.", (BUDDIES,)))
-register(Job("precompute_picks", "Recompute every user's track and playlist picks from the live model.", (PICKS,)))
+register(Job("precompute_picks", "Recompute every user's track and playlist picks from the live model.", (PICKS,),
+             params={"shard_users": None}))

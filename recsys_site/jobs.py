@@ -11,11 +11,19 @@ message, each step's status, duration and metrics, the last log lines, the trace
 version produced. The lock (``job_locks``, one document per job) carries an expiry that a thread renews while a
 step runs; a worker killed with SIGKILL stops renewing it, and once it has expired the run is marked failed
 (``job_runs_reap``, on beat and before every start) and the job can start again.
+
+A **sharded** step (``Step.shard`` set) fans out: its ``run`` only plans, returning one spec per shard; each shard
+is a ``job_shards`` document and its own task (``recsys_site.run_shard``) on the step's queue, so every worker
+listening there takes a share. A shard is claimed with a lease that its worker renews; the shard that finishes
+last calls ``Step.gather`` (e.g. swap the new picks in) and sends the next step. A worker killed mid-shard stops
+renewing: the reaper hands its shard back to the queue (up to ``SHARD_ATTEMPTS`` claims), and another worker
+finishes it. Shards must therefore be idempotent (a shard run twice writes the same thing).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -36,6 +44,8 @@ log = logging.getLogger(__name__)
 
 JOB_RUNS = "job_runs"
 JOB_LOCKS = "job_locks"
+JOB_SHARDS = "job_shards"
+SHARD_ATTEMPTS = 3  # claims of one shard before the run fails (a shard that kills every worker it lands on)
 LOG_LINES = 50
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -58,6 +68,12 @@ class Step:
     run: Callable[[Context], dict[str, Any] | None]  # returns the step's metrics
     queue: str = "default"
     weight: float = 1.0  # share of the job's progress bar
+    # A sharded step: ``run`` plans and returns the shard specs (JSON-able dicts); ``shard(ctx, spec)`` does one on
+    # any worker and returns its metrics; ``gather(ctx, metrics_of_every_shard)`` runs once, after the last shard,
+    # and returns the step's metrics; ``abort(ctx)`` cleans up when the run fails or is cancelled mid-way.
+    shard: Callable[[Context, dict[str, Any]], dict[str, Any] | None] | None = None
+    gather: Callable[[Context, list[dict[str, Any]]], dict[str, Any] | None] | None = None
+    abort: Callable[[Context], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +149,9 @@ def _mark_lost(run_id: str, expired_at: datetime) -> None:
 
 
 def job_runs_reap() -> int:
-    """Mark failed every unfinished run whose lock expired, and drop those locks. Returns how many."""
+    """Send lost shards again (``shards_reap``), then mark failed every unfinished run whose lock expired and drop
+    those locks. Returns how many runs were marked failed."""
+    shards_reap()
     db = get_db()
     reaped = 0
     for lock in list(db[JOB_LOCKS].find({"expires_at": {"$lt": _now()}})):
@@ -245,7 +263,7 @@ def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = F
         if sync:
             for index in range(len(job.steps)):
                 try:
-                    go_on = execute_step(run_id=run_id, index=index)
+                    go_on = execute_step(run_id=run_id, index=index, inline=True)
                 except Exception as exc:  # transient: a worker would retry; in-process there is nobody to
                     fail_run(run_id=run_id, error=f"{job.steps[index].name}: {type(exc).__name__}: {exc}")
                     raise
@@ -270,23 +288,31 @@ def _send_step(job: Job, run_id: str, index: int) -> None:
 
 
 class _Renewer(threading.Thread):
-    """Renews the lock while a step runs; stops when the step ends or the process dies."""
+    """Renews the job's lock (and a shard's lease) while a step or shard runs; stops when it ends or the process
+    dies."""
 
-    def __init__(self, job: str, run_id: str) -> None:
+    def __init__(self, job: str, run_id: str, shard: str | None = None, owner: str | None = None) -> None:
         super().__init__(daemon=True, name=f"lock-{job}")
-        self.job, self.run_id = job, run_id
+        self.job, self.run_id, self.shard, self.owner = job, run_id, shard, owner
         self.stopped = threading.Event()
 
     def run(self) -> None:
         interval = max(settings.JOB_LOCK_TTL_SECONDS / 3.0, 0.2)
         while not self.stopped.wait(interval):
+            if self.shard is not None:
+                get_db()[JOB_SHARDS].update_one({"_id": self.shard, "owner": self.owner, "status": "running"},
+                                                {"$set": {"lease_until": _now() + _lock_ttl()}})
             if not lock_renew(job=self.job, run_id=self.run_id):
                 log.warning("run %s lost its lock", self.run_id)
                 return
 
 
-def execute_step(*, run_id: str, index: int) -> bool:
-    """Run step ``index`` of a run; True if the run should go on. Transient errors propagate (the task retries)."""
+def execute_step(*, run_id: str, index: int, inline: bool = False) -> bool:
+    """Run step ``index`` of a run; True if the run should go on. Transient errors propagate (the task retries).
+
+    A sharded step plans here and sends its shards to the queue (the last shard to finish sends the next step, so
+    this returns False); ``inline`` runs the shards here, one after another, instead.
+    """
     run = run_get(run_id=run_id)
     if run is None or run["status"] in FINISHED:
         log.info("run %s is %s: step %d not started", run_id, run and run["status"], index)
@@ -306,7 +332,10 @@ def execute_step(*, run_id: str, index: int) -> bool:
     renewer.start()
     ctx = Context(run_get(run_id=run_id), index)
     try:
-        metrics = step.run(ctx) or {}
+        result = step.run(ctx)
+        if step.shard is not None:
+            return _fan_out(ctx, job, index, list(result or []), inline=inline)
+        metrics = result or {}
     except StopJob as stop:
         _step_done(run_id, index, started, {}, "succeeded", step.name)
         _finish(run_id, job.name, "succeeded", message=str(stop))
@@ -334,6 +363,183 @@ def continue_run(*, run_id: str, index: int) -> None:
     if execute_step(run_id=run_id, index=index):
         run = run_get(run_id=run_id)
         _send_step(get_job(run["job"]), run_id, index + 1)
+
+
+# -- sharded steps ------------------------------------------------------------------------------------------------
+
+def _shard_id(run_id: str, index: int, n: int) -> str:
+    return f"{run_id}:{index}:{n}"
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _fan_out(ctx: Context, job: Job, index: int, specs: list[dict[str, Any]], *, inline: bool) -> bool:
+    """Write one ``job_shards`` document per spec and send each to the step's queue (or run them here)."""
+    now = _now()
+    run_id = ctx.run_id
+    _update(run_id, {f"steps.{index}.shards": len(specs), f"steps.{index}.shards_done": 0},
+            push_log=f"{now:%H:%M:%S} step {job.steps[index].name}: {len(specs)} shards")
+    if not specs:
+        return _gather(ctx, job, index)
+    get_db()[JOB_SHARDS].insert_many([
+        {"_id": _shard_id(run_id, index, n), "run_id": run_id, "step": index, "n": n, "spec": spec,
+         "status": "pending", "attempts": 0, "sent_at": now} for n, spec in enumerate(specs)])
+    if inline:
+        go_on = False
+        for n in range(len(specs)):
+            go_on = execute_shard(run_id=run_id, index=index, n=n)
+        return go_on
+    for n in range(len(specs)):
+        _send_shard(job, run_id, index, n)
+    return False
+
+
+def _send_shard(job: Job, run_id: str, index: int, n: int) -> None:
+    from .tasks import run_shard
+
+    run_shard.apply_async(args=[run_id, index, n], queue=job.steps[index].queue,
+                          time_limit=settings.JOB_STEP_TIME_LIMIT, soft_time_limit=settings.JOB_STEP_SOFT_TIME_LIMIT)
+
+
+def execute_shard(*, run_id: str, index: int, n: int) -> bool:
+    """Claim shard ``n`` of step ``index`` and run it; True if it was the last one and the run should go on.
+
+    A shard that is done, or held by a live worker, is left alone (a duplicate delivery does nothing). Transient
+    errors hand the shard back and propagate (the task retries); any other error fails the run.
+    """
+    db = get_db()
+    run = run_get(run_id=run_id)
+    if run is None:
+        return False
+    job = get_job(run["job"])
+    step = job.steps[index]
+    ctx = Context(run, index)
+    if run["status"] in FINISHED:
+        _abort(step, ctx)
+        return False
+    now, me = _now(), _worker_name()
+    shard = db[JOB_SHARDS].find_one_and_update(
+        {"_id": _shard_id(run_id, index, n),
+         "$or": [{"status": "pending"}, {"status": "running", "lease_until": {"$lt": now}}]},
+        {"$set": {"status": "running", "owner": me, "lease_until": now + _lock_ttl(), "started_at": now},
+         "$inc": {"attempts": 1}}, return_document=ReturnDocument.AFTER)
+    if shard is None:
+        log.info("run %s: shard %d of step %s is done or held by a live worker", run_id, n, step.name)
+        return False
+    if shard["attempts"] > SHARD_ATTEMPTS:
+        return _shard_failed(ctx, job, shard, f"claimed {shard['attempts'] - 1} times without finishing "
+                                              "(its workers died)")
+    renewer = _Renewer(job.name, run_id, shard=shard["_id"], owner=me)
+    renewer.start()
+    try:
+        metrics = step.shard(ctx, shard["spec"]) or {}
+    except Exception as exc:
+        if is_transient(exc):
+            db[JOB_SHARDS].update_one({"_id": shard["_id"], "owner": me, "status": "running"},
+                                      {"$set": {"status": "pending"}})
+            raise
+        return _shard_failed(ctx, job, shard, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    finally:
+        renewer.stopped.set()
+    ended = _now()
+    done = db[JOB_SHARDS].find_one_and_update(
+        {"_id": shard["_id"], "owner": me, "status": "running"},
+        {"$set": {"status": "done", "metrics": metrics, "finished_at": ended,
+                  "duration_s": round((ended - now).total_seconds(), 3)}})
+    if done is None:  # our lease lapsed and another worker took the shard over: its result is the one that counts
+        log.warning("run %s: shard %d finished here after another worker took it over", run_id, n)
+        return False
+    after = db[JOB_RUNS].find_one_and_update({"_id": run_id}, {"$inc": {f"steps.{index}.shards_done": 1}},
+                                             projection={"steps": 1}, return_document=ReturnDocument.AFTER)
+    finished, total = after["steps"][index]["shards_done"], after["steps"][index]["shards"]
+    ctx.progress(finished / total, f"{step.name}: {finished:,} of {total:,} shards", force=finished == total)
+    if finished < total:
+        return False
+    return _gather(ctx, job, index)
+
+
+def _gather(ctx: Context, job: Job, index: int) -> bool:
+    """After the last shard: the step's ``gather`` (exactly once: only one shard can bring the count to the total)."""
+    step = job.steps[index]
+    run = run_get(run_id=ctx.run_id) or {}
+    started = run.get("steps", [{}] * (index + 1))[index].get("started_at") or _now()
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    shards = list(get_db()[JOB_SHARDS].find({"run_id": ctx.run_id, "step": index}).sort("n", 1))
+    try:
+        metrics = (step.gather(ctx, [s.get("metrics") or {} for s in shards]) if step.gather else {}) or {}
+    except Exception as exc:
+        _step_done(ctx.run_id, index, started, {}, "failed", step.name)
+        _finish(ctx.run_id, job.name, "failed", error=f"{step.name}: {type(exc).__name__}: {exc}",
+                tb=traceback.format_exc())
+        _abort(step, ctx)
+        return False
+    metrics = {**metrics, "shards": len(shards), "workers": len({s.get("owner") for s in shards}),
+               "redelivered": sum(1 for s in shards if s.get("attempts", 1) > 1)}
+    _step_done(ctx.run_id, index, started, metrics, "succeeded", step.name)
+    if index + 1 == len(job.steps):
+        _finish(ctx.run_id, job.name, "succeeded", message="done")
+        return False
+    return True
+
+
+def _shard_failed(ctx: Context, job: Job, shard: dict[str, Any], error: str, tb: str | None = None) -> bool:
+    step = job.steps[ctx.index]
+    get_db()[JOB_SHARDS].update_one({"_id": shard["_id"]}, {"$set": {"status": "failed", "error": error}})
+    run = run_get(run_id=ctx.run_id) or {}
+    started = run.get("steps", [{}] * (ctx.index + 1))[ctx.index].get("started_at") or _now()
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    _step_done(ctx.run_id, ctx.index, started, {}, "failed", step.name)
+    _finish(ctx.run_id, job.name, "failed", error=f"{step.name}: shard {shard['n']}: {error}", tb=tb)
+    _abort(step, ctx)
+    return False
+
+
+def _abort(step: Step, ctx: Context) -> None:
+    if step.abort is None:
+        return
+    try:
+        step.abort(ctx)
+    except Exception:  # cleanup is best effort: the run has already failed for a reason worth keeping
+        log.exception("run %s: cleaning up step %s failed", ctx.run_id, step.name)
+
+
+def continue_shard(*, run_id: str, index: int, n: int) -> None:
+    """What the shard task does: run the shard; the last one sends the next step."""
+    if execute_shard(run_id=run_id, index=index, n=n):
+        run = run_get(run_id=run_id)
+        _send_step(get_job(run["job"]), run_id, index + 1)
+
+
+def shards_reap() -> int:
+    """Shards whose worker stopped renewing their lease go back to the queue; runs with shards still to do keep
+    their lock (between shards no step renews it). Returns how many shards were sent again."""
+    db = get_db()
+    now = _now()
+    resent = 0
+    for shard in list(db[JOB_SHARDS].find({"status": "running", "lease_until": {"$lt": now}})):
+        run = run_get(run_id=shard["run_id"])
+        if run is None or run["status"] in FINISHED:
+            db[JOB_SHARDS].update_one({"_id": shard["_id"], "status": "running"}, {"$set": {"status": "abandoned"}})
+            continue
+        back = db[JOB_SHARDS].find_one_and_update(
+            {"_id": shard["_id"], "status": "running", "lease_until": shard["lease_until"]},
+            {"$set": {"status": "pending", "sent_at": now, "lost_by": shard.get("owner")}})
+        if back is not None:
+            log.warning("run %s: shard %d lost by %s (lease expired); sent again", run["_id"], shard["n"],
+                        shard.get("owner"))
+            _update(run["_id"], {}, push_log=f"{now:%H:%M:%S} shard {shard['n']} lost by {shard.get('owner')}; "
+                                             "sent again")
+            _send_shard(get_job(run["job"]), run["_id"], shard["step"], shard["n"])
+            resent += 1
+    for run_id in db[JOB_SHARDS].distinct("run_id", {"status": {"$in": ["pending", "running"]}}):
+        run = run_get(run_id=run_id)
+        if run is not None and run["status"] not in FINISHED:
+            lock_renew(job=run["job"], run_id=run_id)
+    return resent
 
 
 def fail_run(*, run_id: str, error: str) -> None:

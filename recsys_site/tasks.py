@@ -34,6 +34,26 @@ def run_step(self, run_id: str, index: int) -> None:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
 
 
+@shared_task(name="recsys_site.run_shard", bind=True, ignore_result=True, max_retries=5, acks_late=True,
+             reject_on_worker_lost=True)
+def run_shard(self, run_id: str, index: int, n: int) -> None:
+    """One shard of a sharded step. A worker process lost mid-shard puts the message back at once
+    (``reject_on_worker_lost``); a whole worker lost is covered by the shard's lease (``jobs.shards_reap``). A
+    redelivered shard that is already done or held does nothing, and a shard that keeps killing its workers fails
+    the run after ``SHARD_ATTEMPTS`` claims, so neither path loops."""
+    from .jobs import continue_shard, fail_run, is_transient
+
+    try:
+        continue_shard(run_id=run_id, index=index, n=n)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        if self.request.retries >= self.max_retries:
+            fail_run(run_id=run_id, error=f"shard {n} gave up after {self.max_retries} retries: {exc}")
+            raise
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+
+
 @shared_task(name="recsys_site.start_job", ignore_result=True, time_limit=60)
 def start_job(name: str, trigger: str = "beat") -> str | None:
     """What beat sends for a scheduled job; a job already running is left alone (and logged)."""

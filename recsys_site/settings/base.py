@@ -154,6 +154,8 @@ JOB_STEP_SOFT_TIME_LIMIT = env.int("JOB_STEP_SOFT_TIME_LIMIT", default=4 * 3600 
 JOB_LOCK_TTL_SECONDS = env.float("JOB_LOCK_TTL_SECONDS", default=60.0)  # a running step renews it every third
 JOB_QUEUED_LOCK_TTL_SECONDS = env.float("JOB_QUEUED_LOCK_TTL_SECONDS", default=6 * 3600.0)
 JOB_REAP_SECONDS = env.float("JOB_REAP_SECONDS", default=30.0)
+# Users per shard of the weekly picks precompute (a Celery task each; a few seconds to a minute of work).
+PICKS_SHARD_USERS = env.int("PICKS_SHARD_USERS", default=5000)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "recsys_site.heartbeat", "schedule": float(HEARTBEAT_SECONDS)},
     "weekly_refresh": {"task": "recsys_site.start_job", "schedule": cron(REFRESH_CRONTAB),
