@@ -1,10 +1,18 @@
 """Bayesian Personalised Ranking (Rendle et al. 2009) in PyTorch: user and item factors plus item bias.
 
 Training is plain SGD on the pairwise loss −log σ(x_ui − x_uj), one epoch = as many (u, i, j) triples as there
-are positives. Gradients are written by hand and scattered with ``index_add_`` over mini-batches: autograd and
-an optimiser object cost 3–4× the time for the same updates (brief §7), and per-sample Python loops are out of
-the question. Negatives are hard (the user's early skips) with probability ``hard_negative_share`` where a user
-has any, uniform over items otherwise; a sampled "negative" that is in fact a positive contributes nothing.
+are positives. Two ways to run an epoch, chosen by ``kernel`` (ADR 0009):
+
+- ``fused`` (the CPU default): ``bpr_kernel``'s compiled loop draws each triple (a positive uniformly with
+  replacement, a negative uniformly or hard) and updates its three rows of the torch factors in place, on
+  ``threads`` lock-free threads, as ``implicit`` does; a mini-batch of torch ops cannot match it on the CPU (the
+  gather and scatter alone cost more per sample than implicit's whole loop).
+- ``torch`` (CUDA, and the CPU where no C compiler is found): mini-batches of a shuffled epoch, gradients written
+  by hand and scattered with ``index_add_`` (autograd and an optimiser object cost 3–4× the time).
+
+``auto`` takes ``fused`` on the CPU when it can be built, ``torch`` otherwise. Negatives are hard (the user's early
+skips) with probability ``hard_negative_share`` where a user has any, uniform over items otherwise; a sampled
+"negative" that is in fact a positive contributes nothing.
 
 Early stopping: up to ``validation_users`` users with two or more positives each hold one positive out; every
 ``eval_every`` epochs the held-out hit rate at 50 (fewer on catalogues under 1,000 items) is measured, and
@@ -25,6 +33,8 @@ from .base import Callback, Recommender, check_fitted, check_params, cosine_top
 
 log = logging.getLogger(__name__)
 
+KERNELS = ("auto", "fused", "torch")
+
 
 class BPR(Recommender):
     name = "bpr"
@@ -32,16 +42,17 @@ class BPR(Recommender):
     def __init__(self, *, factors: int = 64, learning_rate: float = 0.1, regularization: float = 0.01,
                  epochs: int = 100, batch_size: int = 16384, hard_negative_share: float = 0.5,
                  validation_users: int = 1000, eval_every: int = 5, patience: int = 3, device: str = "cpu",
-                 threads: int | None = None, random_state: int = 0) -> None:
+                 threads: int | None = None, kernel: str = "auto", random_state: int = 0) -> None:
         check_params("bpr", factors=(factors, factors >= 1), learning_rate=(learning_rate, learning_rate > 0),
                      regularization=(regularization, regularization >= 0), epochs=(epochs, epochs >= 1),
                      batch_size=(batch_size, batch_size >= 1),
                      hard_negative_share=(hard_negative_share, 0 <= hard_negative_share <= 1),
-                     eval_every=(eval_every, eval_every >= 1), patience=(patience, patience >= 1))
+                     eval_every=(eval_every, eval_every >= 1), patience=(patience, patience >= 1),
+                     kernel=(kernel, kernel in KERNELS))
         self.factors, self.learning_rate, self.regularization = factors, learning_rate, regularization
         self.epochs, self.batch_size, self.hard_negative_share = epochs, batch_size, hard_negative_share
         self.validation_users, self.eval_every, self.patience = validation_users, eval_every, patience
-        self.device, self.threads, self.random_state = device, threads, random_state
+        self.device, self.threads, self.kernel, self.random_state = device, threads, kernel, random_state
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.item_bias: np.ndarray | None = None
@@ -54,7 +65,7 @@ class BPR(Recommender):
 
     def get_params(self) -> dict[str, Any]:
         keys = ("factors", "learning_rate", "regularization", "epochs", "batch_size", "hard_negative_share",
-                "validation_users", "eval_every", "patience", "device", "threads", "random_state")
+                "validation_users", "eval_every", "patience", "device", "threads", "kernel", "random_state")
         return {key: getattr(self, key) for key in keys}
 
     def get_state(self) -> dict[str, np.ndarray]:
@@ -75,6 +86,7 @@ class BPR(Recommender):
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        threads = self.threads or torch.get_num_threads()
         device = resolve_device(self.device)
         rng = np.random.default_rng(self.random_state)
         gen = torch.Generator(device=device).manual_seed(self.random_state)
@@ -85,16 +97,24 @@ class BPR(Recommender):
             raise ValueError("BPR needs at least one positive interaction")
         n_users, n_items = train.shape
         val_users, val_items = self._hold_out(train, rng)
+        train.sort_indices()  # the fused kernel binary-searches each user's row
         # On a tiny catalogue the top 50 would hold nearly everything and every hit would be certain.
         val_k = min(50, max(1, n_items // 20))
-
-        coo = train.tocoo()
-        users = torch.as_tensor(coo.row.astype(np.int64), device=device)
-        items = torch.as_tensor(coo.col.astype(np.int64), device=device)
-        positive_keys = torch.sort(users * n_items + items).values
         neg = negatives.tocsr() if negatives is not None and negatives.nnz else None
-        neg_indptr = torch.as_tensor(neg.indptr.astype(np.int64), device=device) if neg is not None else None
-        neg_indices = torch.as_tensor(neg.indices.astype(np.int64), device=device) if neg is not None else None
+        if neg is not None and neg.shape != train.shape:
+            raise ValueError(f"BPR: negatives have shape {neg.shape} but interactions {train.shape}")
+        kernel = self._choose_kernel(device)
+        if kernel == "fused":
+            from .bpr_kernel import Epochs, load
+
+            fused = Epochs(load(), train, neg, self.hard_negative_share)
+            epoch_seeds = rng.integers(0, 2**63, size=self.epochs)
+
+            def run_epoch(epoch: int, U: Any, V: Any) -> tuple[float, int]:
+                return fused.run(U, V, lr=self.learning_rate, reg=self.regularization,
+                                 seed=int(epoch_seeds[epoch - 1]), threads=threads, samples=train.nnz)
+        else:
+            run_epoch = self._torch_epochs(train, neg, device, gen)
 
         # The item bias rides as an extra column of the item factors against a constant 1 in the user
         # factors: one gather and one scatter per side instead of two.
@@ -103,38 +123,16 @@ class BPR(Recommender):
         U[:, -1] = 1.0
         V = torch.randn(n_items, self.factors + 1, generator=gen, device=device) * scale
         V[:, -1] = 0.0
-        lr, decay = self.learning_rate, self.learning_rate * self.regularization
         best: tuple[float, Any] = (-1.0, None)
-        stale, epochs_run, samples = 0, 0, 0
+        stale, epochs_run, samples, skipped = 0, 0, 0, 0
         started = time.perf_counter()
         bar = tqdm(range(1, self.epochs + 1), disable=not show_progress, unit="epoch", desc="BPR")
         for epoch in bar:
-            order = torch.randperm(len(users), generator=gen, device=device)
-            u_all, i_all = users[order], items[order]
-            j_all = torch.randint(n_items, (len(order),), generator=gen, device=device)
-            if neg is not None and self.hard_negative_share > 0:
-                j_all = self._hard_negatives(u_all, j_all, neg_indptr, neg_indices, gen)
-            keys = u_all * n_items + j_all
-            found = torch.searchsorted(positive_keys, keys).clamp_(max=len(positive_keys) - 1)
-            # A sampled "negative" that is a positive of the user contributes nothing.
-            valid_all = (positive_keys[found] != keys).float()
-            loss_sum = torch.zeros((), device=device)
-            for start in range(0, len(order), self.batch_size):
-                stop = start + self.batch_size
-                u, i, j, valid = u_all[start:stop], i_all[start:stop], j_all[start:stop], valid_all[start:stop]
-                uu, vi, vj = U.index_select(0, u), V.index_select(0, i), V.index_select(0, j)
-                diff = vi - vj
-                x = (uu * diff).sum(1)
-                loss_sum += (torch.nn.functional.softplus(-x) * valid).sum()
-                g = (torch.sigmoid(-x) * valid * lr)[:, None]  # lr · d log σ(x) / dx
-                du = (g * diff).sub_(uu, alpha=decay)
-                du[:, -1] = 0.0  # the constant column stays 1
-                U.index_add_(0, u, du)
-                V.index_add_(0, i, (g * uu).sub_(vi, alpha=decay))
-                V.index_add_(0, j, (g * uu).neg_().sub_(vj, alpha=decay))
-            samples += len(order)
+            loss_sum, skip = run_epoch(epoch, U, V)
+            samples += train.nnz
+            skipped += skip
             epochs_run = epoch
-            metrics = {"loss": float(loss_sum) / len(order)}
+            metrics = {"loss": loss_sum / train.nnz}
             if len(val_users) and (epoch % self.eval_every == 0 or epoch == self.epochs):
                 hit = self._hit_rate(U, V, train, val_users, val_items, k=val_k)
                 metrics["val_hit_rate_50"] = hit
@@ -159,9 +157,69 @@ class BPR(Recommender):
         self.metrics_ = {"epochs": epochs_run, "seconds": round(elapsed, 3), "samples": samples,
                          "samples_per_s": round(samples / elapsed, 1) if elapsed else 0.0,
                          "val_hit_rate_50": round(best[0], 6) if best[1] is not None else None, "val_k": val_k,
-                         "device": str(device)}
+                         "device": str(device), "kernel": kernel, "threads": threads if kernel == "fused" else
+                         torch.get_num_threads(), "skipped_share": round(skipped / samples, 6) if samples else 0.0}
         log.info("BPR trained: %s", self.metrics_)
         return self
+
+    def _choose_kernel(self, device: Any) -> str:
+        """``fused`` or ``torch`` for this fit: see the module docstring."""
+        if device.type != "cpu":
+            if self.kernel == "fused":
+                raise ValueError(f"bpr: kernel='fused' runs on the CPU only, not on {device}; use 'auto' or 'torch'")
+            return "torch"
+        if self.kernel == "torch":
+            return "torch"
+        from .bpr_kernel import load
+
+        if load() is not None:
+            return "fused"
+        if self.kernel == "fused":
+            raise RuntimeError("bpr: kernel='fused' but the fused CPU kernel could not be built (no C compiler? "
+                               "see the warning above); use kernel='auto' or 'torch'")
+        return "torch"
+
+    def _torch_epochs(self, train: sp.csr_matrix, neg: sp.csr_matrix | None, device: Any, gen: Any) -> Any:
+        """An epoch function for the mini-batch torch path: shuffled positives, hand-written gradients."""
+        import torch
+
+        n_items = train.shape[1]
+        coo = train.tocoo()
+        users = torch.as_tensor(coo.row.astype(np.int64), device=device)
+        items = torch.as_tensor(coo.col.astype(np.int64), device=device)
+        positive_keys = torch.sort(users * n_items + items).values
+        neg_indptr = torch.as_tensor(neg.indptr.astype(np.int64), device=device) if neg is not None else None
+        neg_indices = torch.as_tensor(neg.indices.astype(np.int64), device=device) if neg is not None else None
+        lr, decay = self.learning_rate, self.learning_rate * self.regularization
+
+        @torch.no_grad()
+        def run_epoch(epoch: int, U: Any, V: Any) -> tuple[float, int]:
+            order = torch.randperm(len(users), generator=gen, device=device)
+            u_all, i_all = users[order], items[order]
+            j_all = torch.randint(n_items, (len(order),), generator=gen, device=device)
+            if neg is not None and self.hard_negative_share > 0:
+                j_all = self._hard_negatives(u_all, j_all, neg_indptr, neg_indices, gen)
+            keys = u_all * n_items + j_all
+            found = torch.searchsorted(positive_keys, keys).clamp_(max=len(positive_keys) - 1)
+            # A sampled "negative" that is a positive of the user contributes nothing.
+            valid_all = (positive_keys[found] != keys).float()
+            loss_sum = torch.zeros((), device=device)
+            for start in range(0, len(order), self.batch_size):
+                stop = start + self.batch_size
+                u, i, j, valid = u_all[start:stop], i_all[start:stop], j_all[start:stop], valid_all[start:stop]
+                uu, vi, vj = U.index_select(0, u), V.index_select(0, i), V.index_select(0, j)
+                diff = vi - vj
+                x = (uu * diff).sum(1)
+                loss_sum += (torch.nn.functional.softplus(-x) * valid).sum()
+                g = (torch.sigmoid(-x) * valid * lr)[:, None]  # lr · d log σ(x) / dx
+                du = (g * diff).sub_(uu, alpha=decay)
+                du[:, -1] = 0.0  # the constant column stays 1
+                U.index_add_(0, u, du)
+                V.index_add_(0, i, (g * uu).sub_(vi, alpha=decay))
+                V.index_add_(0, j, (g * uu).neg_().sub_(vj, alpha=decay))
+            return float(loss_sum), int(len(valid_all) - valid_all.sum())
+
+        return run_epoch
 
     def _hold_out(self, train: sp.csr_matrix, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Remove one positive of up to ``validation_users`` users (with ≥ 2 positives) from ``train``."""

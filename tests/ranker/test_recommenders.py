@@ -186,7 +186,96 @@ def test_als_fold_in_matches_its_trained_users():
 
 
 @pytest.mark.parametrize("make", [lambda: BPR(epochs=0), lambda: BPR(learning_rate=-1), lambda: ALS(factors=0),
-                                  lambda: BPR(hard_negative_share=2)])
+                                  lambda: BPR(hard_negative_share=2), lambda: BPR(kernel="numba")])
 def test_bad_parameters_are_refused_by_name(make):
     with pytest.raises(ValueError, match="invalid parameters"):
         make()
+
+
+# --- BPR's two epoch kernels (ADR 0009) ------------------------------------------------------------------------
+
+
+def groups(n_users: int = 1200, n_items: int = 400, n_groups: int = 4, per_user: int = 40, seed: int = 0):
+    """Users of group g like ``per_user`` random items of group g's block of items: a structure BPR must find."""
+    rng = np.random.default_rng(seed)
+    block = n_items // n_groups
+    rows, cols = [], []
+    for u in range(n_users):
+        g = u % n_groups
+        rows += [u] * per_user
+        cols += (g * block + rng.choice(block, per_user, replace=False)).tolist()
+    return sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_both_bpr_kernels_find_the_answer(kernel):
+    model = _bpr(kernel=kernel).fit(tiny())
+    assert model.metrics_["kernel"] == kernel
+    ids, _ = model.recommend(0, tiny(), k=1)
+    assert ids[0] == ANSWER
+
+
+def test_auto_takes_the_fused_kernel_on_the_cpu():
+    assert _bpr().fit(tiny()).metrics_["kernel"] == "fused"
+
+
+@pytest.mark.parametrize(("kernel", "threads"), [("fused", 1), ("fused", 2), ("torch", 1)])
+def test_bpr_learns_planted_groups_with_each_kernel(kernel, threads):
+    """48,000 positives: enough for the fused kernel to really run 2 Hogwild threads (racing updates). The torch
+    path runs 1 thread: its many short parallel regions crawl on 2 shared cores (docs/BENCHMARKS.md)."""
+    m = groups()
+    model = BPR(factors=16, epochs=15, learning_rate=0.05, regularization=0.01, validation_users=200, eval_every=5,
+                threads=threads, kernel=kernel, random_state=0).fit(m)
+    assert model.metrics_["kernel"] == kernel
+    # Held-out positives are in the user's 100-item block; the top 20 of 400 (val_k) by chance hits 20/360 ≈ 6 %.
+    assert model.metrics_["val_hit_rate_50"] > 0.3
+    # Every user's top 10 unseen items come from their own group's block.
+    ids, _ = model.recommend(np.arange(40), m[:40], k=10)
+    assert ((ids // 100) == (np.arange(40) % 4)[:, None]).mean() > 0.95
+
+
+def test_fused_kernel_is_reproducible_on_one_thread():
+    m = groups(n_users=400)
+    a = BPR(factors=8, epochs=3, threads=1, kernel="fused", validation_users=0, random_state=3).fit(m)
+    b = BPR(factors=8, epochs=3, threads=1, kernel="fused", validation_users=0, random_state=3).fit(m)
+    c = BPR(factors=8, epochs=3, threads=1, kernel="fused", validation_users=0, random_state=4).fit(m)
+    np.testing.assert_array_equal(a.item_factors, b.item_factors)
+    assert not np.array_equal(a.item_factors, c.item_factors)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_a_sampled_negative_that_is_a_positive_is_skipped(kernel):
+    """Each user likes 9 of 10 items, so 9 in 10 uniform negatives are positives and must be skipped."""
+    n_users, n_items = 3000, 10
+    dense = np.ones((n_users, n_items), dtype=np.float32)
+    dense[np.arange(n_users), np.arange(n_users) % n_items] = 0
+    model = BPR(factors=4, epochs=2, validation_users=0, kernel=kernel, random_state=0).fit(sp.csr_matrix(dense))
+    assert model.metrics_["skipped_share"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_without_a_compiler_bpr_falls_back_to_torch(monkeypatch, tmp_path, caplog):
+    from ranker.recommenders import bpr_kernel
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("BUDDIES_KERNEL_DIR", str(tmp_path))
+    monkeypatch.setattr(bpr_kernel, "_cache", {})
+    with caplog.at_level("WARNING", logger="ranker.recommenders.bpr_kernel"):
+        model = _bpr().fit(tiny())
+    assert model.metrics_["kernel"] == "torch"
+    assert "no-such-cc" in caplog.text and "torch ops" in caplog.text
+    with pytest.raises(RuntimeError, match="could not be built"):
+        _bpr(kernel="fused").fit(tiny())
+
+
+def test_fused_kernel_on_cuda_is_refused_by_name():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here: the device check fails first (see the test above)")
+    with pytest.raises(ValueError, match="CPU only"):
+        _bpr(kernel="fused", device="cuda").fit(tiny())
+
+
+def test_bpr_refuses_negatives_of_another_shape():
+    with pytest.raises(ValueError, match="negatives have shape"):
+        _bpr().fit(tiny(), negatives=sp.csr_matrix((np.ones(1), ([0], [0])), shape=(3, 3)))
