@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from typing import Any
@@ -14,7 +15,9 @@ from pymongo import DESCENDING
 from recsys_site.mongo import get_db
 
 from . import collections as c
-from .artifacts import KIND, RankerModel
+from .artifacts import KIND, ModelUnavailable, RankerModel
+
+log = logging.getLogger(__name__)
 
 
 def model_get(*, version: str) -> dict[str, Any] | None:
@@ -35,12 +38,15 @@ class _LiveCache:
     """The live model, loaded once per process and reloaded when another version goes live.
 
     The pointer is read at most every ``MODEL_POLL_SECONDS``; a version's files never change, so the cached
-    object stays valid until the pointer moves.
+    object stays valid until the pointer moves. A live version that cannot be loaded here (not in the store
+    whole, corrupt, no disk space for the cache) raises ``ModelUnavailable``, which the API answers with 503 and
+    ``Retry-After``; the failure is kept for one poll interval, then loading is tried again.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._model: RankerModel | None = None
+        self._error: ModelUnavailable | None = None
         self._checked = 0.0
         self._db = None
 
@@ -48,13 +54,23 @@ class _LiveCache:
         now = time.monotonic()
         db_name = settings.MONGO_DB
         if self._db == db_name and now - self._checked < settings.MODEL_POLL_SECONDS:
+            if self._error is not None:
+                raise ModelUnavailable(str(self._error))
             return self._model
         with self._lock:
             version = live_version()
+            self._error = None
             if version is None:
                 self._model = None
             elif self._model is None or self._model.version != version:
-                self._model = RankerModel.load(version)
+                self._model = None
+                try:
+                    self._model = RankerModel.load(version)
+                except OSError as exc:  # ModelUnavailable, or the disk of the local cache
+                    self._error = ModelUnavailable(f"live model version {version} cannot be loaded: {exc}")
+                    self._checked, self._db = now, db_name
+                    log.error("%s", self._error)
+                    raise self._error from exc
                 # The model (and torch, imported with it) stays until the next version: keep the cyclic
                 # collector off it, as recsys_site.wsgi does with everything loaded at startup.
                 gc.collect()
@@ -64,14 +80,15 @@ class _LiveCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._model, self._checked, self._db = None, 0.0, None
+            self._model, self._error, self._checked, self._db = None, None, 0.0, None
 
 
 _live = _LiveCache()
 
 
 def live_model() -> RankerModel | None:
-    """The model serving now, or None before any model went live."""
+    """The model serving now, or None before any model went live; ``ModelUnavailable`` when the live version cannot
+    be loaded on this machine."""
     return _live.get()
 
 

@@ -43,7 +43,8 @@ def _now() -> datetime:
 
 def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = False,
                  callback: Callback | None = None, random_state: int = 0) -> RankerModel:
-    """Train the served recommender on everything in the store, save it as a new version, register it.
+    """Train the served recommender on everything in the store, save it as a new version, upload it to the store
+    (``model_files``) and register it.
 
     The new version is a candidate: nothing serves it until ``model_promote``.
     """
@@ -76,12 +77,15 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
         user_items=interactions.positives, item_artist=playlists.item_artist,
         item_artist_name=playlists.item_artist_name, recommender=recommender, titles=titles,
         popularity=popularity, playlist_ids=playlists.pids, playlist_items=playlist_items,
-        playlist_owners=np.asarray(playlists.owners, dtype=str),
+        playlist_owners=np.asarray(playlists.owners, dtype=str), playlist_names=playlists.names,
         meta={"kind": KIND, "recommender": SERVED_NAME, "params": full_params, "data": interactions.snapshot(),
               "metrics": metrics, "device": device, "random_state": random_state,
               "trained_at": _now().isoformat(), "history": history, "score_histogram": histogram},
     )
+    from .artifacts import upload
+
     path = model.save()
+    upload(model.version)
     model_register(model=model, path=str(path))
     return model
 
@@ -159,8 +163,15 @@ def _flat_metrics(recommender: Any) -> dict[str, Any]:
 
 
 def model_register(*, model: RankerModel, path: str) -> None:
+    """Record a saved version as a candidate; refused (``ModelUnavailable``) unless it is in the store whole, so that
+    every registered version loads on every machine."""
+    from .artifacts import check_uploaded
+
+    manifest = check_uploaded(model.version)
     get_db()[c.MODELS].insert_one({
         "_id": model.version, "kind": KIND, "status": "candidate", "path": path, "created_at": _now(),
+        "files": {"store": f"gridfs:{c.MODEL_FILES}", "count": len(manifest["files"]),
+                  "bytes": sum(int(f["size"]) for f in manifest["files"])},
         "recommender": model.meta.get("recommender"), "params": model.meta.get("params"),
         "data": model.meta.get("data"), "metrics": model.meta.get("metrics"), "device": model.meta.get("device"),
         "history": model.meta.get("history") or [], "score_histogram": model.meta.get("score_histogram"),
@@ -178,15 +189,19 @@ def model_promote(*, version: str, force: bool = False) -> Promotion:
     """Make ``version`` the live model, atomically.
 
     Refused (``PromotionRefused``) when its validation hit rate is below the live model's by more than
-    ``RANKER_PROMOTION_TOLERANCE`` (relative), unless ``force``. The version must load completely first.
+    ``RANKER_PROMOTION_TOLERANCE`` (relative), unless ``force``. Whatever ``force`` says, the version must be whole
+    in the store (every byte checked against its manifest: the other machines load it from there) and load
+    completely here, else ``ModelUnavailable``.
     """
+    from .artifacts import verify_stored
     from .selectors import live_version, model_get
 
     db = get_db()
     candidate = model_get(version=version)
     if candidate is None:
         raise ValueError(f"unknown model version {version!r}")
-    RankerModel.load(version)  # a version that does not load whole must never go live
+    verify_stored(version)  # a version that is not whole in the store must never go live
+    RankerModel.load(version)  # nor one that does not load whole
     previous = live_version()
     if previous == version:
         return Promotion(version=version, previous=previous, forced=force)
@@ -231,29 +246,45 @@ def model_train_and_promote(*, params: dict[str, Any] | None = None, force: bool
 
 
 def model_files_cleanup(*, keep: int = 5) -> list[str]:
-    """Remove leftover ``.tmp-*`` directories of killed trainings and all but the newest ``keep`` retired versions.
+    """Remove what killed runs left and all but the newest ``keep`` versions besides the live one, here and in the
+    store.
 
-    A ``.tmp-*`` younger than a day may belong to a training still running, so it stays.
+    Left by killed runs: ``.tmp-*`` directories under ``MODEL_DIR`` and stored files of versions whose upload never
+    finished (no manifest), each once it is a day old (younger, it may belong to a run still going). An old version
+    is removed from the store and from this machine's cache and marked ``deleted``; other machines' caches keep
+    their copy until they are cleaned (it is a cache: any version directory there may be deleted at any time).
     """
     import shutil
     import time
+    from datetime import timedelta
 
+    from .artifacts import delete_stored, stored_versions
     from .selectors import live_version
 
+    db = get_db()
     root = model_root()
     removed = []
-    if not root.exists():
-        return removed
-    for tmp in root.glob(".tmp-*"):
-        if time.time() - tmp.stat().st_mtime < 86_400:
-            continue
-        shutil.rmtree(tmp, ignore_errors=True)
-        removed.append(tmp.name)
+    if root.exists():
+        for tmp in root.glob(".tmp-*"):
+            if time.time() - tmp.stat().st_mtime < 86_400:
+                continue
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp.name)
+    files = db[f"{c.MODEL_FILES}.files"]
+    whole = {doc["metadata"]["version"] for doc in files.find({"metadata.manifest": True}, {"metadata.version": 1})}
+    day_ago = _now() - timedelta(days=1)
+    for version in sorted(stored_versions() - whole):
+        if files.find_one({"metadata.version": version, "uploadDate": {"$gt": day_ago}}) is None:
+            delete_stored(version)
+            removed.append(f"{version} (partial upload)")
     live = live_version()
-    versions = sorted((p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
+    local = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.exists() else set()
+    registered = {doc["_id"] for doc in db[c.MODELS].find({"kind": KIND, "status": {"$ne": "deleted"}}, {"_id": 1})}
+    versions = sorted(local | whole | registered, reverse=True)
     for old in [v for v in versions if v != live][keep:]:
         shutil.rmtree(root / old, ignore_errors=True)
-        get_db()[c.MODELS].update_one({"_id": old}, {"$set": {"status": "deleted"}})
+        delete_stored(old)
+        db[c.MODELS].update_one({"_id": old}, {"$set": {"status": "deleted"}})
         removed.append(old)
     return removed
 

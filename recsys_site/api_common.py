@@ -58,7 +58,8 @@ ERRORS = {
     409: "Already exists, or the job is already running (`run_id`).",
     415: "The body is not JSON (or form data).",
     429: "Throttled: too many requests for this address or token; see Retry-After.",
-    503: "The store is unreachable: retry after Retry-After seconds.",
+    503: "The store is unreachable, or the live model cannot be loaded on this server: retry after Retry-After "
+         "seconds.",
 }
 ALWAYS = (429, 503)  # any operation may be throttled or find the store down
 

@@ -9,11 +9,14 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+MODEL_RETRY_AFTER = 10  # seconds: about two of a web process's model polls (MODEL_POLL_SECONDS)
+
 
 def api_exception_handler(exc, context):
     from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 
     from ingestion.selectors import UnknownUser
+    from ranker.artifacts import ModelUnavailable
 
     if isinstance(exc, UnknownUser):
         exc = exceptions.NotFound(str(exc))
@@ -22,6 +25,14 @@ def api_exception_handler(exc, context):
         response = Response({"code": "unavailable", "message": "the catalogue store is unreachable; try again soon"},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         response["Retry-After"] = "30"
+        return response
+    if isinstance(exc, ModelUnavailable):
+        # The live model version cannot be loaded on this machine (not in the store whole, corrupt, no disk for
+        # the cache): a retry may find it fetched, or another version live.
+        logging.getLogger("ranker").error("answering 503: %s", exc)
+        response = Response({"code": "model_unavailable", "message": "the live model cannot be loaded on this "
+                             "server; try again soon"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        response["Retry-After"] = str(MODEL_RETRY_AFTER)
         return response
     response = exception_handler(exc, context)
     if response is None and isinstance(exc, SuspiciousOperation):  # e.g. a form with more than 1000 fields

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .base import Callback, Recommender
+from .base import REGISTRY, Callback, Recommender
 
 
 def minmax_rows(scores: np.ndarray) -> np.ndarray:
@@ -57,7 +57,9 @@ class Blend(Recommender):
     def metrics_(self) -> dict[str, Any]:
         return {model.name: getattr(model, "metrics_", {}) for model, _ in self.components}
 
-    # Persistence: each component saved beside the blend's JSON, which names them and their weights.
+    # Persistence: each component saved beside the blend's JSON, which names them and their weights. A component
+    # whose state is the training matrix (item-kNN) is saved without it when the caller stores that matrix and
+    # passes it (``training_matrix``), and gets it back at load: a model version holds the matrix once.
     def get_params(self) -> dict[str, Any]:
         return {}
 
@@ -67,20 +69,31 @@ class Blend(Recommender):
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         pass
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, training_matrix: sp.csr_matrix | None = None) -> None:
         path = Path(path)
         parts = []
         for n, (model, weight) in enumerate(self.components):
             part = path.with_name(f"{path.stem}.{n}.{model.name}")
-            model.save(part)
+            if getattr(model, "shares_training_matrix", False):
+                model.save(part, training_matrix=training_matrix)
+            else:
+                model.save(part)
             parts.append({"file": part.name, "weight": weight})
         path.with_suffix(".json").write_text(json.dumps({"class": self.name, "components": parts}, indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> Blend:
+    def load(cls, path: str | Path, *, training_matrix: sp.csr_matrix | None = None) -> Blend:
         path = Path(path)
         meta = json.loads(path.with_suffix(".json").read_text())
-        components = [(Recommender.load(path.with_name(p["file"])), float(p["weight"])) for p in meta["components"]]
+        components = []
+        for p in meta["components"]:
+            part = path.with_name(p["file"])
+            part_class = REGISTRY[json.loads(part.with_suffix(".json").read_text())["class"]]
+            if getattr(part_class, "shares_training_matrix", False):
+                model = part_class.load(part, training_matrix=training_matrix)
+            else:
+                model = Recommender.load(part)
+            components.append((model, float(p["weight"])))
         return cls(components=components)
 
     def describe(self) -> str:

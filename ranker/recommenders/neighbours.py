@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,9 +52,13 @@ class ItemKNN(Recommender):
     ``f`` is an item's number of users (playlists). ``alpha`` damps popular seeds, ``beta`` popular candidates.
     The co-occurrence matrix is never built: scores are two sparse products through the users, so memory
     stays at the size of the interactions.
+
+    Its state *is* the training matrix. Saved alone it writes it; saved inside a model version, which stores that
+    matrix once already (``ranker.artifacts``), it writes only its parameters and gets the matrix back at load.
     """
 
     name = "itemknn"
+    shares_training_matrix = True  # ``save``/``load`` take the ``training_matrix`` their caller stores
 
     def __init__(self, *, alpha: float = 0.5, beta: float = 0.3) -> None:
         self.alpha, self.beta = alpha, beta
@@ -121,8 +127,61 @@ class ItemKNN(Recommender):
         return {"indptr": m.indptr, "indices": m.indices, "shape": np.asarray(m.shape, dtype=np.int64)}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        if "indices" not in state:
+            raise ValueError("itemknn state holds no matrix: it was saved without its training matrix; "
+                             "load it with ItemKNN.load(path, training_matrix=...)")
         indices = state["indices"]
-        self.matrix_ = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, state["indptr"]),
-                                     shape=tuple(state["shape"]))
-        self.counts_ = np.asarray(self.matrix_.sum(axis=0)).ravel().astype(np.float32)
+        self._use(sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, state["indptr"]),
+                                shape=tuple(state["shape"])))
+
+    def _use(self, matrix: sp.csr_matrix) -> None:
+        self.matrix_ = matrix
+        self.counts_ = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float32)
         self._prepare()
+
+    def save(self, path: str | Path, *, training_matrix: sp.csr_matrix | None = None) -> None:
+        """Write ``<path>.json`` and, unless ``training_matrix`` is the matrix this model holds (same shape and
+        non-zeros: the caller stores it), ``<path>.npz`` with it."""
+        check_fitted(self, "matrix_")
+        if training_matrix is None or not same_pattern(self.matrix_, training_matrix):
+            super().save(path)
+            return
+        path = Path(path)
+        meta = {"class": self.name, "params": self.get_params(), "metrics": getattr(self, "metrics_", {}),
+                "training_matrix": True, "shape": list(self.matrix_.shape), "nnz": int(self.matrix_.nnz)}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | Path, *, training_matrix: sp.csr_matrix | None = None) -> ItemKNN:
+        """Load what ``save`` wrote; a model saved without its matrix needs the same ``training_matrix`` back."""
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        if not meta.get("training_matrix"):
+            return super().load(path)
+        if training_matrix is None:
+            raise ValueError(f"{path.with_suffix('.json')}: itemknn was saved without its training matrix; "
+                             "pass training_matrix= to load it")
+        shape, nnz = tuple(training_matrix.shape), int(training_matrix.nnz)
+        if shape != tuple(meta["shape"]) or nnz != meta["nnz"]:
+            raise ValueError(f"{path.with_suffix('.json')}: itemknn was fitted on a {tuple(meta['shape'])} matrix "
+                             f"with {meta['nnz']} non-zeros, not the {shape} one with {nnz} given")
+        model = cls(**meta["params"])
+        matrix = sp.csr_matrix(training_matrix, dtype=np.float32)
+        if matrix.nnz and not (matrix.data == 1.0).all():  # share the index arrays, never the caller's values
+            matrix = sp.csr_matrix((np.ones(matrix.nnz, dtype=np.float32), matrix.indices, matrix.indptr),
+                                   shape=matrix.shape)
+        model._use(matrix)
+        model.metrics_ = meta.get("metrics", {})
+        return model
+
+
+def same_pattern(a: sp.csr_matrix, b: sp.csr_matrix) -> bool:
+    """Whether two CSR matrices have the same shape and the same non-zero positions (values ignored)."""
+    if a.shape != b.shape or a.nnz != b.nnz:
+        return False
+    a, b = a.tocsr(), b.tocsr()
+    if not a.has_sorted_indices:
+        a = a.sorted_indices()
+    if not b.has_sorted_indices:
+        b = b.sorted_indices()
+    return bool(np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices))
