@@ -7,6 +7,7 @@ evaluation harness splits it. ``Interactions`` is the user × track matrix a rec
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,10 @@ import scipy.sparse as sp
 from ingestion.events import PLAY_POSITIVE_MS
 
 __all__ = ["PLAY_POSITIVE_MS", "Interactions", "Playlists", "rows_matrix"]
+
+# Documents per round trip when reading playlists: a 100-track playlist with this projection is about 12 kB, so
+# 5,000 stay well under MongoDB's 16 MB batch limit.
+STORE_BATCH = 5000
 
 
 def _index(ids: np.ndarray) -> dict[str, int]:
@@ -40,43 +45,54 @@ class Playlists:
 
     @classmethod
     def from_docs(cls, docs: Iterable[Mapping[str, Any]]) -> Playlists:
-        """Build from stored playlist documents (``_id``, ``name_norm``, ``owner``, ``tracks``, ...)."""
+        """Build from stored playlist documents (``_id``, ``name_norm``, ``owner``, ``tracks``, ...), in one pass.
+
+        Track indices go straight into a typed CSR buffer (``indptr`` / ``tracks``); a track's index is the order
+        in which it is first seen, and only a first sighting reads its artist fields.
+        """
         item_index: dict[str, int] = {}
+        lookup = item_index.get
         artists: list[str] = []
         artist_names: list[str] = []
-        pids, names, owners, followers, lengths, tracks = [], [], [], [], [], []
+        names: list[str] = []
+        owners: list[str] = []
+        pids, followers, indptr, tracks = array("q"), array("q"), array("q", [0]), array("i")
         for doc in docs:
             pids.append(int(doc["_id"]))
             names.append(doc.get("name_norm") or "")
             owners.append(doc.get("owner") or "")
             followers.append(int(doc.get("num_followers") or 0))
-            row = []
-            for track in doc.get("tracks") or ():
-                uri = track["uri"]
-                idx = item_index.get(uri)
-                if idx is None:
-                    idx = item_index[uri] = len(artists)
-                    artists.append(track.get("artist_key") or "")
-                    artist_names.append(track.get("artist_name") or "")
-                row.append(idx)
-            lengths.append(len(row))
+            entries = doc.get("tracks") or ()
+            row = [lookup(track["uri"], -1) for track in entries]
+            if -1 in row:  # tracks never seen before, numbered in playlist order
+                for pos, track in enumerate(entries):
+                    if row[pos] == -1:
+                        uri = track["uri"]
+                        idx = lookup(uri)
+                        if idx is None:
+                            idx = item_index[uri] = len(artists)
+                            artists.append(track.get("artist_key") or "")
+                            artist_names.append(track.get("artist_name") or "")
+                        row[pos] = idx
             tracks.extend(row)
-        indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=indptr[1:])
+            indptr.append(len(tracks))
         return cls(
-            pids=np.asarray(pids, dtype=np.int64), names=names, owners=owners,
-            followers=np.asarray(followers, dtype=np.int64), indptr=indptr,
-            tracks=np.asarray(tracks, dtype=np.int32), item_ids=np.asarray(list(item_index), dtype=str),
+            pids=np.frombuffer(pids, dtype=np.int64).copy(), names=names, owners=owners,
+            followers=np.frombuffer(followers, dtype=np.int64).copy(),
+            indptr=np.frombuffer(indptr, dtype=np.int64).copy(),
+            tracks=np.frombuffer(tracks, dtype=np.int32).copy() if tracks else np.zeros(0, dtype=np.int32),
+            item_ids=np.asarray(list(item_index), dtype=str),
             item_artist=np.asarray(artists, dtype=str), item_artist_name=np.asarray(artist_names, dtype=str),
             _item_index=item_index,
         )
 
     @classmethod
-    def from_store(cls) -> Playlists:
+    def from_store(cls, *, batch_size: int = STORE_BATCH) -> Playlists:
+        """Every stored playlist in one streaming pass: only the fields used, ``batch_size`` documents a round trip."""
         from ingestion.selectors import playlist_iter
 
         fields = ("name_norm", "owner", "num_followers", "tracks.uri", "tracks.artist_key", "tracks.artist_name")
-        return cls.from_docs(playlist_iter(fields=fields, batch_size=1000))
+        return cls.from_docs(playlist_iter(fields=fields, batch_size=batch_size))
 
     def __len__(self) -> int:
         return len(self.pids)
@@ -150,8 +166,8 @@ class Interactions:
         rows = np.empty(len(playlists.tracks), dtype=np.int64)
         for i, owner in enumerate(playlists.owners):
             rows[playlists.indptr[i]:playlists.indptr[i + 1]] = user_index.setdefault(owner, len(user_index))
-        pos_rows, pos_cols = [rows], [playlists.tracks.astype(np.int64)]
-        neg: list[tuple[int, int]] = []
+        # Events go into flat typed buffers (row, col pairs), never one small array per event.
+        event_pos, event_neg = array("q"), array("q")
         items = playlists.item_index
         for event in events:
             col = items.get(event.get("track") or "")
@@ -160,15 +176,16 @@ class Interactions:
             row = user_index.setdefault(event["user"], len(user_index))
             kind, ms = event["kind"], event.get("ms_played")
             if kind == "like" or (kind == "play" and (ms or 0) >= PLAY_POSITIVE_MS):
-                pos_rows.append(np.array([row]))
-                pos_cols.append(np.array([col]))
+                event_pos.extend((row, col))
             elif kind == "skip" or (kind == "play" and ms is not None and ms < PLAY_POSITIVE_MS):
-                neg.append((row, col))
+                event_neg.extend((row, col))
         shape = (len(user_index), playlists.n_items)
-        positives = _binary(np.concatenate(pos_rows), np.concatenate(pos_cols), shape)
+        extra = np.frombuffer(event_pos, dtype=np.int64).reshape(-1, 2) if event_pos else np.zeros((0, 2), np.int64)
+        positives = _binary(np.concatenate([rows, extra[:, 0]]),
+                            np.concatenate([playlists.tracks.astype(np.int64), extra[:, 1]]), shape)
         negatives = None
-        if neg:
-            negatives = _binary(*np.asarray(neg, dtype=np.int64).T, shape)
+        if event_neg:
+            negatives = _binary(*np.frombuffer(event_neg, dtype=np.int64).reshape(-1, 2).T, shape)
             # A track the user also liked or played through is not a negative.
             negatives = negatives - negatives.multiply(positives)
             negatives.eliminate_zeros()

@@ -47,3 +47,59 @@ def test_users_are_owners_and_events_add_positives_and_negatives():
     assert row(inter.negatives, "u2") == ["t3"]
     assert set(np.unique(inter.positives.data)) == {1.0} and "unknown" not in items
     assert inter.snapshot() == {"users": 3, "items": 4, "positives": 7, "negatives": 2}
+
+
+def _same(a: Playlists, b: Playlists) -> None:
+    for name in ("pids", "followers", "indptr", "tracks", "item_ids", "item_artist", "item_artist_name"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    assert a.names == b.names and a.owners == b.owners and a.item_index == b.item_index
+
+
+def test_from_store_reads_the_same_playlists_in_one_streaming_pass(store):
+    """Several round trips (batch_size 2 over 5 playlists), unused fields left out, the same arrays as from_docs."""
+    docs = [*DOCS,
+            {"_id": 4, "name_norm": "d", "owner": "u3", "num_followers": 7, "description": "not read",
+             "tracks": [{"uri": "t5", "artist_key": "z", "artist_name": "Z", "duration_ms": 1},
+                        {"uri": "t1", "artist_key": "x", "artist_name": "X"}]},
+            {"_id": 5, "name_norm": "e", "owner": "u4", "tracks": []}]
+    store["playlists"].insert_many([dict(d) for d in docs])
+    stored = Playlists.from_store(batch_size=2)
+    _same(stored, Playlists.from_docs(docs))
+    assert stored.tracks.dtype == np.int32 and stored.indptr.tolist() == [0, 2, 5, 6, 8, 8]
+    assert stored.item_ids[stored.tracks_of(3)].tolist() == ["t5", "t1"]
+
+
+def test_no_playlists_give_empty_arrays_of_the_right_types():
+    pl = Playlists.from_docs([])
+    assert len(pl) == 0 and pl.n_items == 0 and pl.indptr.tolist() == [0]
+    assert pl.tracks.dtype == np.int32 and pl.pids.dtype == np.int64
+    assert pl.matrix().shape == (0, 0)
+    inter = Interactions.build(playlists=pl)
+    assert inter.positives.shape == (0, 0) and inter.negatives is None
+
+
+def test_many_events_match_one_at_a_time():
+    """Events are buffered flat; the matrices equal building with each event's playlist-free equivalent."""
+    rng = np.random.default_rng(0)
+    pl = Playlists.from_docs(DOCS)
+    users = ["u1", "u2", "u5", "u6"]
+    events = [{"user": users[rng.integers(4)], "kind": ["like", "skip", "play"][rng.integers(3)],
+               "track": f"t{rng.integers(1, 6)}", "ms_played": int(rng.integers(0, 2 * PLAY_POSITIVE_MS))}
+              for _ in range(500)]
+    inter = Interactions.build(playlists=pl, events=events)
+    pos, neg = set(), set()
+    for u, row in zip(pl.owners, range(len(pl)), strict=True):
+        pos |= {(u, pl.item_ids[t]) for t in pl.tracks_of(row)}
+    for e in events:
+        if e["track"] not in pl.item_index:
+            continue
+        positive = e["kind"] == "like" or (e["kind"] == "play" and e["ms_played"] >= PLAY_POSITIVE_MS)
+        (pos if positive else neg).add((e["user"], e["track"]))
+    neg -= pos
+
+    def pairs(m):
+        coo = m.tocoo()
+        return {(inter.user_ids[r], inter.item_ids[c]) for r, c in zip(coo.row, coo.col, strict=True)}
+
+    assert pairs(inter.positives) == pos and pairs(inter.negatives) == neg
