@@ -1,8 +1,10 @@
-"""Cosine top-K "taste buddies" with FAISS: exact (``IndexFlatIP``) or approximate (IVF, HNSW).
+"""Cosine top-K "taste buddies": exact (FAISS ``IndexFlatIP``, or torch on a GPU) or approximate (FAISS IVF, HNSW).
 
 A user's taste is the L2-normalised mean of the vectors of the tracks they like, so inner product on normalised
-rows is cosine similarity. faiss is imported inside the functions: importing this module must stay cheap for the
-web process, which never searches.
+rows is cosine similarity. Exact search has two engines with the same answers: FAISS (the CPU default) and torch
+(batched ``queries @ vectors.T`` and ``torch.topk``), which takes over when the device is CUDA; approximate search
+is FAISS on the CPU. faiss and torch are imported inside the functions: importing this module must stay cheap for
+the web process, which never searches.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 METHODS = ("exact", "ivf", "hnsw")
 DEVICES = ("cpu", "cuda")
+ENGINES = ("auto", "faiss", "torch")
+# Most cosine scores one torch batch holds (1 GiB of float32): rows per batch shrink as the index grows.
+TORCH_SCORES_PER_BATCH = 1 << 28
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -74,16 +79,38 @@ def faiss_threads(n: int) -> None:
 
 
 def exact_topk(vectors: np.ndarray, k: int, *, queries: np.ndarray | None = None, exclude_self: bool = True,
-               batch_size: int = 8192, device: str = "cpu", show_progress: bool = False) -> Neighbours:
+               batch_size: int = 8192, device: str = "cpu", engine: str = "auto",
+               show_progress: bool = False) -> Neighbours:
     """Exact cosine top-k of ``queries`` (default: every row of ``vectors``) among the rows of ``vectors``.
 
     ``exclude_self`` only applies when ``queries`` is None: a user is not their own buddy. Zero rows (users with no
     items, whose cosine is undefined) are never returned, and zero queries get only -1.
+
+    ``device``: "cpu", "cuda" or "auto" (``ranker.device.resolve_device``: ``RECSYS_DEVICE``, a GPU if torch sees
+    one). ``engine``: "faiss", "torch", or "auto" = torch on CUDA (no faiss-gpu needed), FAISS on the CPU.
     """
+    device, engine = _device_and_engine(device, engine)
+    if engine == "torch":
+        return _torch_exact(vectors, k, queries=queries, exclude_self=exclude_self, batch_size=batch_size,
+                            device=device, show_progress=show_progress)
     import faiss
 
     return _run(vectors, k, "exact", lambda d, n: faiss.IndexFlatIP(d), queries=queries, exclude_self=exclude_self,
                 batch_size=batch_size, device=device, show_progress=show_progress)
+
+
+def _device_and_engine(device: str, engine: str) -> tuple[str, str]:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    if device == "auto":
+        from ranker.device import resolve_device
+
+        device = resolve_device(None).type
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {(*DEVICES, 'auto')}, not {device!r}")
+    if engine == "auto":
+        engine = "torch" if device == "cuda" else "faiss"
+    return device, engine
 
 
 def ann_topk(vectors: np.ndarray, k: int, *, method: str, exclude_self: bool = True, nlist: int | None = None,
@@ -121,15 +148,18 @@ def ann_topk(vectors: np.ndarray, k: int, *, method: str, exclude_self: bool = T
                 show_progress=show_progress)
 
 
-def topk(vectors: np.ndarray, k: int, *, method: str = "auto", exact_max: int = 200_000,
+def topk(vectors: np.ndarray, k: int, *, method: str = "auto", exact_max: int = 200_000, device: str = "cpu",
          **kw: Any) -> tuple[Neighbours, str]:
     """Top-k with ``method`` "exact", "ivf", "hnsw" or "auto" (exact up to ``exact_max`` rows, where it still takes
     minutes at most, else HNSW); returns the neighbours and the method used. ``kw`` goes to the chosen function.
+
+    ``device`` is for exact search (:func:`exact_topk`: "auto" puts it on a GPU with torch where there is one);
+    approximate search stays FAISS on the CPU.
     """
     if method == "auto":
         method = "exact" if len(vectors) <= exact_max else "hnsw"
     if method == "exact":
-        return exact_topk(vectors, k, **kw), method
+        return exact_topk(vectors, k, device=device, **kw), method
     if method in METHODS:
         return ann_topk(vectors, k, method=method, **kw), method
     raise ValueError(f"method must be one of {('auto', *METHODS)}, not {method!r}")
@@ -200,6 +230,57 @@ def _run(vectors: np.ndarray, k: int, method: str, build: Any, *, queries: np.nd
     scores[ids < 0] = -np.inf
     log.info("knn %s on %s: n=%d d=%d k=%d queries=%d build %.2fs search %.2fs", method, device, len(base),
              base.shape[1], k, len(active), build_seconds, search_seconds)
+    return Neighbours(ids, scores, build_seconds, search_seconds)
+
+
+def _torch_exact(vectors: np.ndarray, k: int, *, queries: np.ndarray | None, exclude_self: bool, batch_size: int,
+                 device: str, show_progress: bool) -> Neighbours:
+    """:func:`exact_topk` in torch: the non-zero rows on ``device``, then batched ``Q @ X.T`` and ``torch.topk``."""
+    import torch
+    from tqdm import tqdm
+
+    from ranker.device import resolve_device
+
+    if k < 1 or batch_size < 1:
+        raise ValueError(f"k and batch_size must be positive, got k={k}, batch_size={batch_size}")
+    dev = resolve_device(device)  # a clear error for cuda without a GPU
+    started = time.perf_counter()
+    base = normalize_rows(vectors)
+    self_search = queries is None
+    query = base if self_search else normalize_rows(queries)
+    if query.shape[1] != base.shape[1]:
+        raise ValueError(f"queries have {query.shape[1]} dimensions, vectors {base.shape[1]}")
+    drop_self = self_search and exclude_self
+    indexed = np.flatnonzero(base.any(axis=1))
+    active = np.flatnonzero(query.any(axis=1))
+    ids = np.full((len(query), k), -1, dtype=np.int64)
+    scores = np.full((len(query), k), -np.inf, dtype=np.float32)
+    build_seconds = search_seconds = 0.0
+    if len(indexed) and len(active):
+        with torch.no_grad():
+            index = torch.from_numpy(base[indexed]).to(dev)
+            n = len(indexed)
+            want = min(k, n)
+            step = max(1, min(batch_size, TORCH_SCORES_PER_BATCH // n))
+            build_seconds = time.perf_counter() - started
+            with tqdm(total=len(active), desc="knn exact (torch)", unit="users", disable=not show_progress) as bar:
+                for start in range(0, len(active), step):
+                    rows = active[start:start + step]
+                    sims = torch.from_numpy(query[rows]).to(dev) @ index.T
+                    if drop_self:  # a query's own row, where it is indexed, can never be its neighbour
+                        at = np.minimum(np.searchsorted(indexed, rows), n - 1)
+                        own = np.flatnonzero(indexed[at] == rows)
+                        sims[torch.from_numpy(own).to(dev), torch.from_numpy(at[own]).to(dev)] = -torch.inf
+                    top_scores, top = torch.topk(sims, want, dim=1)
+                    top_scores, top = top_scores.cpu().numpy(), top.cpu().numpy()
+                    ids[rows, :want] = np.where(np.isneginf(top_scores), -1, indexed[top])
+                    scores[rows, :want] = top_scores
+                    bar.update(len(rows))
+            del index
+        search_seconds = time.perf_counter() - started - build_seconds
+    scores[ids < 0] = -np.inf
+    log.info("knn exact (torch) on %s: n=%d d=%d k=%d queries=%d search %.2fs", dev, len(base), base.shape[1], k,
+             len(active), search_seconds)
     return Neighbours(ids, scores, build_seconds, search_seconds)
 
 

@@ -73,7 +73,7 @@ def buddies_compute(*, model: Any = None, k: int | None = None, method: str = "a
     user_items = model.user_items.tocsr()
     vectors = taste_vectors(model.item_vectors(), user_items)
     neighbours, used = topk(vectors, k, method=method, exact_max=settings.PAIRING_EXACT_MAX,
-                            show_progress=show_progress)
+                            device="auto", show_progress=show_progress)  # exact search on a GPU where there is one
     searched = time.perf_counter() - started
     summary: dict[str, Any] = {"users": int(user_items.shape[0]), "k": k, "method": used,
                                "model_version": model.version, "search_seconds": round(searched, 3)}

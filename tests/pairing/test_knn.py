@@ -30,6 +30,7 @@ CLUSTERS = np.array([
 ])
 SAME_CLUSTER = [{j for j in range(3 * (i // 3), 3 * (i // 3) + 3) if j != i} for i in range(9)]
 ALL_METHODS = ["exact", "ivf", "hnsw"]
+ENGINES = ["faiss", "torch"]
 
 
 def clustered(n: int, d: int, clusters: int, seed: int, spread: float = 0.3) -> np.ndarray:
@@ -65,26 +66,28 @@ def test_known_clusters(method):
     assert np.all(np.diff(found.scores, axis=1) <= 0)  # best first
 
 
-def test_exclude_self_false_returns_self_first():
-    found = exact_topk(CLUSTERS, 3, exclude_self=False)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_exclude_self_false_returns_self_first(engine):
+    found = exact_topk(CLUSTERS, 3, exclude_self=False, engine=engine)
     assert found.ids[:, 0].tolist() == list(range(9))
     np.testing.assert_allclose(found.scores[:, 0], 1.0, rtol=1e-6)
     for i in range(9):
         assert set(found.ids[i, 1:].tolist()) == SAME_CLUSTER[i]
 
 
-def test_explicit_queries_are_not_excluded():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_explicit_queries_are_not_excluded(engine):
     queries = np.array([[5.0, 0.0, 0.0], [0.1, 3.0, 0.1]])
-    found = exact_topk(CLUSTERS, 1, queries=queries)
+    found = exact_topk(CLUSTERS, 1, queries=queries, engine=engine)
     assert found.ids[:, 0].tolist() == [2, 5]  # row 5 is the second query itself, and stays
 
 
-@pytest.mark.parametrize("method", ALL_METHODS)
-def test_zero_vectors_are_never_neighbours_and_get_no_neighbours(method):
+@pytest.mark.parametrize(("method", "kw"), [*((m, {}) for m in ALL_METHODS), ("exact", {"engine": "torch"})])
+def test_zero_vectors_are_never_neighbours_and_get_no_neighbours(method, kw):
     vectors = clustered(300, 8, 5, seed=1)
     zero = [0, 17, 150, 299]
     vectors[zero] = 0.0
-    found, _ = topk(vectors, 10, method=method)
+    found, _ = topk(vectors, 10, method=method, **kw)
     assert not np.isin(found.ids, zero).any()
     assert (found.ids[zero] == -1).all() and np.isneginf(found.scores[zero]).all()
     others = np.setdiff1d(np.arange(300), zero)
@@ -92,16 +95,18 @@ def test_zero_vectors_are_never_neighbours_and_get_no_neighbours(method):
     assert (found.ids[others] != others[:, None]).all()
 
 
-def test_fewer_than_k_found_pads_with_minus_one():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fewer_than_k_found_pads_with_minus_one(engine):
     vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 0.0]])
-    found = exact_topk(vectors, 4)
+    found = exact_topk(vectors, 4, engine=engine)
     assert found.ids.tolist() == [[1, -1, -1, -1], [0, -1, -1, -1], [-1, -1, -1, -1]]
     assert found.row(0) == [(1, pytest.approx(0.8))]
     assert found.row(2) == []
 
 
-def test_all_zero_vectors():
-    found = exact_topk(np.zeros((4, 3)), 2)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_all_zero_vectors(engine):
+    found = exact_topk(np.zeros((4, 3)), 2, engine=engine)
     assert (found.ids == -1).all()
 
 
@@ -115,11 +120,12 @@ def test_batches_give_the_same_result_as_one(method):
     np.testing.assert_allclose(one.scores, many.scores, rtol=1e-5)
 
 
-def test_exact_matches_numpy_brute_force():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_exact_matches_numpy_brute_force(engine):
     rng = np.random.default_rng(3)
     vectors = rng.normal(size=(500, 16))
     k = 10
-    found = exact_topk(vectors, k)
+    found = exact_topk(vectors, k, engine=engine)
     sims = brute_cosine(vectors)
     order = np.argsort(-sims, axis=1)
     best = np.take_along_axis(sims, order, 1)
@@ -191,12 +197,61 @@ def test_bad_arguments():
         exact_topk(CLUSTERS, 2, queries=np.ones((1, 4)))
     with pytest.raises(ValueError):
         exact_topk(CLUSTERS, 2, device="tpu")
+    with pytest.raises(ValueError, match="engine"):
+        exact_topk(CLUSTERS, 2, engine="annoy")
+    with pytest.raises(ValueError):
+        exact_topk(CLUSTERS, 0, engine="torch")
+    with pytest.raises(ValueError, match="dimensions"):
+        exact_topk(CLUSTERS, 2, queries=np.ones((1, 4)), engine="torch")
 
 
 @pytest.mark.skipif(hasattr(faiss, "StandardGpuResources"), reason="this faiss has CUDA")
 def test_cuda_without_faiss_gpu_fails_clearly():
     with pytest.raises(RuntimeError, match="faiss-gpu is not installed"):
-        exact_topk(CLUSTERS, 2, device="cuda")
+        exact_topk(CLUSTERS, 2, device="cuda", engine="faiss")
+
+
+def test_cuda_without_a_gpu_fails_clearly():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        exact_topk(CLUSTERS, 2, device="cuda")  # engine auto: torch on CUDA
+
+
+@pytest.mark.parametrize(("n", "d", "k", "batch_size", "queries"),
+                         [(3000, 64, 50, 8192, False), (1000, 32, 10, 7, False), (800, 16, 5, 64, True)])
+def test_torch_engine_finds_what_faiss_finds(n, d, k, batch_size, queries):
+    """The torch path (what CUDA runs, here on CPU torch) against FAISS's exact search on random vectors."""
+    rng = np.random.default_rng(n)
+    vectors = rng.normal(size=(n, d)).astype(np.float32)
+    vectors[rng.choice(n, 5, replace=False)] = 0.0
+    q = rng.normal(size=(200, d)) if queries else None
+    ours = exact_topk(vectors, k, queries=q, batch_size=batch_size, engine="torch")
+    ref = exact_topk(vectors, k, queries=q, engine="faiss")
+    np.testing.assert_allclose(ours.scores, ref.scores, atol=1e-5)
+    # Same ids in the same order, except where two neighbours' cosines are within float32 noise of each other.
+    with np.errstate(invalid="ignore"):  # -inf - -inf in the rows of zero vectors
+        gaps = np.abs(np.diff(ref.scores, axis=1))
+    clear = np.ones_like(ref.ids, dtype=bool)
+    clear[:, 1:] &= gaps > 1e-5
+    clear[:, :-1] &= gaps > 1e-5
+    assert clear.mean() > 0.98
+    np.testing.assert_array_equal(ours.ids[clear], ref.ids[clear])
+    assert ((ours.ids == -1) == (ref.ids == -1)).all()
+
+
+def test_device_auto_follows_recsys_device(settings):
+    import torch
+
+    settings.RECSYS_DEVICE = "cpu"
+    found = exact_topk(CLUSTERS, 2, device="auto")
+    assert {j for j, _ in found.row(0)} == SAME_CLUSTER[0]
+    if not torch.cuda.is_available():
+        settings.RECSYS_DEVICE = "cuda"
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            topk(CLUSTERS, 2, method="exact", device="auto")
 
 
 def test_importing_knn_does_not_import_faiss_or_torch():
