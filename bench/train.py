@@ -4,7 +4,8 @@
     .venv/bin/python bench/train.py [--data PATH] [--test-size 1000] [--seed 0] [--factors 64] [--threads 2]
                                     [--epochs 100] [--implicit-bpr-iters 300] [--als-factors 128]
                                     [--device cpu|cuda] [--methods NAME ...] [--json PATH] [--profile]
-                                    [--profile-only]
+                                    [--profile-only] [--speed-rounds 3] [--speed-kernels fused torch]
+                                    [--speed-only] [--no-speed]
 
 Every contender trains on the same ``ranker.evaluation.split`` (``--test-size`` test playlists, ``--seed``) and is
 scored by the same ``recommend_cases`` + ``score_cases`` (title-only cases get the harness's title fallback):
@@ -12,7 +13,9 @@ scored by the same ``recommend_cases`` + ``score_cases`` (title-only cases get t
 1. ``popularity``: the harness's baseline (no model);
 2. ``itemknn``: ``ItemKNN()`` with its defaults;
 3. ``bpr (ours)``: ``BPR(factors=F, epochs=--epochs, learning_rate=0.1, regularization=0.002)``; training seconds
-   and samples/s from its ``metrics_`` (early stopping may end it before ``--epochs``);
+   and samples/s from its ``metrics_`` (early stopping may end it before ``--epochs``; its clock includes the
+   validation every 5 epochs). On the CPU that is the fused kernel (ADR 0009); ``--methods bpr-torch`` adds the
+   same model on the torch-ops kernel (``bpr (ours, torch ops)``), which is not in the default set;
 4. ``implicit bpr``: ``implicit.cpu.bpr.BayesianPersonalizedRanking(factors=F, iterations=--implicit-bpr-iters)``
    (its default learning rate and regularisation); samples/s = iterations × nnz / training seconds;
 5. ``implicit als``: ``implicit.cpu.als.AlternatingLeastSquares(factors=--als-factors, regularization=0.01,
@@ -26,11 +29,16 @@ inside its ``num_threads`` workers, as implicit requires. ``--device cuda`` trai
 served blend) on the GPU; those figures are marked GPU. The load average is recorded around every contender,
 since another process may share the cores.
 
-``--profile`` also trains our BPR for 3 epochs (no validation) under ``torch.profiler`` and under cProfile and
-prints where the time goes (gather, ``index_add_``, sampling, element-wise math), then times 3 unprofiled epochs
-of both BPRs at ``--threads`` and at 1 thread (short parallel regions suffer most when the cores are shared);
-``--profile-only`` skips the contenders. The table goes to stdout, the same numbers as JSON to
-``var/bench/train.json`` (or ``--json PATH``).
+Speed (the acceptance check of issue 13: our BPR's samples/s ≥ implicit's BPR with the same threads): at 1 thread
+and at ``--threads``, ``--speed-rounds`` rounds, each timing 3 epochs (no validation) of our BPR on each of
+``--speed-kernels`` and then 3 iterations of implicit's BPR, back to back so they share the load; per thread count
+the median samples/s of each and the median of the per-round ratios, with the load average. It runs by default;
+``--speed-only`` runs only it, ``--no-speed`` skips it.
+
+``--profile`` also trains our BPR's torch-ops kernel for 3 epochs (no validation) under ``torch.profiler`` and
+under cProfile and prints where the time goes (gather, ``index_add_``, sampling, element-wise math): the evidence
+of ADR 0009 for why the CPU default is the fused kernel. ``--profile-only`` skips the contenders. The tables go to
+stdout, the same numbers as JSON to ``var/bench/train.json`` (or ``--json PATH``).
 """
 
 from __future__ import annotations
@@ -52,12 +60,14 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mpd-real"
 DEFAULT_JSON = REPO / "var" / "bench" / "train.json"
 PROFILE_EPOCHS = 3
+SPEED_EPOCHS = 3
 
-POP, KNN, BPR_OURS, IMP_BPR, IMP_ALS, SERVED = (
-    "popularity", "itemknn", "bpr (ours)", "implicit bpr", "implicit als", "served (blend)",
+POP, KNN, BPR_OURS, BPR_TORCH, IMP_BPR, IMP_ALS, SERVED = (
+    "popularity", "itemknn", "bpr (ours)", "bpr (ours, torch ops)", "implicit bpr", "implicit als", "served (blend)",
 )
-METHODS = {"popularity": POP, "itemknn": KNN, "bpr": BPR_OURS, "implicit-bpr": IMP_BPR, "implicit-als": IMP_ALS,
-           "served": SERVED}
+METHODS = {"popularity": POP, "itemknn": KNN, "bpr": BPR_OURS, "bpr-torch": BPR_TORCH, "implicit-bpr": IMP_BPR,
+           "implicit-als": IMP_ALS, "served": SERVED}
+DEFAULT_METHODS = [m for m in METHODS if m != "bpr-torch"]
 
 # Which torch ops belong to which part of a BPR epoch (self time; anything else is "other").
 OP_GROUPS = {
@@ -91,20 +101,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--als-factors", type=int, default=128, help="implicit ALS factors (default 128)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where our BPR trains, also inside the served blend (default cpu)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
-                        help="contenders to run (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=DEFAULT_METHODS,
+                        help=f"contenders to run (default: {' '.join(DEFAULT_METHODS)})")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
                         help=f"where to write JSON (default: {DEFAULT_JSON})")
     parser.add_argument("--profile", action="store_true",
                         help=f"also profile {PROFILE_EPOCHS} epochs of our BPR (torch.profiler and cProfile); "
                         "stats go next to the JSON as train.prof")
     parser.add_argument("--profile-only", action="store_true", help="only the --profile part, no contenders")
+    parser.add_argument("--speed-rounds", type=int, default=3,
+                        help=f"rounds of {SPEED_EPOCHS} epochs per BPR and thread count in the speed table (3)")
+    parser.add_argument("--speed-kernels", nargs="+", choices=["fused", "torch"], default=["fused", "torch"],
+                        help="our BPR's kernels in the speed table (default: fused torch)")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed table, no contenders")
+    parser.add_argument("--no-speed", action="store_true", help="skip the speed table")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
-    if min(args.test_size, args.factors, args.threads, args.epochs, args.implicit_bpr_iters, args.als_factors) < 1:
-        parser.error("sizes, threads, epochs and iterations must be at least 1")
+    if min(args.test_size, args.factors, args.threads, args.epochs, args.implicit_bpr_iters, args.als_factors,
+           args.speed_rounds) < 1:
+        parser.error("sizes, threads, epochs, iterations and rounds must be at least 1")
     if args.profile_only:
         args.profile, args.methods = True, []
+    if args.speed_only:
+        args.methods, args.no_speed = [], False
+    if args.device == "cuda" or (args.profile_only and not args.speed_only):
+        args.no_speed = True  # the speed table compares CPU kernels
     return args
 
 
@@ -204,9 +225,10 @@ def make_factory(method: str, args: argparse.Namespace) -> Any:
         return None
     if method == KNN:
         return ItemKNN
-    if method == BPR_OURS:
+    if method in (BPR_OURS, BPR_TORCH):
+        kernel = "torch" if method == BPR_TORCH else "auto"
         return lambda: BPR(factors=args.factors, threads=args.threads, epochs=args.epochs, learning_rate=0.1,
-                           regularization=0.002, device=args.device, random_state=args.seed)
+                           regularization=0.002, device=args.device, kernel=kernel, random_state=args.seed)
     if method == SERVED:
         return lambda: make_served(threads=args.threads, device=args.device, random_state=args.seed)
     from implicit.cpu.als import AlternatingLeastSquares
@@ -235,11 +257,11 @@ def run_method(method: str, split: Any, args: argparse.Namespace) -> dict[str, A
                            "samples_per_s": None, "epochs": None, "gpu": False,
                            "load_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     metrics = dict(getattr(model, "metrics_", {}) or {})
-    if method in (BPR_OURS, SERVED):
+    if method in (BPR_OURS, BPR_TORCH, SERVED):
         bpr = metrics.get("bpr", {}) if method == SERVED else metrics
         row.update(samples_per_s=bpr.get("samples_per_s"), epochs=bpr.get("epochs"),
                    gpu=str(bpr.get("device", "cpu")).startswith("cuda"), detail=metrics)
-        if method == BPR_OURS:  # the model's own clock: training only, without the setup of the factors
+        if method != SERVED:  # the model's own clock: training only, without the setup of the factors
             row["train_seconds"] = bpr.get("seconds", row["train_seconds"])
         else:  # what ranker.served held when this ran: it changes as the blend is tuned
             from ranker.served import served_params
@@ -259,7 +281,8 @@ def run_method(method: str, split: Any, args: argparse.Namespace) -> dict[str, A
 
 # --- profile -----------------------------------------------------------------------------------------------------
 def profile_bpr(split: Any, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    """3 epochs of our BPR under torch.profiler (op self time by group), then 3 more under cProfile."""
+    """3 epochs of our BPR's torch-ops kernel under torch.profiler (op self time by group), then 3 more under
+    cProfile (the fused kernel is one C call: nothing for either to see inside)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -267,9 +290,10 @@ def profile_bpr(split: Any, args: argparse.Namespace, out: Path) -> dict[str, An
 
     def model() -> Any:
         return BPR(factors=args.factors, threads=args.threads, epochs=PROFILE_EPOCHS, learning_rate=0.1,
-                   regularization=0.002, device=args.device, random_state=args.seed, validation_users=0)
+                   regularization=0.002, device=args.device, random_state=args.seed, validation_users=0,
+                   kernel="torch")
 
-    print(f"--- profile: {PROFILE_EPOCHS} epochs of our BPR", file=sys.stderr)
+    print(f"--- profile: {PROFILE_EPOCHS} epochs of our BPR (torch ops)", file=sys.stderr)
     plain = model().fit(split.train)  # unprofiled reference for the same 3 epochs
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with profile(activities=activities) as prof:
@@ -299,34 +323,56 @@ def profile_bpr(split: Any, args: argparse.Namespace, out: Path) -> dict[str, An
     profiler.dump_stats(out)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(15)
-    threads = threads_sweep(split, args) if args.device == "cpu" else []
     torch.set_num_threads(args.threads)
     return {"epochs": PROFILE_EPOCHS, "samples": samples, "device": args.device,
             "time_kind": "self device time" if gpu else "self CPU time",
             "samples_per_s_unprofiled": plain.metrics_["samples_per_s"],
             "samples_per_s_profiled": profiled.metrics_["samples_per_s"],
-            "groups": group_rows, "ops": op_rows, "cprofile": text.getvalue(), "prof_file": str(out),
-            "threads": threads}
+            "groups": group_rows, "ops": op_rows, "cprofile": text.getvalue(), "prof_file": str(out)}
 
 
-def threads_sweep(split: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """3 unprofiled epochs of our BPR and of implicit's at ``--threads`` and at 1 thread, with the load average."""
+def speed(split: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Our BPR (each of ``--speed-kernels``) against implicit's BPR, samples/s at 1 and ``--threads`` threads."""
+    import statistics
+
+    import torch
     from implicit.cpu.bpr import BayesianPersonalizedRanking
+    from threadpoolctl import threadpool_limits
 
     from ranker.recommenders import BPR
 
     adapter = implicit_adapter()
     out = []
-    for threads in dict.fromkeys((args.threads, 1)):
-        load = os.getloadavg()[0]
-        ours = BPR(factors=args.factors, threads=threads, epochs=PROFILE_EPOCHS, learning_rate=0.1,
-                   regularization=0.002, random_state=args.seed, validation_users=0).fit(split.train)
-        theirs = adapter(BayesianPersonalizedRanking, {"factors": args.factors, "iterations": PROFILE_EPOCHS,
-                                                       "num_threads": threads, "random_state": args.seed})
-        theirs.fit(split.train)
-        implicit_sps = PROFILE_EPOCHS * theirs.metrics_["nnz"] / theirs.metrics_["seconds"]
-        out.append({"threads": threads, "ours_samples_per_s": ours.metrics_["samples_per_s"],
-                    "implicit_samples_per_s": round(implicit_sps, 1), "load_1min": round(load, 2)})
+    for threads in sorted({1, args.threads}):
+        torch.set_num_threads(threads)
+        runs: dict[str, list[float]] = {k: [] for k in [*args.speed_kernels, "implicit"]}
+        loads = [os.getloadavg()[0]]
+        for rnd in range(args.speed_rounds):
+            print(f"--- speed: {threads} thread(s), round {rnd + 1}/{args.speed_rounds}", file=sys.stderr)
+            with threadpool_limits(threads):
+                for kernel in args.speed_kernels:
+                    ours = BPR(factors=args.factors, threads=threads, epochs=SPEED_EPOCHS, learning_rate=0.1,
+                               regularization=0.002, random_state=args.seed + rnd, validation_users=0,
+                               kernel=kernel).fit(split.train)
+                    if ours.metrics_["kernel"] != kernel:
+                        sys.exit(f"bench/train.py: asked for the {kernel} kernel, got {ours.metrics_['kernel']}")
+                    runs[kernel].append(ours.metrics_["samples_per_s"])
+            theirs = adapter(BayesianPersonalizedRanking, {"factors": args.factors, "iterations": SPEED_EPOCHS,
+                                                           "num_threads": threads, "random_state": args.seed + rnd})
+            theirs.fit(split.train)
+            runs["implicit"].append(SPEED_EPOCHS * theirs.metrics_["nnz"] / theirs.metrics_["seconds"])
+            loads.append(os.getloadavg()[0])
+        row: dict[str, Any] = {"threads": threads, "rounds": args.speed_rounds, "epochs": SPEED_EPOCHS,
+                               "load_1min": [round(min(loads), 2), round(max(loads), 2)],
+                               "implicit": round(statistics.median(runs["implicit"]), 1),
+                               "samples_per_s": {k: [round(v, 1) for v in vs] for k, vs in runs.items()}}
+        for kernel in args.speed_kernels:
+            row[kernel] = round(statistics.median(runs[kernel]), 1)
+            # Paired: each round's ours / implicit, then the median, so a load spike hits both sides of a ratio.
+            row[f"{kernel}_ratio"] = round(statistics.median(
+                a / b for a, b in zip(runs[kernel], runs["implicit"], strict=True)), 3)
+        out.append(row)
+    torch.set_num_threads(args.threads)
     return out
 
 
@@ -375,13 +421,21 @@ def profile_text(p: dict[str, Any], implicit_sps: float | None) -> str:
     lines += ["", "top ops:", "", "| op | calls | self ms | share | ns/sample |", "|---|--:|--:|--:|--:|"]
     lines += [f"| {o['op']} | {o['calls']:,} | {o['self_ms']:,.1f} | {o['share']:.1%} | {o['ns_per_sample']:,.1f} |"
               for o in p["ops"]]
-    if p["threads"]:
-        lines += ["", f"{p['epochs']} unprofiled epochs by threads (samples/s):", "",
-                  "| threads | bpr (ours) | implicit bpr | implicit / ours | load (1 min) |", "|--:|--:|--:|--:|--:|"]
-        lines += [f"| {t['threads']} | {t['ours_samples_per_s']:,.0f} | {t['implicit_samples_per_s']:,.0f} | "
-                  f"{t['implicit_samples_per_s'] / t['ours_samples_per_s']:.1f}× | {t['load_1min']:.2f} |"
-                  for t in p["threads"]]
     lines += ["", f"cProfile of another {p['epochs']} epochs ({p['prof_file']}), by own time:", p["cprofile"]]
+    return "\n".join(lines)
+
+
+def speed_text(rows: list[dict[str, Any]], kernels: list[str]) -> str:
+    names = {"fused": "bpr (ours, fused)", "torch": "bpr (ours, torch ops)"}
+    head = ["threads", *(f"{names[k]} | ours / implicit" for k in kernels), "implicit bpr", "load (1 min)"]
+    lines = [f"BPR samples/s on the CPU, same threads (median of {rows[0]['rounds']} paired rounds of "
+             f"{rows[0]['epochs']} epochs; ours / implicit = median of the per-round ratios):", "",
+             "| " + " | ".join(head) + " |", "|--:|" + "--:|--:|" * len(kernels) + "--:|--:|"]
+    for r in rows:
+        cells = [str(r["threads"])]
+        cells += [f"{r[k]:,.0f} | {r[f'{k}_ratio']:.2f}×" for k in kernels]
+        cells += [f"{r['implicit']:,.0f}", f"{r['load_1min'][0]:.2f}–{r['load_1min'][1]:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -427,6 +481,7 @@ def main() -> int:
         data.update(playlists=len(playlists), items=playlists.n_items, train_nnz=int(split.train.nnz),
                     test_cases=len(split.cases), split_seconds=round(time.perf_counter() - started, 2))
         rows = [run_method(METHODS[m], split, args) for m in METHODS if m in args.methods]
+        speed_rows = [] if args.no_speed else speed(split, args)
         prof = None
         if args.profile:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -441,8 +496,10 @@ def main() -> int:
         "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
         "settings": {"test_size": args.test_size, "seed": args.seed, "factors": args.factors, "threads": args.threads,
                      "epochs": args.epochs, "implicit_bpr_iters": args.implicit_bpr_iters,
-                     "als_factors": args.als_factors, "device": args.device},
+                     "als_factors": args.als_factors, "device": args.device, "speed_rounds": args.speed_rounds,
+                     "speed_kernels": args.speed_kernels},
         "results": rows,
+        "speed": speed_rows,
         "profile": prof,
     }
     _common.write_json(args.json, out)
@@ -469,6 +526,8 @@ def main() -> int:
         print(table(rows))
         print("\nR-precision / NDCG per category:\n")
         print(category_table(rows))
+    if speed_rows:
+        print("\n" + speed_text(speed_rows, args.speed_kernels))
     print(f"\nJSON: {args.json}")
     if prof:
         implicit_sps = next((r["samples_per_s"] for r in rows if r["method"] == IMP_BPR), None)
