@@ -71,6 +71,8 @@ class PlaylistSpace:
         self._track_artist = sp.csr_matrix((np.ones(n_items, dtype=np.float32), (np.arange(n_items),
                                             self.item_artist_idx)), shape=(n_items, len(keys)))
         self.vectors = taste_vectors(item_factors, self.items)
+        self._means: tuple[np.ndarray, np.ndarray] | None = None
+        self._artists: sp.csr_matrix | None = None
         # Rows that may be recommended (the evaluation hides test playlists); default: all.
         self.candidate_mask = np.ones(self.items.shape[0], dtype=bool) if candidate_mask is None else candidate_mask
         self._index = None
@@ -107,6 +109,23 @@ class PlaylistSpace:
                              shape=(len(tracks), self.item_factors.shape[0]))
         return taste_vectors(self.item_factors, rows)
 
+    def _playlist_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each playlist's mean track factors and mean track bias, so that a candidate's BPR affinity (the mean of
+        its tracks' scores) is one dot product, not a gather of all its tracks' factors per user."""
+        if self._means is None:
+            sizes = np.maximum(np.asarray(self.items.sum(axis=1)).ravel(), 1.0)
+            factors = np.asarray(self.items @ self.item_factors, dtype=np.float32) / sizes[:, None].astype(np.float32)
+            self._means = factors, np.asarray(self.items @ self.item_bias).ravel() / sizes
+        return self._means
+
+    def _playlist_artists(self) -> sp.csr_matrix:
+        """Playlists × artists, 1 where the playlist holds a track of that artist (built once, on first use)."""
+        if self._artists is None:
+            artists = (self.items @ self._track_artist).tocsr()
+            artists.data[:] = 1.0
+            self._artists = artists
+        return self._artists
+
     def tracks(self, row: int) -> np.ndarray:
         return self.items.indices[self.items.indptr[row]:self.items.indptr[row + 1]]
 
@@ -126,12 +145,12 @@ class PlaylistSpace:
         sub = self.items[rows]  # candidates × tracks, binary
         sizes = np.asarray(sub.sum(axis=1)).ravel()
         entry_row = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
-        weight = np.asarray(sub.data, dtype=np.float64)
-        track_scores = self.item_factors[sub.indices] @ user_vector + self.item_bias[sub.indices]
-        affinity = np.bincount(entry_row, weights=weight * track_scores, minlength=len(rows)) / sizes
+        mean_factors, mean_bias = self._playlist_means()
+        affinity = mean_factors[rows] @ user_vector + mean_bias[rows]
         mine = np.isin(sub.indices, user_tracks)
-        new_share = 1.0 - np.bincount(entry_row, weights=weight * mine, minlength=len(rows)) / sizes
-        artists = (sub @ self._track_artist).tocsr()
+        new_share = 1.0 - np.bincount(entry_row, weights=np.asarray(sub.data, dtype=np.float64) * mine,
+                                      minlength=len(rows)) / sizes
+        artists = self._playlist_artists()[rows]
         my_artists = np.unique(self.item_artist_idx[user_tracks])
         known = np.bincount(np.repeat(np.arange(len(rows)), np.diff(artists.indptr)),
                             weights=np.isin(artists.indices, my_artists), minlength=len(rows))

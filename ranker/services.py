@@ -388,13 +388,18 @@ def picks_compute(*, model: RankerModel, rows: np.ndarray, track_k: int = PICKS_
 
     now = now or _now()
     users = model.user_ids
-    batch = int(max(1, min(1024, PICKS_SCORE_BYTES // max(1, 16 * len(model.item_ids)))))
+    scorer = _candidate_scorer(model)
+    dense_batch = int(max(1, min(1024, PICKS_SCORE_BYTES // max(1, 16 * len(model.item_ids)))))
+    batch = dense_batch if scorer is None else 256
     docs: list[dict[str, Any]] = []
     sources: dict[str, int] = {}
     for begin in range(0, len(rows), batch):
         part = np.asarray(rows[begin:begin + batch], dtype=np.int64)
         liked = model.user_items[part]
-        ids, scores = model.recommender.recommend(part, liked, track_k)
+        if scorer is None:
+            ids, scores = model.recommender.recommend(part, liked, track_k)
+        else:
+            ids, scores = scorer.recommend(part, liked, track_k)
         playlists = recommend_playlists_many(
             users=users[part].tolist(), tracks=[liked.indices[liked.indptr[n]:liked.indptr[n + 1]].astype(np.int64)
                                               for n in range(len(part))],
@@ -407,6 +412,27 @@ def picks_compute(*, model: RankerModel, rows: np.ndarray, track_k: int = PICKS_
             sources[playlists[n].source] = sources.get(playlists[n].source, 0) + 1
             docs.append(_picks_doc(str(users[row]), model.version, tracks, playlists[n], now))
     return docs, sources
+
+
+_SCORERS: dict[str, Any] = {}
+
+
+def _candidate_scorer(model: RankerModel) -> Any:
+    """Candidate retrieval with exact re-scoring (``ranker.candidates``) above ``PICKS_DENSE_MAX_ITEMS`` tracks, kept
+    per model version; None (dense scoring) below it, or for a recommender it cannot score."""
+    from .candidates import CandidateScorer, Unsupported
+
+    if len(model.item_ids) <= settings.PICKS_DENSE_MAX_ITEMS:
+        return None
+    if model.version not in _SCORERS:
+        try:
+            scorer = CandidateScorer(model.recommender)
+        except Unsupported as exc:
+            log.warning("picks of %s scored densely: %s", model.version, exc)
+            scorer = None
+        _SCORERS.clear()
+        _SCORERS[model.version] = scorer
+    return _SCORERS[model.version]
 
 
 def picks_swap(*, plan: dict[str, Any], shard_metrics: list[dict[str, Any]] | None = None) -> dict[str, Any]:

@@ -155,7 +155,10 @@ JOB_LOCK_TTL_SECONDS = env.float("JOB_LOCK_TTL_SECONDS", default=60.0)  # a runn
 JOB_QUEUED_LOCK_TTL_SECONDS = env.float("JOB_QUEUED_LOCK_TTL_SECONDS", default=6 * 3600.0)
 JOB_REAP_SECONDS = env.float("JOB_REAP_SECONDS", default=30.0)
 # Users per shard of the weekly picks precompute (a Celery task each; a few seconds to a minute of work).
-PICKS_SHARD_USERS = env.int("PICKS_SHARD_USERS", default=5000)
+PICKS_SHARD_USERS = env.int("PICKS_SHARD_USERS", default=1000)
+# Above this many tracks, precomputed track picks come from candidates re-scored exactly (ranker/candidates.py)
+# instead of scoring every track for every user.
+PICKS_DENSE_MAX_ITEMS = env.int("PICKS_DENSE_MAX_ITEMS", default=100_000)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "recsys_site.heartbeat", "schedule": float(HEARTBEAT_SECONDS)},
     "weekly_refresh": {"task": "recsys_site.start_job", "schedule": cron(REFRESH_CRONTAB),
