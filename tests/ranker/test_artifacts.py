@@ -226,8 +226,8 @@ def test_a_version_stores_its_training_matrix_once(machine_a):
         assert len(p["own_indices"]) == 0 and (p["user_row"] >= 0).all()
 
 
-def test_playlists_that_are_not_their_owners_row_and_any_strings_round_trip(tmp_path):
-    """Owners with two playlists, unknown owners and users with no playlist; non-ASCII and empty strings."""
+def _tiny_model(version="v-test"):
+    """Owners with two playlists, an unknown owner and a user with no playlist; non-ASCII and empty strings."""
     from ranker.artifacts import RankerModel
     from ranker.recommenders import Blend, ItemKNN
     from ranker.title import TitleIndex
@@ -236,24 +236,83 @@ def test_playlists_that_are_not_their_owners_row_and_any_strings_round_trip(tmp_
     item_ids = np.asarray([f"spotify:track:{i:022d}" for i in range(6)], dtype=str)
     user_items = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [0, 1, 1, 1, 0, 1], [0, 0, 0, 0, 1, 1],
                                          [1, 0, 0, 1, 0, 0]], dtype=np.float32))
-    playlist_ids = np.asarray([1, 2, 3, 4, 5])
-    owners = np.asarray(["mpd:1", "anna", "anna", "mpd:4", "nobody"], dtype=str)
     names = ["chill", "日本 mix", "", "road trip", "chill"]
     playlist_items = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 0, 1],
                                              [1, 0, 0, 1, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float32))
-    model = RankerModel(
-        version="v-test", user_ids=user_ids, item_ids=item_ids, user_items=user_items,
+    return RankerModel(
+        version=version, user_ids=user_ids, item_ids=item_ids, user_items=user_items,
         item_artist=np.asarray(["name:beyoncé", "", "name:日本", "a", "b", "c"], dtype=str),
         item_artist_name=np.asarray(["Beyoncé", "", "日本のバンド", "A", "B", "Sigur Rós"], dtype=str),
         recommender=Blend(components=[(ItemKNN().fit(user_items), 1.0)]),
         titles=TitleIndex().fit(names, playlist_items), popularity=np.asarray(user_items.sum(axis=0)).ravel(),
-        playlist_ids=playlist_ids, playlist_items=playlist_items, playlist_owners=owners, playlist_names=names)
+        playlist_ids=np.asarray([1, 2, 3, 4, 5]), playlist_items=playlist_items,
+        playlist_owners=np.asarray(["mpd:1", "anna", "anna", "mpd:4", "nobody"], dtype=str), playlist_names=names,
+        meta={"metrics": {"val_hit_rate_50": 0.5}})
+
+
+def test_playlists_that_are_not_their_owners_row_and_any_strings_round_trip(tmp_path):
+    from ranker.artifacts import RankerModel
+
+    model = _tiny_model()
     path = model.save(tmp_path)
     loaded = RankerModel.load("v-test", tmp_path)
     _same_model(model, loaded)
     with np.load(path / "playlists.npz") as p:
         np.testing.assert_array_equal(p["user_row"], [0, -1, -1, 3, -1])  # anna's row is neither playlist
-    assert loaded.playlist_names.tolist() == names
+    assert loaded.playlist_names.tolist() == model.playlist_names
+
+
+def test_an_upload_that_fails_half_way_leaves_no_registrable_version(store, settings, tmp_path):
+    """A real upload that breaks after some files (one is gone from the disk): no manifest, no registration."""
+    from ranker.artifacts import ModelUnavailable, upload
+    from ranker.services import model_register
+
+    settings.MODEL_DIR = tmp_path
+    model = _tiny_model("20260101T000000Z-halfup")
+    path = model.save()
+    (path / "recommender.json").unlink()  # sorted after data.npz, manifest order: the upload dies midway
+    with pytest.raises(FileNotFoundError):
+        upload(model.version)
+    stored = _stored_files(store, model.version)
+    assert "data.npz" in stored and "manifest.json" not in stored
+    with pytest.raises(ModelUnavailable, match="not in the store whole"):
+        model_register(model=model, path=str(path))
+
+
+def test_two_processes_fetching_at_once_both_get_the_whole_version(store, settings, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ranker.artifacts import RankerModel, fetch, upload
+
+    model = _tiny_model("20260101T000000Z-racing")
+    model.save(tmp_path / "a")
+    upload(model.version, tmp_path / "a")
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: fetch(model.version, tmp_path / "b"), range(4)))
+    assert len(set(paths)) == 1
+    assert sorted(p.name for p in (tmp_path / "b" / "ranker").iterdir()) == [model.version]  # no .tmp-* left
+    _same_model(model, RankerModel.load(model.version, tmp_path / "b"))
+
+
+def test_cleanup_keeps_the_live_and_newest_versions_here_and_in_the_store(store, settings, tmp_path):
+    from ranker.artifacts import stored_versions, upload
+    from ranker.selectors import live_model_clear, model_get
+    from ranker.services import model_files_cleanup, model_promote, model_register
+
+    settings.MODEL_DIR = tmp_path
+    versions = [f"2026010{i}T000000Z-aaaaaa" for i in range(4)]
+    for version in versions:
+        model = _tiny_model(version)
+        model.save()
+        upload(version)
+        model_register(model=model, path="x")
+    model_promote(version=versions[0], force=True)  # the oldest is live
+    live_model_clear()
+    removed = model_files_cleanup(keep=1)
+    assert sorted(removed) == versions[1:3]
+    assert stored_versions() == {versions[0], versions[3]}
+    assert sorted(p.name for p in (tmp_path / "ranker").iterdir()) == [versions[0], versions[3]]
+    assert [model_get(version=v)["status"] for v in versions] == ["live", "deleted", "deleted", "candidate"]
 
 
 def test_a_version_from_before_the_store_still_loads(tmp_path):
