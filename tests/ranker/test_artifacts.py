@@ -343,3 +343,19 @@ def test_a_version_from_before_the_store_still_loads(tmp_path):
 @pytest.fixture
 def store_db(demo_store):
     return demo_store
+
+
+def test_item_knn_saved_without_its_matrix_says_what_it_needs(tmp_path):
+    from ranker.recommenders import ItemKNN
+
+    matrix = _tiny_model().user_items
+    ItemKNN().fit(matrix).save(tmp_path / "knn", training_matrix=matrix)
+    assert not (tmp_path / "knn.npz").exists()
+    with pytest.raises(ValueError, match=r"knn\.json: itemknn was saved without its training matrix"):
+        ItemKNN.load(tmp_path / "knn")
+    with pytest.raises(ValueError, match=r"knn\.json: itemknn was fitted on a \(4, 6\) matrix"):
+        ItemKNN.load(tmp_path / "knn", training_matrix=matrix[:2])
+    other = sp.csr_matrix(np.eye(4, 6, dtype=np.float32))
+    ItemKNN().fit(other).save(tmp_path / "alone", training_matrix=matrix)  # not the caller's matrix: saved whole
+    assert (tmp_path / "alone.npz").exists()
+    assert (ItemKNN.load(tmp_path / "alone").matrix_ != other).nnz == 0
