@@ -206,6 +206,37 @@ print("RESULT " + json.dumps({"users": len(users), "per_user_ms": 1000 * per_use
 """
 
 
+RECALL = r"""
+import json, time, numpy as np
+from ranker.selectors import live_model
+from ranker.candidates import CandidateScorer
+model = live_model()
+rng = np.random.default_rng(1)
+rows = np.sort(rng.choice(len(model.user_ids), size=min(SAMPLE, len(model.user_ids)), replace=False))
+t = time.perf_counter()
+scorer = CandidateScorer(model.recommender)
+built = time.perf_counter() - t
+hits = []
+for start in range(0, len(rows), 16):
+    part = rows[start:start + 16]
+    liked = model.user_items[part]
+    dense, _ = model.recommender.recommend(part, liked, 50)
+    got, _ = scorer.recommend(part, liked, 50)
+    hits += [len(set(a[a >= 0]) & set(b[b >= 0])) / max(1, (b >= 0).sum()) for a, b in zip(got, dense)]
+print("RESULT " + json.dumps({"users": len(rows), "tracks": len(model.item_ids), "recall_at_50": float(np.mean(hits)),
+                              "index_seconds": built}))
+"""
+
+
+def candidate_recall(world: World, sample: int) -> dict[str, Any]:
+    """How much of the dense blend's top 50 the candidate path finds, on sampled users."""
+    _, out = world.manage("shell", "-c", RECALL.replace("SAMPLE", str(sample)))
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    say(f"  candidate recall@50 against dense scoring: {result['recall_at_50']:.3f} ({result['users']} users, "
+        f"{result['tracks']:,} tracks; indexes built in {result['index_seconds']:.1f} s)")
+    return result
+
+
 def picks_compare(world: World, sample: int, sampler: RssSampler) -> dict[str, Any]:
     """Per-user against batched picks in one process, then the picks job on one worker against two."""
     _, out = world.manage("shell", "-c", COMPARE.replace("SAMPLE", str(sample)),
@@ -261,6 +292,8 @@ def run_size(size: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         result["model_bytes"] = du(version_dir)
         if size == args.picks_compare:
             result["picks_compare"] = picks_compare(world, args.sample_users, sampler)
+        if args.recall_users:
+            result["candidate_recall"] = candidate_recall(world, args.recall_users)
     finally:
         sampler.stopped.set()
         world.stop()
@@ -319,6 +352,8 @@ def main() -> int:
                         help=f"weekly_refresh parameters (default: {' '.join(DEFAULT_PARAMS)})")
     parser.add_argument("--picks-compare", type=int, default=25_000, help="size at which picks paths are compared")
     parser.add_argument("--sample-users", type=int, default=400, help="users timed one at a time vs batched")
+    parser.add_argument("--recall-users", type=int, default=200,
+                        help="users on which candidate picks are checked against dense scoring (0: skip)")
     parser.add_argument("--root", type=Path, default=REPO / "var" / "bench" / "scale")
     parser.add_argument("--json", type=Path, default=REPO / "var" / "bench" / "scale.json")
     parser.add_argument("--keep", action="store_true", help="keep each size's store and models")
