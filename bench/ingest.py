@@ -16,6 +16,12 @@ Contenders, on the same data and the same server, each in its own fresh database
 
 Contenders 4 to 6 write into databases without other collections: no users, artists or run bookkeeping.
 
+``--zip-slices 4,16`` adds the scale check: for each size, that many 1,000-playlist demo slices
+(``make_demo_data``, seed 0) are zipped like the official ``spotify_million_playlist_dataset.zip`` and ingested
+in place by ``manage.py ingest_mpd`` in a child process, each into its own empty database; the table gives the
+child's peak RSS (``getrusage``), seconds and playlists/s, so memory and per-playlist cost can be read against
+the input size. ``--zip-only`` skips the real-sample contenders.
+
 Unless ``MONGO_URI`` is set, an embedded SecantusDB is started on a free port with its storage in a
 temporary directory, and stopped at the end (also on error or Ctrl-C). The table goes to stdout, the
 same numbers as JSON to ``var/bench/ingest.json`` (or ``--json PATH``).
@@ -72,7 +78,18 @@ def parse_args() -> argparse.Namespace:
                         help="also run mpd_ingest under cProfile (once, in its own database, not timed) and print "
                         "the top functions; stats go next to the JSON as ingest.prof")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--zip-slices", default="", metavar="N,M,...",
+                        help="also ingest zips of N, M, ... demo slices in a child process and report its peak RSS")
+    parser.add_argument("--zip-only", action="store_true", help="only the --zip-slices runs")
     args = parser.parse_args()
+    try:
+        args.zip_sizes = [int(x) for x in args.zip_slices.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--zip-slices takes whole numbers separated by commas, got {args.zip_slices!r}")
+    if any(n < 1 for n in args.zip_sizes):
+        parser.error("--zip-slices: every size must be at least 1")
+    if args.zip_only and not args.zip_sizes:
+        parser.error("--zip-only needs --zip-slices")
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     return args
@@ -240,6 +257,77 @@ def profile_ingest(paths: list[str], tag: str, out: Path, dbs: list[str]) -> str
     return text.getvalue()
 
 
+# --- zip at scale: memory and rate in a child process ---------------------------------------------------------
+def make_zip(folder: Path, slices: int) -> tuple[Path, int]:
+    """``slices`` demo slices of 1,000 playlists zipped under ``data/`` like the official MPD zip."""
+    import zipfile
+
+    from ingestion.demo import write_demo_slices
+
+    raw = folder / f"slices_{slices}"
+    paths = write_demo_slices(raw, playlists=slices * 1000, seed=0, slice_size=1000)
+    archive = folder / f"mpd_{slices}_slices.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for path in paths:
+            z.write(path, f"data/{path.name}")
+            path.unlink()
+    raw.rmdir()
+    return archive, sum(z.file_size for z in zipfile.ZipFile(archive).infolist())
+
+
+def ingest_zip_child(archive: Path, db_name: str, uri: str) -> dict[str, Any]:
+    """``manage.py ingest_mpd ARCHIVE`` in a child process; its peak RSS, seconds and summary line."""
+    import subprocess
+
+    script = (
+        "import resource, subprocess, sys, time\n"
+        "t = time.perf_counter()\n"
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "t = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+        "print(r.returncode, t, rss, r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-500:],"
+        " sep='\\t')\n"
+    )
+    env = {**os.environ, "MONGO_URI": uri, "MONGO_DB": db_name, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.local",
+           "LOG_LEVEL": "WARNING"}
+    # A fresh wrapper process per run: RUSAGE_CHILDREN then holds exactly this one ingest's peak.
+    out = subprocess.run([sys.executable, "-c", script, sys.executable, str(REPO / "manage.py"), "ingest_mpd",
+                          str(archive), "--no-progress"], env=env, capture_output=True, text=True, check=True)
+    code, seconds, rss_kb, line = out.stdout.strip().split("\t", 3)
+    return {"returncode": int(code), "seconds": float(seconds), "peak_rss_mb": int(rss_kb) / 1024, "summary": line}
+
+
+def zip_runs(sizes: list[int], tag: str, uri: str, dbs: list[str], *, progress: bool) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="buddies-bench-zip-") as tmp:
+        for slices in sizes:
+            if progress:
+                print(f"zip of {slices} demo slices: generating ...", file=sys.stderr)
+            archive, uncompressed = make_zip(Path(tmp), slices)
+            name = f"{tag}_zip{slices}"
+            dbs.append(name)
+            if progress:
+                print(f"zip of {slices} demo slices: ingesting {archive.stat().st_size / 1e6:.0f} MB ...",
+                      file=sys.stderr)
+            result = ingest_zip_child(archive, name, uri)
+            if result["returncode"] != 0:
+                print(f"warning: ingest_mpd exited {result['returncode']}: {result['summary']}", file=sys.stderr)
+            rows.append({"slices": slices, "playlists": slices * 1000, "zip_mb": archive.stat().st_size / 1e6,
+                         "uncompressed_mb": uncompressed / 1e6, **result,
+                         "playlists_per_s": slices * 1000 / result["seconds"]})
+            archive.unlink()
+    return rows
+
+
+def zip_table(rows: list[dict[str, Any]]) -> str:
+    head = ("slices", "playlists", "zip MB", "JSON MB", "seconds", "playlists/s", "peak RSS MB")
+    body = [(str(r["slices"]), f"{r['playlists']:,}", f"{r['zip_mb']:,.0f}", f"{r['uncompressed_mb']:,.0f}",
+             f"{r['seconds']:.1f}", f"{r['playlists_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for r in rows]
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    lines = [head, tuple("-" * w for w in widths), *body]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
+
+
 # --- report ------------------------------------------------------------------------------------------------------
 def summarise(runs: list[list[dict[str, Any]]], data: dict[str, int]) -> list[dict[str, Any]]:
     rows = []
@@ -293,7 +381,7 @@ def machine_facts(embedded: bool) -> dict[str, Any]:
 def main() -> int:
     args = parse_args()
     data_path = args.data.expanduser().resolve()
-    if not data_path.exists():
+    if not data_path.exists() and not args.zip_only:
         sys.exit(f"bench/ingest.py: no MPD data at {data_path}\n"
                  "  the real sample lives in ../shared/data/mpd-real beside the repository; pass --data PATH")
     setup_django()
@@ -303,7 +391,7 @@ def main() -> int:
     from recsys_site.embedded import free_port, mongo_server
     from recsys_site.mongo import close_clients, get_client
 
-    items = list(iter_sources([data_path]))
+    items = [] if args.zip_only else list(iter_sources([data_path]))
     problems = [i for i in items if isinstance(i, Problem)]
     if problems:
         sys.exit(f"bench/ingest.py: {problems[0]}")
@@ -329,16 +417,17 @@ def main() -> int:
         paths = [str(data_path)]
         runs = []
         data: dict[str, int] = {}
-        for rep in range(args.repeat):
+        for rep in range(0 if args.zip_only else args.repeat):
             if args.repeat > 1:
                 print(f"--- repetition {rep + 1}/{args.repeat}", file=sys.stderr)
             results, data = run_once(rep, paths, sources, tag, progress=progress, dbs=dbs)
             runs.append(results)
         profile_text = None
-        if args.profile:
+        if args.profile and not args.zip_only:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             profile_text = profile_ingest(paths, tag, args.json.with_name("ingest.prof"), dbs)
-        rows = summarise(runs, data)
+        zips = zip_runs(args.zip_sizes, tag, settings.MONGO_URI, dbs, progress=progress) if args.zip_sizes else []
+        rows = summarise(runs, data) if runs else []
         size = sum(s.path.stat().st_size for s in sources)
         out = {
             "benchmark": "bench/ingest.py",
@@ -349,18 +438,29 @@ def main() -> int:
             "settings": {"repeat": args.repeat, "playlist_batch": PLAYLIST_BATCH, "track_batch": TRACK_BATCH},
             "results": rows,
             "runs": runs,
+            "zip_runs": zips,
         }
+        if rows:
+            by = {r["contender"]: r for r in rows}
+            out["first_run_vs_raw_playlists_tracks"] = round(by[RAW_PT]["seconds"] / by[FIRST]["seconds"], 3)
         _common.write_json(args.json, out)
 
         print()
-        print(f"data: {data_path} ({len(sources)} files, {size / 1e6:.1f} MB): {data['playlists']:,} playlists, "
-              f"{data['rows']:,} playlist-track rows, {data['distinct_tracks']:,} distinct tracks, "
-              f"{data['rejected']:,} rejected")
         print(f"machine: {facts['cores']} cores ({facts['cpu']}), Python {facts['python']}, "
               f"pymongo {facts['pymongo']}, server {facts['server_version']}"
               + (f" (secantusdb {facts['secantusdb_package']})" if "secantusdb_package" in facts else ""))
-        print(f"median of {args.repeat} run(s); rows = playlist-track rows\n")
-        print(table(rows))
+        if rows:
+            print(f"data: {data_path} ({len(sources)} files, {size / 1e6:.1f} MB): {data['playlists']:,} playlists, "
+                  f"{data['rows']:,} playlist-track rows, {data['distinct_tracks']:,} distinct tracks, "
+                  f"{data['rejected']:,} rejected")
+            print(f"median of {args.repeat} run(s); rows = playlist-track rows\n")
+            print(table(rows))
+            print(f"\ningest_mpd first run against raw insert_many playlists+tracks, same run: "
+                  f"{out['first_run_vs_raw_playlists_tracks']:.2f}x the raw rate")
+        if zips:
+            print("\nzips of demo slices (seed 0) ingested in place by manage.py ingest_mpd, each into an empty "
+                  "database; peak RSS of the child process:\n")
+            print(zip_table(zips))
         print(f"\nJSON: {args.json}")
         if profile_text:
             print(f"\nprofile of one mpd_ingest first run ({args.json.with_name('ingest.prof')}):\n{profile_text}")

@@ -7,12 +7,11 @@ INDEXES = {
         IndexModel([("owner", ASCENDING)]),
         IndexModel([("num_followers", DESCENDING)]),
         IndexModel([("name_norm", ASCENDING)]),
-        IndexModel([("source.file", ASCENDING)]),
     ],
-    c.TRACKS: [
-        IndexModel([("num_playlists", DESCENDING)]),
-        IndexModel([("artist_key", ASCENDING)]),
-    ],
+    # Only indexes that a query uses: each one is upkeep on every write and, on a first load, a scan of the
+    # whole collection (docs/adr/0011-bulk-first-load.md). Nothing queries playlists by ``source.file`` or tracks
+    # by ``artist_key``.
+    c.TRACKS: [IndexModel([("num_playlists", DESCENDING)])],
     c.ARTISTS: [IndexModel([("num_tracks", DESCENDING)])],
     c.USERS: [IndexModel([("source", ASCENDING)])],
     # ``_id`` is "<user>|<item>" (and "<user>|<friend>"), which already makes each pair unique.

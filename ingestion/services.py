@@ -313,14 +313,19 @@ def store_is_empty() -> bool:
     return all(db[name].find_one({}, {"_id": 1}) is None for name in (c.PLAYLISTS, c.TRACKS, c.ARTISTS))
 
 
+# A first load builds these collections' secondary indexes after writing them. Playlists and users keep theirs:
+# a build scans every document, and a playlist is large (its tracks) while it has few index entries.
+DEFERRABLE = (c.TRACKS, c.ARTISTS)
+
+
 def indexes_defer() -> list[str]:
-    """Drop the secondary indexes of the empty collections a first load fills; return their names.
+    """Drop the secondary indexes of the empty catalogue collections a first load fills; return their names.
 
     Recorded in ``catalogue_state`` before anything is dropped, so a run that dies before ``indexes_restore``
     has its indexes rebuilt by the next run.
     """
     db = get_db()
-    empty = [name for name in (c.PLAYLISTS, c.TRACKS, c.ARTISTS, c.USERS) if db[name].find_one({}, {"_id": 1}) is None]
+    empty = [name for name in DEFERRABLE if db[name].find_one({}, {"_id": 1}) is None]
     db[c.CATALOGUE_STATE].update_one({"_id": DEFERRED_INDEXES}, {"$set": {"collections": empty, "at": _now()}},
                                      upsert=True)
     for name in empty:

@@ -209,7 +209,7 @@ def test_first_load_builds_secondary_indexes_after_the_data(store, slice_writer)
 
     def watch(event):
         if event["phase"] == "playlists":
-            during.append(("first", secondary_indexes(store, "playlists") | secondary_indexes(store, "tracks")))
+            during.append(("first", secondary_indexes(store, "tracks") | secondary_indexes(store, "artists")))
 
     first = [make_playlist(pid, [pid, 7]) for pid in range(10)]
     mpd_ingest(paths=[str(slice_writer(0, first))], callback=watch)
@@ -242,7 +242,8 @@ def test_a_first_load_that_dies_midway_is_repaired_with_its_indexes(store, slice
     report = mpd_ingest(paths=[str(path), str(slice_writer(1000, [make_playlist(1000, [11])]))])
     assert report.files_skipped == 1 and report.new == 1  # the first file was recorded before the crash
     assert stored_counts(store) == expected_counts([*playlists, make_playlist(1000, [11])])
-    assert {"num_playlists_-1", "artist_key_1"} <= secondary_indexes(store, "tracks")
+    assert "num_playlists_-1" in secondary_indexes(store, "tracks")
+    assert "num_tracks_-1" in secondary_indexes(store, "artists")
     assert "owner_1" in secondary_indexes(store, "playlists")
     assert store.catalogue_state.find_one({"_id": "deferred_indexes"}) is None
 
