@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -291,8 +291,12 @@ def _word_set(name_norm: str) -> set[str]:
     return {w for w in name_norm.split() if w not in NAME_STOP_WORDS}
 
 
-def catalogue_stats_build() -> dict[str, Any]:
+def catalogue_stats_build(*, playlist_rows: Iterable[dict[str, Any]] | None = None,
+                          track_rows: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Catalogue statistics from one pass over playlists (scalar fields only) and one over tracks.
+
+    ``playlist_rows`` and ``track_rows``, when given, stand for those two passes (documents with the same fields):
+    a first load that still holds the whole catalogue in memory passes them instead of reading back what it wrote.
 
     Returns ``counts`` (playlists, tracks, artists, users, listens, friendships, events, playlist_tracks),
     ``events_by_kind`` and ``events_until`` (events stored after it are counted live by ``event_count``),
@@ -318,7 +322,7 @@ def catalogue_stats_build() -> dict[str, Any]:
     buckets = [{"playlists": 0, "playlist_tracks": 0, "length": Counter(), "followers": Counter(),
                 "edits": Counter(), "words": Counter()} for _ in range(n_buckets)]
     fields = {"name_norm": 1, "num_tracks": 1, "num_followers": 1, "num_edits": 1, "_id": 0}
-    for playlist in db[c.PLAYLISTS].find({}, fields, batch_size=2000):
+    for playlist in db[c.PLAYLISTS].find({}, fields, batch_size=2000) if playlist_rows is None else playlist_rows:
         followers = playlist.get("num_followers")
         bucket = buckets[bisect.bisect_right(FOLLOWER_THRESHOLDS, followers or 0) - 1]
         length = int(playlist.get("num_tracks") or 0)
@@ -351,8 +355,8 @@ def catalogue_stats_build() -> dict[str, Any]:
 
     def tracks() -> Iterator[dict[str, Any]]:
         nonlocal track_count
-        for track in db[c.TRACKS].find({}, {"name": 1, "artist_name": 1, "artist_key": 1, "num_playlists": 1},
-                                       batch_size=5000):
+        for track in track_rows if track_rows is not None else db[c.TRACKS].find(
+                {}, {"name": 1, "artist_name": 1, "artist_key": 1, "num_playlists": 1}, batch_size=5000):
             track_count += 1
             key = track.get("artist_key") or track.get("artist_name") or "?"
             artists[key] += int(track.get("num_playlists") or 0)

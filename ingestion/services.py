@@ -348,6 +348,18 @@ def indexes_restore(*, progress: Callable[[str], None] | None = None) -> list[st
     return list(doc.get("collections", []))
 
 
+_STAT_FIELDS = ("name_norm", "num_tracks", "num_followers", "num_edits")  # what the statistics read of a playlist
+STAT_ROWS_MAX = 200_000  # past this many playlists a first load lets the statistics read the store instead
+
+
+def _stats_track_rows(delta: CatalogueDelta) -> Iterable[dict[str, Any]]:
+    """The tracks as the statistics read them from the store, from a first load's only delta (its exact counts)."""
+    for uri, n in delta.playlists.items():
+        meta = delta.meta[uri]
+        yield {"_id": uri, "name": meta.get("name"), "artist_name": meta.get("artist_name"),
+               "artist_key": meta.get("artist_key"), "num_playlists": n}
+
+
 class _Progress:
     """Where a run is, for people (tqdm bars on stderr) and for code (``callback`` dicts with a ``phase``).
 
@@ -424,6 +436,9 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     files: list[str] = []
     delta = CatalogueDelta()
     bulk = marked = False
+    # A first load whose catalogue fits in one delta hands the statistics the rows it holds (``_stats_rows``)
+    # instead of reading back everything it wrote; ``None`` once that stops being true.
+    stat_rows: list[dict[str, Any]] | None = None
     progress = _Progress(show_progress, callback)
     status = "failed"
     try:
@@ -477,14 +492,20 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                 catalogue_mark(dirty=True, run_id=run_id)
                 marked = True
                 if bulk:
+                    stat_rows = []
                     deferred = indexes_defer()
                     log.info("first load into an empty store: indexes of %s built after it", ", ".join(deferred))
             written = playlist_upsert_many(
                 playlists=good, source={"file": source.name, "sha256": digest, "run_id": run_id}, delta=delta,
                 all_new=bulk,
             )
+            if stat_rows is not None:
+                stat_rows.extend({k: p[k] for k in _STAT_FIELDS if k in p} for p in good)
+                if len(stat_rows) > STAT_ROWS_MAX:
+                    stat_rows = None
             del good
             if len(delta) > FLUSH_TRACKS:
+                stat_rows = None  # the counts are complete only in the store from now on
                 progress.note(f"writing {len(delta):,} tracks' counts")
                 report.new_tracks += catalogue_apply(delta, progress=progress.catalogue)
                 delta = CatalogueDelta()
@@ -500,43 +521,53 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
         if len(delta):
             progress.phase("catalogue", f"all files read; writing the catalogue ({len(delta):,} tracks)")
             report.new_tracks += catalogue_apply(delta, progress=progress.catalogue)
-        del delta
         if bulk:
             indexes_restore(progress=lambda names: progress.phase("indexes", f"building the indexes of {names}"))
         if marked:
             catalogue_mark(dirty=False)
         status = "succeeded" if report.ok else "succeeded_with_errors"
-        if report.new or report.updated or get_db()[c.CATALOGUE_STATS].find_one({}, {"_id": 1}) is None:
-            progress.phase("statistics", "computing the catalogue statistics for the dashboard")
-            _catalogue_stats_refresh()
-    finally:
+    except BaseException:
         progress.close()
+        raise
+    finally:
         report.seconds = time.perf_counter() - started
         ingest_run_finish(run_id=run_id, summary=report.summary(), problems=report.problems, status=status)
+    # After the run is recorded, so the statistics are at least as new as every run that changed the store.
+    try:
+        if report.new or report.updated or get_db()[c.CATALOGUE_STATS].find_one({}, {"_id": 1}) is None:
+            progress.phase("statistics", "computing the catalogue statistics for the dashboard")
+            if stat_rows is not None:
+                _catalogue_stats_refresh(playlist_rows=stat_rows, track_rows=_stats_track_rows(delta))
+            else:
+                _catalogue_stats_refresh()
+    finally:
+        progress.close()
     return report
 
 
 # --- catalogue statistics ----------------------------------------------------------------------------------------
 
-def catalogue_stats_compute() -> dict[str, Any]:
+def catalogue_stats_compute(*, playlist_rows: Iterable[dict[str, Any]] | None = None,
+                            track_rows: Iterable[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Recompute and store the catalogue statistics document the dashboard reads (``selectors.catalogue_stats``).
 
     One pass over playlists and one over tracks; called after every MPD ingest that wrote playlists and by the
-    weekly job. Returns the stored document.
+    weekly job. A first load passes the rows it still holds instead (``selectors.catalogue_stats_build``).
+    Returns the stored document.
     """
     from .selectors import CATALOGUE_STATS_ID, catalogue_stats_build
 
-    doc = catalogue_stats_build()
+    doc = catalogue_stats_build(playlist_rows=playlist_rows, track_rows=track_rows)
     get_db()[c.CATALOGUE_STATS].replace_one({"_id": CATALOGUE_STATS_ID}, doc, upsert=True)
     log.info("catalogue statistics computed in %.1f s: %s", doc["seconds"], doc["counts"])
     return doc
 
 
-def _catalogue_stats_refresh() -> None:
+def _catalogue_stats_refresh(**rows: Any) -> None:
     # The playlists are stored by now; statistics that could not be refreshed are only stale until the weekly
     # job recomputes them, which must not turn a good ingest into a failed one.
     try:
-        catalogue_stats_compute()
+        catalogue_stats_compute(**rows)
     except Exception:
         log.exception("could not recompute the catalogue statistics after the ingest; the weekly job will")
 

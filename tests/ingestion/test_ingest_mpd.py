@@ -285,3 +285,17 @@ def test_catalogue_deltas_flushed_midway_give_the_same_counts(store, slice_write
     artists = {a["_id"]: a["num_tracks"] for a in store.artists.find()}
     catalogue_rebuild()
     assert {a["_id"]: a["num_tracks"] for a in store.artists.find()} == artists
+
+
+def test_first_load_statistics_from_memory_equal_a_recount_from_the_store(store, slice_writer):
+    from ingestion.services import catalogue_stats_compute
+
+    playlists = [make_playlist(pid, [pid % 9, pid % 4 + 20, 30, 30], name=f"road trip {pid % 3}", num_followers=pid % 5,
+                               num_edits=pid % 7 + 1) for pid in range(60)]
+    mpd_ingest(paths=[str(slice_writer(0, playlists[:40])), str(slice_writer(1000, playlists[40:]))])
+    skip = {"computed_at", "events_until", "seconds"}
+    from_memory = {k: v for k, v in store.catalogue_stats.find_one({}).items() if k not in skip}
+    catalogue_stats_compute()  # the usual two passes over the store
+    recount = {k: v for k, v in store.catalogue_stats.find_one({}).items() if k not in skip}
+    assert from_memory == recount
+    assert from_memory["counts"]["tracks"] == len(expected_counts(playlists))
