@@ -95,12 +95,12 @@ class RssSampler(threading.Thread):
 class World:
     """One size's servers, folders and environment."""
 
-    def __init__(self, root: Path, *, size: int) -> None:
+    def __init__(self, root: Path, *, size: int, reuse: bool = False) -> None:
         from recsys_site.embedded import free_port, mongo_server, redis_server
 
         self.root = root
         self.size = size
-        if root.exists():
+        if root.exists() and not reuse:
             shutil.rmtree(root / "mongo", ignore_errors=True)
             shutil.rmtree(root / "models", ignore_errors=True)
             shutil.rmtree(root / "run", ignore_errors=True)
@@ -125,6 +125,8 @@ class World:
             sampler.add(name, proc.pid)
         out, _ = proc.communicate()
         seconds = time.perf_counter() - began
+        with open(self.root / "commands.log", "a") as log:  # every command's own output, phases and bars included
+            log.write(f"\n$ manage.py {' '.join(args)[:200]}  ({seconds:.1f} s, exit {proc.returncode})\n{out}")
         if proc.returncode != 0:
             raise RuntimeError(f"manage.py {' '.join(args)} exited {proc.returncode}:\n{out[-4000:]}")
         return seconds, out
@@ -262,7 +264,8 @@ def picks_compare(world: World, sample: int, sampler: RssSampler) -> dict[str, A
 def run_size(size: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     say(f"\n== {size:,} playlists ==")
     demo = demo_slices(root, size)
-    world = World(root / str(size), size=size)
+    reuse = args.reuse and (root / str(size) / "mongo").exists()
+    world = World(root / str(size), size=size, reuse=reuse)
     sampler = RssSampler()
     sampler.start()
     world.start()
@@ -270,9 +273,13 @@ def run_size(size: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     sampler.add("broker (Redis)", world.redis.process.pid if world.redis.process else 0)
     result: dict[str, Any] = {"playlists": size, "seconds": {}}
     try:
-        seconds, out = world.manage("ingest_mpd", str(demo), sampler=sampler, name="ingest")
-        result["seconds"]["ingest"] = round(seconds, 2)
-        say(f"  ingest: {seconds:.1f} s ({size / seconds:,.0f} playlists/s)")
+        if reuse:
+            say("  ingest: skipped (--reuse: the store kept by an earlier --keep run)")
+            result["seconds"]["ingest"] = None
+        else:
+            seconds, out = world.manage("ingest_mpd", str(demo), sampler=sampler, name="ingest")
+            result["seconds"]["ingest"] = round(seconds, 2)
+            say(f"  ingest: {seconds:.1f} s ({size / seconds:,.0f} playlists/s)")
         world.start_workers(args.workers, sampler)
         params = [p for kv in args.param for p in ("--param", kv)]
         world.manage("run_job", "weekly_refresh", *params)
@@ -357,6 +364,7 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=REPO / "var" / "bench" / "scale")
     parser.add_argument("--json", type=Path, default=REPO / "var" / "bench" / "scale.json")
     parser.add_argument("--keep", action="store_true", help="keep each size's store and models")
+    parser.add_argument("--reuse", action="store_true", help="reuse a size's kept store (skips its ingest)")
     parser.add_argument("--no-shape", action="store_true", help="skip the data-shape table")
     args = parser.parse_args()
     args.param = args.param if args.param is not None else DEFAULT_PARAMS

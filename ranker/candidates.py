@@ -4,14 +4,14 @@ The dense path scores every track for every user (users × tracks): right for th
 scale (1M users × 2.26M tracks). Here, for a batch of users:
 
 1. each factor part of the blend (ALS, BPR) proposes its ``per_part`` best tracks by inner product, from a FAISS
-   index over its item vectors (exact up to ``exact_max`` tracks, HNSW above), and gives its row range over the
+   index over its item vectors (exact up to ``exact_max`` tracks, IVF above), and gives its row range over the
    whole catalogue: the best score is the first hit, the worst is the first hit of the same index asked with −u;
 2. item-kNN's scores are computed sparse (only the tracks that co-occur with the user's), and it proposes its
    ``per_part`` best;
 3. the union, minus the user's own tracks, is scored exactly by every part, min-max scaled with that part's row
    range (as ``Blend`` scales a dense row), weighted and summed; the best ``k`` are kept.
 
-The answer is the dense path's whenever the dense top ``k`` lies in the union (and, above ``exact_max``, when HNSW
+The answer is the dense path's whenever the dense top ``k`` lies in the union (and, above ``exact_max``, when IVF
 finds the true extremes). ``bench/scale.py`` and ``tests/ranker/test_candidates.py`` measure how often it does.
 """
 
@@ -25,7 +25,9 @@ import scipy.sparse as sp
 from .recommenders import ALS, BPR, Blend, ItemKNN
 
 PER_PART = 200
-EXACT_MAX = 200_000  # tracks: above this, the factor indexes are HNSW (approximate) instead of flat (exact)
+EXACT_MAX = 200_000  # tracks: above this, the factor indexes are IVF (approximate) instead of flat (exact)
+PER_LIST = 1000  # tracks per IVF list: the scan per query stays the same size however large the catalogue
+NPROBE = 8
 
 
 class Unsupported(TypeError):
@@ -46,12 +48,19 @@ class _FactorPart:
             items = np.hstack([items, np.asarray(model.item_bias, dtype=np.float32)[:, None]])
         self.items = np.ascontiguousarray(items)
         dim = self.items.shape[1]
-        if len(self.items) <= exact_max:
+        n = len(self.items)
+        if n <= exact_max:
             self.index = faiss.IndexFlatIP(dim)
         else:
-            self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = 80
-            self.index.hnsw.efSearch = 2 * PER_PART
+            # IVF, not HNSW: every worker builds the index once per model version, and HNSW took minutes on 571k
+            # tracks where IVF's k-means on a sample takes seconds (docs/SCALING.md). Lists of about PER_LIST
+            # tracks, NPROBE of them scanned: a query costs the same at 500k tracks as at 2M.
+            nlist = int(min(max(n // PER_LIST, 64), 16384))
+            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            self.index.cp.niter = 10
+            sample = np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False)
+            self.index.train(self.items[np.sort(sample)])
+            self.index.nprobe = NPROBE
         self.index.add(self.items)
 
     def queries(self, rows: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ def test_too_few_candidates_lose_recall(live):
     assert overlap < 0.5
 
 
-def test_hnsw_above_the_exact_threshold_keeps_most_of_the_dense_top_k(live):
+def test_ivf_above_the_exact_threshold_keeps_most_of_the_dense_top_k(live):
     from ranker.candidates import CandidateScorer
 
     rows = _users(live, 40)
