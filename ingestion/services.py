@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -410,6 +410,84 @@ class _Progress:
         self.bar.close()
 
 
+@dataclass
+class _Slice:
+    """One source read, hashed and validated ahead of its writes (``_read_ahead``)."""
+
+    source: Source
+    digest: str = ""
+    skipped: bool = False  # already ingested (same sha256)
+    problem: Problem | None = None  # the whole file is unusable
+    docs: list[dict[str, Any] | Problem] = field(default_factory=list)  # in file order
+    count: int = 0  # playlists in the file
+
+
+def _prepare(source: Source) -> _Slice:
+    out = _Slice(source)
+    try:
+        data = source.read()
+        out.digest = sha256(data)
+        if ingest_file_done(out.digest):
+            out.skipped = True
+            return out
+        raw_playlists = decode_slice(data, name=source.name)
+    except (OSError, SliceError) as exc:
+        out.problem = Problem(file=source.name, reason=str(exc).removeprefix(f"{source.name}: "))
+        return out
+    del data
+    out.count = len(raw_playlists)
+    out.docs = [validate_playlist(raw, file=source.name, index=i) for i, raw in enumerate(raw_playlists)]
+    return out
+
+
+READ_AHEAD = 1  # slices prepared ahead of the one being written: memory holds at most READ_AHEAD + 2 slices
+
+
+def _read_ahead(items: Iterable[Source | Problem]) -> Iterator[_Slice | Problem]:
+    """``_prepare`` each source in a thread, one slice ahead of the caller, in order.
+
+    Reading, JSON decoding and validation (the client's CPU) overlap the previous slice's writes (the server's);
+    the GIL is free while the writing thread waits for the server. Errors surface in the caller; a caller that
+    stops early stops the thread.
+    """
+    import queue
+    import threading
+
+    slots: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+    end = object()
+
+    def put(value: Any) -> None:
+        while not stop.is_set():
+            try:
+                slots.put(value, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                put(item if isinstance(item, Problem) else _prepare(item))
+        except BaseException as exc:  # handed to the caller, which raises it
+            put(exc)
+        finally:
+            put(end)
+
+    thread = threading.Thread(target=work, name="ingest_mpd-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (value := slots.get()) is not end:
+            if isinstance(value, BaseException):
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                callback: ProgressCallback | None = None) -> IngestReport:
     """Ingest MPD slices from files, folders or the official zip; see ``ingest_mpd --help``.
@@ -441,34 +519,30 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     stat_rows: list[dict[str, Any]] | None = None
     progress = _Progress(show_progress, callback)
     status = "failed"
+    digests: set[str] = set()  # files written by this run (a copy later in the run is skipped like a done one)
     try:
-        for item in iter_sources(list(paths)):
+        for item in _read_ahead(iter_sources(list(paths))):
             if isinstance(item, Problem):
                 report.files_failed += 1
                 report.problems.append(item)
                 continue
-            source: Source = item
+            source, digest = item.source, item.digest
             report.files += 1
-            try:
-                data = source.read()
-                digest = sha256(data)
-                if ingest_file_done(digest):
-                    report.files_skipped += 1
-                    report.skipped.append(source.name)
-                    progress.note(f"skipped {source.name.rsplit('/', 1)[-1]} (already ingested)")
-                    continue
-                raw_playlists = decode_slice(data, name=source.name)
-            except (OSError, SliceError) as exc:
+            if item.problem is not None:
                 report.files_failed += 1
-                report.problems.append(Problem(file=source.name, reason=str(exc).removeprefix(f"{source.name}: ")))
+                report.problems.append(item.problem)
                 continue
-            del data
+            if item.skipped or digest in digests:
+                report.files_skipped += 1
+                report.skipped.append(source.name)
+                progress.note(f"skipped {source.name.rsplit('/', 1)[-1]} (already ingested)")
+                continue
+            digests.add(digest)
             files.append(source.name)
             file_no = len(files) - 1
             good: list[dict[str, Any]] = []
             rejected = 0
-            for index, raw in enumerate(raw_playlists):
-                doc = validate_playlist(raw, file=source.name, index=index)
+            for doc in item.docs:
                 if isinstance(doc, Problem):
                     report.problems.append(doc)
                     rejected += 1
@@ -485,8 +559,8 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                     continue
                 seen[doc["_id"]] = fingerprint
                 good.append(doc)
-            n_raw = len(raw_playlists)
-            del raw_playlists
+            n_raw = item.count
+            del item
             if not marked:
                 bulk = store_is_empty()
                 catalogue_mark(dirty=True, run_id=run_id)

@@ -299,3 +299,37 @@ def test_first_load_statistics_from_memory_equal_a_recount_from_the_store(store,
     recount = {k: v for k, v in store.catalogue_stats.find_one({}).items() if k not in skip}
     assert from_memory == recount
     assert from_memory["counts"]["tracks"] == len(expected_counts(playlists))
+
+
+def test_a_copy_of_a_file_later_in_the_same_run_is_skipped(store, slice_writer):
+    playlists = [make_playlist(pid, [pid, 5]) for pid in range(6)]
+    original = slice_writer(0, playlists, folder="a")
+    copy = slice_writer(0, playlists, folder="b")
+    report = mpd_ingest(paths=[str(original), str(copy)])
+    assert (report.files, report.new, report.files_skipped, report.skipped) == (2, 6, 1, [str(copy)])
+    assert report.ok and stored_counts(store) == expected_counts(playlists)
+
+
+def test_a_failure_while_reading_ahead_fails_the_run_and_records_it(store, slice_writer, monkeypatch):
+    from ingestion import services
+
+    good = slice_writer(0, [make_playlist(1, [1])])
+    bad = slice_writer(1000, [make_playlist(1001, [2])])
+    real_prepare = services._prepare
+
+    def prepare(source):
+        if source.name == str(bad):
+            raise RuntimeError("disk went away")
+        return real_prepare(source)
+
+    monkeypatch.setattr(services, "_prepare", prepare)
+    with pytest.raises(RuntimeError, match="disk went away"):
+        mpd_ingest(paths=[str(good.parent)])
+    [run] = store.ingest_runs.find()
+    assert run["status"] == "failed"
+    # Slices are handed over in order: the good one was written and recorded before the failure surfaced.
+    assert [f["name"] for f in store.ingest_files.find()] == [str(good)]
+    monkeypatch.setattr(services, "_prepare", real_prepare)
+    again = mpd_ingest(paths=[str(good.parent)])
+    assert (again.files_skipped, again.new) == (1, 1)
+    assert stored_counts(store) == expected_counts([make_playlist(1, [1]), make_playlist(1001, [2])])
