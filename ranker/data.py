@@ -57,24 +57,20 @@ class Playlists:
         names: list[str] = []
         owners: list[str] = []
         pids, followers, indptr, tracks = array("q"), array("q"), array("q", [0]), array("i")
+        add = tracks.append
         for doc in docs:
             pids.append(int(doc["_id"]))
             names.append(doc.get("name_norm") or "")
             owners.append(doc.get("owner") or "")
             followers.append(int(doc.get("num_followers") or 0))
-            entries = doc.get("tracks") or ()
-            row = [lookup(track["uri"], -1) for track in entries]
-            if -1 in row:  # tracks never seen before, numbered in playlist order
-                for pos, track in enumerate(entries):
-                    if row[pos] == -1:
-                        uri = track["uri"]
-                        idx = lookup(uri)
-                        if idx is None:
-                            idx = item_index[uri] = len(artists)
-                            artists.append(track.get("artist_key") or "")
-                            artist_names.append(track.get("artist_name") or "")
-                        row[pos] = idx
-            tracks.extend(row)
+            for track in doc.get("tracks") or ():
+                uri = track["uri"]
+                idx = lookup(uri)
+                if idx is None:
+                    idx = item_index[uri] = len(artists)
+                    artists.append(track.get("artist_key") or "")
+                    artist_names.append(track.get("artist_name") or "")
+                add(idx)
             indptr.append(len(tracks))
         return cls(
             pids=np.frombuffer(pids, dtype=np.int64).copy(), names=names, owners=owners,
