@@ -5,10 +5,15 @@ look like it (same file names, same JSON fields, realistic URIs) and, more impor
 the kind of structure the recommenders are supposed to pick up:
 
 * a handful of latent taste groups, each with its own artists and playlist-name vocabulary;
-* Zipf-like popularity inside each group, so a few hits dominate;
+* Zipf-like popularity inside each group, so a few hits dominate, and deep cuts that make the
+  long tail of tracks found in one playlist only;
 * playlists that mostly stick to one group, borrow from a second one and sprinkle in global
-  hits, often adding runs of tracks from the same album or artist;
+  hits, often adding runs of tracks from the same album or artist, and now and then a track twice;
 * MPD-like length, follower and edit distributions.
+
+At about 7,000 playlists the playlist-length histogram, the track-popularity power law, the distinct
+tracks and the artists per playlist match the real sample's (``bench/data_shape.py`` prints them side
+by side).
 
 Everything is a pure function of ``(playlists, seed)``: each playlist has its own random
 stream keyed by its pid, so the content does not even depend on ``slice_size``.
@@ -26,7 +31,7 @@ import numpy as np
 
 __all__ = ["GROUP_NAMES", "VERSION", "write_demo_slices"]
 
-VERSION = "buddies-demo v1"
+VERSION = "buddies-demo v2"
 
 # Independent sub-streams of the user's seed; changing any of these changes every output file.
 _STREAM_CATALOGUE = 1
@@ -35,13 +40,32 @@ _STREAM_PLAYLIST = 3
 
 _BASE62 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
 
-# The real MPD has ~2.26M distinct tracks; past that a demo catalogue only costs memory.
-_TRACKS_PER_PLAYLIST = 15
+# The calibration below (catalogue, popularity, runs, lengths, repeats) was fitted so that 7,065 demo playlists have
+# the shape of the real sample in ../shared/data/mpd-real: see bench/data_shape.py and docs/BENCHMARKS.md.
+# Catalogue: _CATALOGUE_SCALE tracks per playlist, of which only a part is ever picked; the real MPD has ~2.26M
+# distinct tracks, past that a demo catalogue only costs memory.
+_CATALOGUE_SCALE = 110
 _MIN_TRACKS = 5_000
 _MAX_TRACKS = 2_300_000
+# Popularity: artists are Zipf-Mandelbrot (rank + _ARTIST_OFFSET)^-_ARTIST_ZIPF inside their taste group (the offset
+# keeps the very top as flat as the real one); global hits are the groups' popularity to the power _GLOBAL_SHARPEN.
+_ARTIST_ZIPF = 1.5
+_ARTIST_OFFSET = 40.0  # Zipf-Mandelbrot offset: flattens the very top
+_DEEP_CUTS = 0.11  # share of picks drawn uniformly from the main taste's whole catalogue: the long tail
+_GLOBAL_SHARPEN = 1.0
+_ALBUM_SIGMA, _TRACK_SIGMA = 1.0, 1.6  # lognormal spread of album and track popularity within an artist
+# Runs: after a pick, with a per-playlist probability in _RUN_P, geometric(_RUN_GEOM) more tracks of its album or
+# artist; that is what makes a playlist hold fewer artists than tracks.
+_RUN_P = (0.15, 0.8)
+_RUN_GEOM = 0.3
 
+# Playlist lengths: gamma(shape, scale) truncated to 5..250; fits the real sample's deciles within 3 tracks.
 _MIN_LEN, _MAX_LEN = 5, 250
-_NAME_CACHE_MAX = 200_000
+_LEN_SHAPE, _LEN_SCALE = 1.3, 104.0
+# Repeated entries: Poisson(rate x length x gamma(shape) / shape) per playlist, over-dispersed so that most
+# playlists have none and a few have many (real sample: 1.4 % of entries, 38 % of playlists have one).
+_REPEAT_RATE, _REPEAT_SHAPE = 0.0143, 0.3
+_NAME_CACHE_MAX = 500_000  # rendered track JSON kept (~300 bytes each)
 
 # MPD snapshot window: Feb 2010 .. Nov 2017, stored at day resolution like the original.
 _T_START = 1_265_000_000
@@ -243,7 +267,7 @@ def _artist_name(rng: np.random.Generator, style: str) -> str:
 
 
 def _catalogue_size(playlists: int) -> int:
-    return int(np.clip(_TRACKS_PER_PLAYLIST * playlists, _MIN_TRACKS, _MAX_TRACKS))
+    return int(np.clip(_CATALOGUE_SCALE * playlists, _MIN_TRACKS, _MAX_TRACKS))
 
 
 def _build_catalogue(playlists: int, seed: int) -> _Catalogue:
@@ -278,10 +302,10 @@ def _build_catalogue(playlists: int, seed: int) -> _Catalogue:
     artist_pop = np.empty(n_artists)
     for g in range(k):
         members = np.flatnonzero(artist_group == g)
-        ranks = rng.permutation(len(members)) + 1
-        artist_pop[members] = ranks ** -1.1
-    album_pop = rng.lognormal(0.0, 1.0, size=n_albums)
-    track_share = album_pop[track_album] * (track_pos + 1.0) ** -0.6 * rng.lognormal(0.0, 0.6, size=n_tracks)
+        ranks = rng.permutation(len(members)) + 1 + _ARTIST_OFFSET
+        artist_pop[members] = ranks ** -_ARTIST_ZIPF
+    album_pop = rng.lognormal(0.0, _ALBUM_SIGMA, size=n_albums)
+    track_share = album_pop[track_album] * (track_pos + 1.0) ** -0.6 * rng.lognormal(0.0, _TRACK_SIGMA, size=n_tracks)
     share_sum = np.bincount(track_artist, weights=track_share, minlength=n_artists)
     track_pop = artist_pop[track_artist] * track_share / share_sum[track_artist]
 
@@ -295,7 +319,7 @@ def _build_catalogue(playlists: int, seed: int) -> _Catalogue:
         group_cdf.append(np.cumsum(w))
         # Global hits are sharper than in-group taste: the head of every group, weighted by how
         # many playlists listen to that group.
-        global_pop[ids] = group_w[g] * w**1.3 / (w**1.3).sum()
+        global_pop[ids] = group_w[g] * w**_GLOBAL_SHARPEN / (w**_GLOBAL_SHARPEN).sum()
     global_cdf = np.cumsum(global_pop)
 
     artist_names = [_artist_name(rng, _GROUPS[g].artist_style) for g in artist_group.tolist()]
@@ -347,7 +371,8 @@ def _track_name(cat: _Catalogue, t: int) -> str:
     # Names are rendered on demand: a few small ints per track instead of millions of strings.
     artist = int(cat.track_artist[t])
     g = int(cat.artist_group[artist])
-    a, b = (_word(int(c), g) for c in cat.track_words[t])
+    x, y = cat.track_words[t].tolist()
+    a, b = _word(x, g), _word(y, g)
     kind = int(cat.track_kind[t])
     if kind == 0:
         return a
@@ -367,7 +392,8 @@ def _track_name(cat: _Catalogue, t: int) -> str:
 def _album_name(cat: _Catalogue, b: int) -> str:
     artist = int(cat.album_artist[b])
     g = int(cat.artist_group[artist])
-    x, y = (_word(int(c), g) for c in cat.album_words[b])
+    u, v = cat.album_words[b].tolist()
+    x, y = _word(u, g), _word(v, g)
     kind = int(cat.album_kind[b])
     if kind == 0:
         return f"{x} {y}"
@@ -429,90 +455,127 @@ def _sample(rng: np.random.Generator, cdf: np.ndarray, ids: np.ndarray | None, n
     return idx if ids is None else ids[idx]
 
 
+def _first_occurrences(seq: np.ndarray) -> np.ndarray:
+    """``seq`` without repeats, each value where it first appears."""
+    _, first = np.unique(seq, return_index=True)
+    return seq[np.sort(first)]
+
+
 def _playlist_tracks(
     rng: np.random.Generator, cat: _Catalogue, length: int, main: int, second: int
-) -> list[int]:
+) -> np.ndarray:
+    """``length`` distinct track ids: picks from the main and second taste and global hits, with runs."""
     # Per-playlist taste mix: ~80% main group on average, the rest second group and global hits.
     p_main = rng.beta(8.0, 2.0)
-    probs = np.array([p_main, 0.75 * (1.0 - p_main), 0.25 * (1.0 - p_main)])
-    p_run = rng.uniform(0.15, 0.45)  # some curators add whole albums, others single tracks
+    # Sources: main taste, second taste, global hits, and deep cuts (any track of the main taste, uniformly).
+    source_cdf = np.cumsum(np.array([p_main, 0.75 * (1.0 - p_main), 0.25 * (1.0 - p_main), 0.0]) * (1 - _DEEP_CUTS)
+                           + np.array([0.0, 0.0, 0.0, _DEEP_CUTS]))
+    p_run = rng.uniform(*_RUN_P)  # some curators add whole albums, others single tracks
+    pools = ((cat.group_cdf[main], cat.group_tracks[main]), (cat.group_cdf[second], cat.group_tracks[second]),
+             (cat.global_cdf, None))
 
-    chosen: list[int] = []
-    seen: set[int] = set()
+    chosen = np.empty(0, dtype=np.int64)
     for _round in range(6):
         need = length - len(chosen)
         if need <= 0:
             break
-        m = 2 * need + 8
-        src = rng.choice(3, size=m, p=probs)
+        m = need + 8
+        src = np.searchsorted(source_cdf, rng.random(m) * source_cdf[-1], side="right")
         cand = np.empty(m, dtype=np.int64)
-        for s, (cdf, ids) in enumerate(
-            ((cat.group_cdf[main], cat.group_tracks[main]),
-             (cat.group_cdf[second], cat.group_tracks[second]),
-             (cat.global_cdf, None))
-        ):
+        for s, (cdf, ids) in enumerate(pools):
             mask = src == s
             if mask.any():
                 cand[mask] = _sample(rng, cdf, ids, int(mask.sum()))
-        run_u = rng.random(m)
-        run_len = rng.geometric(0.45, size=m)
+        deep = src == len(pools)
+        if deep.any():
+            cand[deep] = pools[0][1][rng.integers(0, len(pools[0][1]), size=int(deep.sum()))]
+        # Runs: after a pick, the next tracks of its album, or other tracks by its artist.
+        run_len = np.where(rng.random(m) < p_run, rng.geometric(_RUN_GEOM, size=m), 0)
         run_album = rng.random(m) < 0.6
-        for i, t in enumerate(cand.tolist()):
-            if len(chosen) >= length:
-                break
-            if t in seen:
-                continue
-            chosen.append(t)
-            seen.add(t)
-            if run_u[i] >= p_run:
-                continue
-            # Runs: the next tracks of the same album, or other tracks by the same artist.
-            if run_album[i]:
-                b = int(cat.track_album[t])
-                lo, hi = int(cat.album_track_start[b]), int(cat.album_track_start[b + 1])
-                extra = [lo + (t - lo + j) % (hi - lo) for j in range(1, int(run_len[i]) + 1)]
-            else:
-                a = int(cat.track_artist[t])
-                lo, hi = int(cat.artist_track_start[a]), int(cat.artist_track_start[a + 1])
-                extra = rng.integers(lo, hi, size=int(run_len[i])).tolist()
-            for e in extra:
-                if len(chosen) >= length:
-                    break
-                if e not in seen:
-                    chosen.append(e)
-                    seen.add(e)
+        owner = np.repeat(np.arange(m), 1 + run_len)
+        step = np.arange(len(owner)) - np.repeat(np.cumsum(1 + run_len) - 1 - run_len, 1 + run_len)
+        t = cand[owner]
+        album = cat.track_album[t]
+        lo, hi = cat.album_track_start[album], cat.album_track_start[album + 1]
+        in_album = lo + (t - lo + step) % (hi - lo)
+        artist = cat.track_artist[t]
+        lo, hi = cat.artist_track_start[artist], cat.artist_track_start[artist + 1]
+        by_artist = lo + (rng.random(len(owner)) * (hi - lo)).astype(np.int64)
+        seq = np.where(step == 0, t, np.where(run_album[owner], in_album, by_artist))
+        chosen = _first_occurrences(np.concatenate([chosen, seq]))[:length]
     if len(chosen) < length:
         # Tiny catalogues can run out of distinct tracks in a group; top up uniformly.
-        rest = np.setdiff1d(rng.permutation(cat.n_tracks)[: 4 * length], np.fromiter(seen, dtype=np.int64))
-        chosen.extend(rest[: length - len(chosen)].tolist())
+        rest = np.setdiff1d(rng.permutation(cat.n_tracks)[: 4 * length], chosen)
+        chosen = np.concatenate([chosen, rest[: length - len(chosen)]])
     return chosen
 
 
-def _playlist(pid: int, seed: int, cat: _Catalogue, main: int, second: int) -> tuple[dict, list[int]]:
-    rng = np.random.default_rng([seed, _STREAM_PLAYLIST, pid])
-    # MPD lengths: 5..250, median ~50, right-skewed.
-    length = int(np.clip(round(rng.lognormal(np.log(50.0), 0.75)), _MIN_LEN, _MAX_LEN))
-    ids = _playlist_tracks(rng, cat, length, main, second)
+def _with_repeats(rng: np.random.Generator, ids: np.ndarray) -> np.ndarray:
+    """Some curators add a track twice: about 1.4 % of entries and 38 % of playlists, as in the real sample."""
+    n = len(ids)
+    repeats = min(n - 1, int(rng.poisson(_REPEAT_RATE * n * rng.gamma(_REPEAT_SHAPE, 1.0 / _REPEAT_SHAPE))))
+    if repeats <= 0:
+        return ids
+    kept = ids[: n - repeats]
+    out = kept.tolist()
+    for _ in range(repeats):
+        # A copy of an earlier entry, somewhere after it.
+        src = int(rng.integers(len(out)))
+        out.insert(int(rng.integers(src + 1, len(out) + 1)), out[src])
+    return np.asarray(out, dtype=np.int64)
 
+
+def _length(rng: np.random.Generator) -> int:
+    """Tracks in a playlist: a gamma law truncated to the MPD's 5..250 (fitted to the real sample's deciles)."""
+    for _ in range(8):
+        n = round(rng.gamma(_LEN_SHAPE, _LEN_SCALE))
+        if _MIN_LEN <= n <= _MAX_LEN:
+            return n
+    return int(np.clip(n, _MIN_LEN, _MAX_LEN))
+
+
+def _track_json(cat: _Catalogue, t: int) -> str:
+    """A track's JSON object after its ``pos`` (``"artist_name": ... }``), rendered once and cached.
+
+    Written by hand, not by ``json.dumps``: every name comes from the vocabularies above, which hold no
+    character JSON would escape (checked at import by ``_check_vocabulary``).
+    """
     cache = cat.name_cache
-    if len(cache) > _NAME_CACHE_MAX:
-        cache.clear()
-    tracks = []
-    for pos, t in enumerate(ids):
-        entry = cache.get(t)
-        if entry is None:
-            b = int(cat.track_album[t])
-            a = int(cat.track_artist[t])
-            entry = cache[t] = {
-                "artist_name": cat.artist_names[a],
-                "track_uri": "spotify:track:" + cat.track_uris[t].decode(),
-                "artist_uri": "spotify:artist:" + cat.artist_uris[a].decode(),
-                "track_name": _track_name(cat, t),
-                "album_uri": "spotify:album:" + cat.album_uris[b].decode(),
-                "duration_ms": int(cat.track_duration[t]),
-                "album_name": _album_name(cat, b),
-            }
-        tracks.append({"pos": pos, **entry})
+    text = cache.get(t)
+    if text is None:
+        if len(cache) >= _NAME_CACHE_MAX:
+            cache.clear()
+        b = int(cat.track_album[t])
+        a = int(cat.track_artist[t])
+        album = cache.get(-1 - b)  # album names are shared by their tracks: cached under negative keys
+        if album is None:
+            album = cache[-1 - b] = _album_name(cat, b)
+        text = cache[t] = (
+            f'"artist_name": "{cat.artist_names[a]}", "track_uri": "spotify:track:{cat.track_uris[t].decode()}", '
+            f'"artist_uri": "spotify:artist:{cat.artist_uris[a].decode()}", "track_name": "{_track_name(cat, t)}", '
+            f'"album_uri": "spotify:album:{cat.album_uris[b].decode()}", "duration_ms": {int(cat.track_duration[t])}, '
+            f'"album_name": "{album}"}}'
+        )
+    return text
+
+
+def _check_vocabulary() -> None:
+    words = [*_TITLE_WORDS, *_FIRST, *_LAST, *_RAP_PREFIX, *_RAP_NAME, *_DJ_PREFIX, *_DJ_NAME, *_LATIN_FIRST,
+             *_LATIN_LAST, *_BAND_ADJ, *_BAND_NOUN, *_JAZZ_SUFFIX]
+    words += [w for g in _GROUPS for w in g.title_words]
+    bad = [w for w in words if json.dumps(w) != f'"{w}"']
+    if bad:
+        raise ValueError(f"demo vocabulary words that JSON would escape: {bad}")
+
+
+_check_vocabulary()
+
+
+def _playlist(pid: int, seed: int, cat: _Catalogue, main: int, second: int) -> tuple[str, np.ndarray]:
+    """One playlist as MPD JSON text (what ``json.dumps`` of its dict gives) and its track ids, in order."""
+    rng = np.random.default_rng([seed, _STREAM_PLAYLIST, pid])
+    length = _length(rng)
+    ids = _with_repeats(rng, _playlist_tracks(rng, cat, length, main, second))
 
     # Recent playlists dominate the MPD; timestamps are whole days.
     age = rng.exponential(1.6 * 365 * _DAY)
@@ -522,22 +585,24 @@ def _playlist(pid: int, seed: int, cat: _Catalogue, main: int, second: int) -> t
     # Longer playlists took more editing sessions.
     edits = max(1, int(rng.poisson(2.0 + 0.12 * len(ids) * rng.lognormal(0.0, 0.5))))
 
-    out: dict = {"name": _playlist_name(rng, main, second)}
-    out["collaborative"] = "true" if rng.random() < 0.023 else "false"
-    out["pid"] = pid
-    out["modified_at"] = modified_at
-    out["num_tracks"] = len(tracks)
-    out["num_albums"] = len({int(cat.track_album[t]) for t in ids})
-    out["num_followers"] = followers
-    out["tracks"] = tracks
-    out["num_edits"] = edits
-    out["duration_ms"] = int(sum(tr["duration_ms"] for tr in tracks))
-    out["num_artists"] = len({int(cat.track_artist[t]) for t in ids})
+    head: dict = {"name": _playlist_name(rng, main, second)}
+    head["collaborative"] = "true" if rng.random() < 0.023 else "false"
+    head["pid"] = pid
+    head["modified_at"] = modified_at
+    head["num_tracks"] = len(ids)
+    head["num_albums"] = len(np.unique(cat.track_album[ids]))
+    head["num_followers"] = followers
+    tail: dict = {"num_edits": edits}
+    tail["duration_ms"] = int(cat.track_duration[ids].sum())
+    tail["num_artists"] = len(np.unique(cat.track_artist[ids]))
     if rng.random() < 0.1:
         words = _GROUPS[main].words
         w, v = (words[int(i)] for i in rng.choice(len(words), size=2, replace=False))
-        out["description"] = _DESC_TEMPLATES[int(rng.integers(len(_DESC_TEMPLATES)))].format(w=w, v=v)
-    return out, ids
+        tail["description"] = _DESC_TEMPLATES[int(rng.integers(len(_DESC_TEMPLATES)))].format(w=w, v=v)
+    cache = cat.name_cache
+    rendered = [cache.get(t) or _track_json(cat, t) for t in ids.tolist()]
+    tracks = ", ".join(f'{{"pos": {pos}, {text}' for pos, text in enumerate(rendered))
+    return f'{json.dumps(head)[:-1]}, "tracks": [{tracks}], {json.dumps(tail)[1:]}', ids
 
 
 def _generated_on(seed: int) -> str:
@@ -609,20 +674,12 @@ def write_demo_slices(
                 if bar is not None:
                     bar.update(1)
             path = out / f"mpd.slice.{start}-{end}.json"
-            doc = {
-                "info": {
-                    "generated_on": generated_on,
-                    "slice": f"{start}-{end}",
-                    "version": VERSION,
-                    "seed": seed,
-                },
-                "playlists": batch,
-            }
-            # Write-then-rename so an interrupted run never leaves a truncated slice behind.
+            info = {"generated_on": generated_on, "slice": f"{start}-{end}", "version": VERSION, "seed": seed}
+            # Write-then-rename so an interrupted run never leaves a truncated slice behind. The playlists are
+            # JSON text already (each track's object is rendered once): the same bytes json.dumps would give.
             tmp = path.with_name(path.name + ".tmp")
-            # json.dumps (not dump) so the C encoder does the work; dump streams in pure Python.
             with open(tmp, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write(json.dumps(doc))
+                fh.write(f'{{"info": {json.dumps(info)}, "playlists": [{", ".join(batch)}]}}')
             os.replace(tmp, path)
             paths.append(path)
     finally:

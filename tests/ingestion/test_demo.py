@@ -100,7 +100,6 @@ def test_playlist_fields_and_counts_are_consistent(playlists: list[dict]) -> Non
         assert p["duration_ms"] == sum(t["duration_ms"] for t in tracks)
         assert p["num_followers"] >= 1 and p["num_edits"] >= 1
         assert [t["pos"] for t in tracks] == list(range(len(tracks)))
-        assert len({t["track_uri"] for t in tracks}) == len(tracks), f"duplicate track in pid {p['pid']}"
         for t in tracks:
             assert t.keys() == TRACK_KEYS
             assert t["track_name"] and t["artist_name"] and t["album_name"]
@@ -117,10 +116,16 @@ def test_uris_look_real_and_are_consistent(playlists: list[dict]) -> None:
             assert track_to.setdefault(t["track_uri"], facts) == facts
 
 
+# Deciles of the real sample's playlist lengths (../shared/data/mpd-real, 7,065 playlists), which the generator's
+# length law was fitted to; test_shape_matches_the_real_sample compares with the files themselves.
+REAL_LENGTH_DECILES = (21, 35, 51, 68, 87, 108, 132, 162, 200)
+
+
 def test_mpd_like_marginals(playlists: list[dict]) -> None:
     lengths = np.array([p["num_tracks"] for p in playlists])
     assert lengths.min() >= 5 and lengths.max() <= 250
-    assert 30 <= np.median(lengths) <= 80
+    deciles = np.quantile(lengths, np.arange(1, 10) / 10)
+    assert np.all(np.abs(deciles - REAL_LENGTH_DECILES) <= 0.12 * np.array(REAL_LENGTH_DECILES) + 3), deciles
     assert lengths.mean() > np.median(lengths)  # right-skewed
     followers = np.array([p["num_followers"] for p in playlists])
     assert 0.6 <= (followers == 1).mean() <= 0.95 and followers.max() >= 50
@@ -131,11 +136,24 @@ def test_mpd_like_marginals(playlists: list[dict]) -> None:
     assert len({p["name"].lower() for p in playlists}) > 200
 
 
-def test_catalogue_size_scales_with_playlists(generated: Generated) -> None:
+def test_catalogue_size_scales_with_playlists(generated: Generated, tmp_path: Path) -> None:
     stats = generated[2]
-    assert 20_000 <= stats["catalogue_tracks"] <= 60_000
-    assert stats["distinct_tracks"] >= 10_000
-    assert stats["distinct_artists"] >= 1_000
+    small: dict[str, int] = {}
+    write_demo_slices(tmp_path, playlists=N // 5, seed=SEED, stats=small)
+    assert 4 <= stats["catalogue_tracks"] / small["catalogue_tracks"] <= 6
+    # Most tracks are found in one playlist only, so distinct tracks grow nearly as fast as playlists ...
+    assert 3 <= stats["distinct_tracks"] / small["distinct_tracks"] <= 5
+    assert stats["distinct_tracks"] < stats["catalogue_tracks"]
+    assert stats["distinct_artists"] < stats["distinct_tracks"] / 2
+
+
+def test_a_few_entries_repeat_a_track_as_in_the_mpd(playlists: list[dict]) -> None:
+    entries = sum(len(p["tracks"]) for p in playlists)
+    distinct = [len({t["track_uri"] for t in p["tracks"]}) for p in playlists]
+    repeats = entries - sum(distinct)
+    assert 0.005 * entries <= repeats <= 0.03 * entries
+    with_repeats = sum(d < len(p["tracks"]) for d, p in zip(distinct, playlists, strict=True)) / len(playlists)
+    assert 0.2 <= with_repeats <= 0.55  # real sample: 38 %
 
 
 def test_popularity_is_skewed(playlists: list[dict]) -> None:
@@ -196,3 +214,29 @@ def test_small_and_invalid_arguments(tmp_path: Path) -> None:
         write_demo_slices(tmp_path, playlists=10, slice_size=0)
     with pytest.raises(ValueError):
         write_demo_slices(tmp_path, playlists=10, seed=-1)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_shape_matches_the_real_sample(tmp_path: Path) -> None:
+    """The four shape statistics of bench/data_shape.py, demo against the real sample, at the same size."""
+    import importlib.util
+
+    from tests.conftest import MPD_REAL, require_shared
+
+    require_shared(MPD_REAL)
+    spec = importlib.util.spec_from_file_location("data_shape", Path(__file__).parents[2] / "bench" / "data_shape.py")
+    data_shape = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data_shape)
+    real = data_shape.shape([MPD_REAL])
+    write_demo_slices(tmp_path, playlists=real["playlists"], seed=0)
+    demo = data_shape.shape([tmp_path])
+    hist_gap = sum(abs(real["length_hist"][k] - demo["length_hist"][k]) for k in real["length_hist"])
+    assert hist_gap < 0.08, (real["length_hist"], demo["length_hist"])
+    assert abs(demo["powerlaw_exponent"] - real["powerlaw_exponent"]) < 0.06
+    assert abs(demo["top1pct_share"] - real["top1pct_share"]) < 0.03
+    assert abs(demo["singleton_share"] - real["singleton_share"]) < 0.04
+    assert abs(demo["distinct_tracks"] / real["distinct_tracks"] - 1) < 0.1
+    for key in ("distinct_per_playlist_median", "artists_per_playlist_median"):
+        assert abs(demo[key] / real[key] - 1) < 0.08, key
+    assert abs(demo["repeat_share"] - real["repeat_share"]) < 0.004
