@@ -60,6 +60,9 @@ static inline int has(const int32_t *row, int64_t len, int32_t item) {  /* binar
 /* Samples are drawn AHEAD steps before they are used and their rows prefetched meanwhile: the item table is far
    larger than the caches, and waiting on memory is most of a step's time. */
 #define AHEAD 8
+/* Threads take chunks of samples as they free up: a thread the OS has descheduled holds up one chunk, not a
+   1/threads share of the epoch. */
+#define CHUNK 16384
 
 typedef struct { int32_t u, i, j; } triple;
 
@@ -81,10 +84,11 @@ double bpr_epoch(float *U, float *V, int64_t d, int64_t n_items,
     const float keep = 1.0f - lr * reg;
     #pragma omp parallel num_threads(threads) reduction(+:loss, skip)
     {
-        int t = omp_get_thread_num(), n = omp_get_num_threads();
-        uint64_t s = seed ^ (0xD1B54A32D192ED03ULL * (uint64_t)(t + 1));
-        int64_t begin = n_samples * t / n, end = n_samples * (t + 1) / n;
+        uint64_t s = seed ^ (0xD1B54A32D192ED03ULL * (uint64_t)(omp_get_thread_num() + 1));
         triple ring[AHEAD];
+        #pragma omp for schedule(dynamic, 1)
+        for (int64_t c = 0; c < (n_samples + CHUNK - 1) / CHUNK; ++c) {
+        int64_t begin = c * CHUNK, end = begin + CHUNK < n_samples ? begin + CHUNK : n_samples;
         for (int64_t k = begin; k < end + AHEAD; ++k) {
             if (k < end) {  /* draw sample k, to be used AHEAD steps later */
                 int64_t p = below(&s, nnz);
@@ -119,6 +123,7 @@ double bpr_epoch(float *U, float *V, int64_t d, int64_t n_items,
             }
             pi[d - 1] = keep * pi[d - 1] + g;
             pj[d - 1] = keep * pj[d - 1] - g;
+        }
         }
     }
     *skipped = skip;
