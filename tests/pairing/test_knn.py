@@ -242,6 +242,18 @@ def test_torch_engine_finds_what_faiss_finds(n, d, k, batch_size, queries):
     assert ((ours.ids == -1) == (ref.ids == -1)).all()
 
 
+def test_torch_engine_on_cuda_finds_what_faiss_finds_on_the_cpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here")
+    vectors = np.random.default_rng(9).normal(size=(5000, 64)).astype(np.float32)
+    gpu = exact_topk(vectors, 50, device="cuda")  # engine auto: torch on CUDA
+    cpu = exact_topk(vectors, 50, device="cpu")  # engine auto: FAISS
+    np.testing.assert_allclose(gpu.scores, cpu.scores, atol=1e-4)
+    assert (gpu.ids == cpu.ids).mean() > 0.99  # TF32 or a different summation order may swap near-ties
+
+
 def test_device_auto_follows_recsys_device(settings):
     import torch
 

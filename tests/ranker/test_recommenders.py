@@ -276,6 +276,17 @@ def test_fused_kernel_on_cuda_is_refused_by_name():
         _bpr(kernel="fused", device="cuda").fit(tiny())
 
 
+def test_bpr_trains_on_cuda_where_there_is_one():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here")
+    model = _bpr(device="cuda").fit(tiny())
+    assert model.metrics_["device"].startswith("cuda") and model.metrics_["kernel"] == "torch"
+    ids, _ = model.recommend(0, tiny(), k=1)
+    assert ids[0] == ANSWER
+
+
 def test_bpr_refuses_negatives_of_another_shape():
     with pytest.raises(ValueError, match="negatives have shape"):
         _bpr().fit(tiny(), negatives=sp.csr_matrix((np.ones(1), ([0], [0])), shape=(3, 3)))
