@@ -141,9 +141,17 @@ def score_histogram(*, recommender: Any, user_ids: np.ndarray, user_items: Any, 
     total = sum(w for _, w in recommender.components if w) if isinstance(recommender, Blend) else 0.0
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
+    # The served top k, found as the precompute finds it: by candidates on a catalogue too large to score whole.
+    scorer = _candidate_scorer_for(recommender) if total > 0 and recommender.n_items > \
+        settings.PICKS_DENSE_MAX_ITEMS else None
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
         liked = user_items[batch]
+        if scorer is not None:
+            _, top = scorer.recommend(batch, liked, k)
+            values = np.clip(top[np.isfinite(top)] / total, 0.0, 1.0)
+            counts += np.histogram(values, bins=edges)[0]
+            continue
         scores = recommender.score(batch, liked).astype(np.float32)
         scores = scores / total if total > 0 else minmax_rows(scores)
         liked_rows, liked_cols = liked.nonzero()
@@ -415,6 +423,15 @@ def picks_compute(*, model: RankerModel, rows: np.ndarray, track_k: int = PICKS_
 
 
 _SCORERS: dict[str, Any] = {}
+
+
+def _candidate_scorer_for(recommender: Any) -> Any:
+    from .candidates import CandidateScorer, Unsupported
+
+    try:
+        return CandidateScorer(recommender)
+    except Unsupported:
+        return None
 
 
 def _candidate_scorer(model: RankerModel) -> Any:

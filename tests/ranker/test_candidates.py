@@ -72,3 +72,16 @@ def test_only_a_blend_of_known_parts_is_scored_by_candidates(live):
 
     with pytest.raises(Unsupported, match="not a blend"):
         CandidateScorer(live.bpr)
+
+
+def test_the_score_histogram_by_candidates_matches_the_dense_one(live, settings):
+    """A version's score histogram (the dashboard's drift) is found by candidates on a large catalogue."""
+    from ranker.services import score_histogram
+
+    settings.PICKS_DENSE_MAX_ITEMS = 10**9
+    dense = score_histogram(recommender=live.recommender, user_ids=live.user_ids, user_items=live.user_items)
+    settings.PICKS_DENSE_MAX_ITEMS = 10
+    sparse = score_histogram(recommender=live.recommender, user_ids=live.user_ids, user_items=live.user_items)
+    assert sparse["edges"] == dense["edges"] and sum(sparse["counts"]) == sum(dense["counts"]) > 0
+    moved = sum(abs(a - b) for a, b in zip(sparse["counts"], dense["counts"], strict=True)) / 2
+    assert moved / sum(dense["counts"]) <= 0.05, (dense["counts"], sparse["counts"])
