@@ -6,13 +6,15 @@ scale (1M users × 2.26M tracks). Here, for a batch of users:
 1. each factor part of the blend (ALS, BPR) proposes its ``per_part`` best tracks by inner product, from a FAISS
    index over its item vectors (exact up to ``exact_max`` tracks, IVF above), and gives its row range over the
    whole catalogue: the best score is the first hit, the worst is the first hit of the same index asked with −u;
-2. item-kNN's scores are computed sparse (only the tracks that co-occur with the user's), and it proposes its
-   ``per_part`` best;
-3. the union, minus the user's own tracks, is scored exactly by every part, min-max scaled with that part's row
-   range (as ``Blend`` scales a dense row), weighted and summed; the best ``k`` are kept.
+2. item-kNN scores with each seed track's ``NEIGHBOURS`` best co-occurring tracks (the usual truncated item-item
+   kNN: exact co-occurrence through every playlist grows with the number of playlists), rows computed once per
+   seed track and kept by the worker, and proposes its ``per_part`` best;
+3. the union, minus the user's own tracks, is scored by every part (the factor parts exactly), min-max scaled
+   with that part's row range (as ``Blend`` scales a dense row), weighted and summed; the best ``k`` are kept.
 
-The answer is the dense path's whenever the dense top ``k`` lies in the union (and, above ``exact_max``, when IVF
-finds the true extremes). ``bench/scale.py`` and ``tests/ranker/test_candidates.py`` measure how often it does.
+The answer is the dense path's whenever the dense top ``k`` lies in the union, item-kNN's truncation changes no
+rank that matters, and (above ``exact_max``) IVF finds the true extremes. ``bench/scale.py`` and
+``tests/ranker/test_candidates.py`` measure how often it does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import scipy.sparse as sp
 from .recommenders import ALS, BPR, Blend, ItemKNN
 
 PER_PART = 200
+NEIGHBOURS = 100  # co-occurring tracks kept per seed track for item-kNN
 EXACT_MAX = 200_000  # tracks: above this, the factor indexes are IVF (approximate) instead of flat (exact)
 PER_LIST = 1000  # tracks per IVF list: the scan per query stays the same size however large the catalogue
 NPROBE = 8
@@ -80,12 +83,15 @@ class _FactorPart:
 class CandidateScorer:
     """``recommend(rows, user_items, k)`` for trained users of a served blend, by candidates and exact re-scoring."""
 
-    def __init__(self, recommender: Any, *, per_part: int = PER_PART, exact_max: int = EXACT_MAX) -> None:
+    def __init__(self, recommender: Any, *, per_part: int = PER_PART, exact_max: int = EXACT_MAX,
+                 neighbours: int = NEIGHBOURS) -> None:
         if not isinstance(recommender, Blend):
             raise Unsupported(f"{type(recommender).__name__} is not a blend")
         self.per_part = per_part
+        self.n_neighbours = neighbours
         self.factor_parts: list[_FactorPart] = []
         self.knn: tuple[ItemKNN, float] | None = None
+        self.neighbours: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # seed track → (tracks, score parts)
         for model, weight in recommender.components:
             if not weight:
                 continue
@@ -105,16 +111,14 @@ class CandidateScorer:
         for part in self.factor_parts:
             ids, q, hi, lo = part.propose(rows, self.per_part + int(np.diff(liked.indptr).max(initial=0)))
             proposals.append((part, ids, q, hi, lo))
-        knn_scores = knn_hi = knn_lo = None
+        knn_scores = knn_hi = None
         if self.knn is not None:
             knn_scores = self._knn_sparse(liked)
             counts = np.diff(knn_scores.indptr)
             knn_hi = np.zeros(len(rows), dtype=np.float32)
             has = counts > 0
-            knn_hi[has] = np.maximum.reduceat(knn_scores.data, knn_scores.indptr[:-1][has]) if has.any() else 0
-            knn_lo = np.zeros(len(rows), dtype=np.float32)  # a track that co-occurs with none of the user's scores 0
-            for r in np.flatnonzero(counts >= self.n_items):  # every track co-occurs: the row's own minimum
-                knn_lo[r] = knn_scores.data[knn_scores.indptr[r]:knn_scores.indptr[r + 1]].min()
+            if has.any():
+                knn_hi[has] = np.maximum.reduceat(knn_scores.data, knn_scores.indptr[:-1][has])
         out_ids = np.full((len(rows), k), -1, dtype=np.int64)
         out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
         for r in range(len(rows)):
@@ -138,23 +142,33 @@ class CandidateScorer:
                 where = np.searchsorted(cols, candidates)
                 found = (where < len(cols)) & (cols[np.minimum(where, len(cols) - 1)] == candidates)
                 raw = np.where(found, data[np.minimum(where, len(cols) - 1)], 0.0).astype(np.float32)
-                total += self.knn[1] * _scaled(raw, knn_lo[r], knn_hi[r])
+                total += self.knn[1] * _scaled(raw, 0.0, knn_hi[r])  # an unrelated track scores 0
             top = np.argsort(-total, kind="stable")[:k]
             out_ids[r, :len(top)] = candidates[top]
             out_scores[r, :len(top)] = total[top]
         return out_ids, out_scores
 
     def _knn_sparse(self, liked: sp.csr_matrix) -> sp.csr_matrix:
-        """Item-kNN's exact scores as a sparse matrix with sorted column indices: only co-occurring tracks."""
+        """Truncated item-kNN scores as a sparse matrix with sorted column indices (the sum of each row's seeds'
+        neighbour rows); the rows of seeds not seen before are computed in one product and kept."""
         knn = self.knn[0]
-        seeds = sp.csr_matrix(liked, dtype=np.float32, copy=True)
-        seeds.data[:] = 1.0
-        through_users = (seeds @ sp.diags(knn._seed_w)) @ knn._matrix_t
-        scores = (through_users @ knn.matrix_).tocsr()
-        scores.sum_duplicates()
-        scores.sort_indices()
-        scores.data *= knn._cand_w[scores.indices]
-        return scores
+        missing = np.setdiff1d(liked.indices, np.fromiter(self.neighbours, dtype=np.int64, count=len(self.neighbours)))
+        for start in range(0, len(missing), 2048):
+            part = missing[start:start + 2048]
+            self.neighbours.update(zip(part.tolist(), knn.top_neighbours(part, self.n_neighbours), strict=True))
+        indptr, cols, vals = [0], [], []
+        for r in range(liked.shape[0]):
+            seeds = liked.indices[liked.indptr[r]:liked.indptr[r + 1]]
+            parts = [self.neighbours[int(s)] for s in seeds]
+            c = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
+            v = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.float32)
+            unique, inverse = np.unique(c, return_inverse=True)
+            cols.append(unique)
+            vals.append(np.bincount(inverse, weights=v, minlength=len(unique)).astype(np.float32))
+            indptr.append(indptr[-1] + len(unique))
+        data = np.concatenate(vals) if vals else np.zeros(0, dtype=np.float32)
+        indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
+        return sp.csr_matrix((data, indices, np.asarray(indptr)), shape=(liked.shape[0], self.n_items))
 
 
 def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:

@@ -11,21 +11,38 @@ def _users(live, n=60):
     return np.flatnonzero(sizes > 0)[:n]
 
 
-def test_candidates_find_the_dense_top_k_with_the_same_scores(live):
-    from ranker.candidates import CandidateScorer
+def _overlap(ids, dense_ids, k=50):
+    return np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / k for a, b in zip(ids, dense_ids, strict=True)])
 
+
+def test_factor_candidates_find_the_dense_top_k_with_the_same_scores(live):
+    """Without item-kNN (whose neighbours are truncated) the candidates are re-scored exactly."""
+    from ranker.candidates import CandidateScorer
+    from ranker.recommenders import Blend, ItemKNN
+
+    factors = Blend(components=[(m, 0.0 if isinstance(m, ItemKNN) else w) for m, w in live.recommender.components])
     rows = _users(live)
     liked = live.user_items[rows]
-    dense_ids, dense_scores = live.recommender.recommend(rows, liked, 50)
-    ids, scores = CandidateScorer(live.recommender).recommend(rows, liked, 50)
-    overlap = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / 50 for a, b in zip(ids, dense_ids, strict=True)])
-    assert overlap >= 0.95, overlap
+    dense_ids, dense_scores = factors.recommend(rows, liked, 50)
+    ids, scores = CandidateScorer(factors).recommend(rows, liked, 50)
+    assert _overlap(ids, dense_ids) >= 0.95
     for r in range(len(rows)):  # a track both paths pick gets the same blend score
         dense = dict(zip(dense_ids[r].tolist(), dense_scores[r].tolist(), strict=True))
         same = [(dense[i], s) for i, s in zip(ids[r].tolist(), scores[r].tolist(), strict=True) if i in dense]
         expected, got = np.asarray(same).T
         assert np.allclose(expected, got, atol=1e-4)
         assert not set(ids[r]) & set(liked[r].indices)
+
+
+def test_the_whole_blend_by_candidates_keeps_most_of_the_dense_top_k(live):
+    from ranker.candidates import CandidateScorer
+
+    rows = _users(live)
+    liked = live.user_items[rows]
+    dense_ids, _ = live.recommender.recommend(rows, liked, 50)
+    overlap = _overlap(CandidateScorer(live.recommender).recommend(rows, liked, 50)[0], dense_ids)
+    wider = _overlap(CandidateScorer(live.recommender, neighbours=1000).recommend(rows, liked, 50)[0], dense_ids)
+    assert overlap >= 0.85 and wider >= 0.95 and wider >= overlap, (overlap, wider)
 
 
 def test_too_few_candidates_lose_recall(live):
@@ -48,9 +65,9 @@ def test_ivf_above_the_exact_threshold_keeps_most_of_the_dense_top_k(live):
     rows = _users(live, 40)
     liked = live.user_items[rows]
     dense_ids, _ = live.recommender.recommend(rows, liked, 50)
-    ids, _ = CandidateScorer(live.recommender, exact_max=10).recommend(rows, liked, 50)
-    overlap = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / 50 for a, b in zip(ids, dense_ids, strict=True)])
-    assert overlap >= 0.9, overlap
+    exact = _overlap(CandidateScorer(live.recommender).recommend(rows, liked, 50)[0], dense_ids)
+    ivf = _overlap(CandidateScorer(live.recommender, exact_max=10).recommend(rows, liked, 50)[0], dense_ids)
+    assert ivf >= exact - 0.05, (ivf, exact)
 
 
 def test_precompute_switches_to_candidates_above_the_dense_threshold(live, settings):
@@ -63,7 +80,7 @@ def test_precompute_switches_to_candidates_above_the_dense_threshold(live, setti
     sparse, _ = picks_compute(model=live, rows=rows)
     same = np.mean([len({t["uri"] for t in a["tracks"]} & {t["uri"] for t in b["tracks"]}) / 50
                     for a, b in zip(dense, sparse, strict=True)])
-    assert same >= 0.95, same
+    assert same >= 0.85, same
     assert [d["playlists"] for d in dense] == [d["playlists"] for d in sparse]
 
 
@@ -83,5 +100,13 @@ def test_the_score_histogram_by_candidates_matches_the_dense_one(live, settings)
     settings.PICKS_DENSE_MAX_ITEMS = 10
     sparse = score_histogram(recommender=live.recommender, user_ids=live.user_ids, user_items=live.user_items)
     assert sparse["edges"] == dense["edges"] and sum(sparse["counts"]) == sum(dense["counts"]) > 0
-    moved = sum(abs(a - b) for a, b in zip(sparse["counts"], dense["counts"], strict=True)) / 2
-    assert moved / sum(dense["counts"]) <= 0.05, (dense["counts"], sparse["counts"])
+    centres = (np.asarray(dense["edges"][:-1]) + np.asarray(dense["edges"][1:])) / 2
+
+    def mean_and_spread(counts):
+        weights = np.asarray(counts) / sum(counts)
+        mean = float(centres @ weights)
+        return mean, float(np.sqrt(((centres - mean) ** 2) @ weights))
+
+    (dense_mean, dense_spread), (mean, spread) = mean_and_spread(dense["counts"]), mean_and_spread(sparse["counts"])
+    # Truncated item-kNN scores a little lower: the histogram may slide by up to one bin, not change its shape.
+    assert abs(mean - dense_mean) <= 0.05 and abs(spread - dense_spread) <= 0.02, (dense["counts"], sparse["counts"])
