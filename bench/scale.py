@@ -275,6 +275,9 @@ def run_size(size: int, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     try:
         if reuse:
             say("  ingest: skipped (--reuse: the store kept by an earlier --keep run)")
+            world.manage("shell", "-c", "from recsys_site.jobs import run_cancel, run_list\n"
+                         "for r in run_list(limit=20):\n"
+                         "    r['status'] in ('queued', 'running') and run_cancel(run_id=r['_id'])")
             result["seconds"]["ingest"] = None
         else:
             seconds, out = world.manage("ingest_mpd", str(demo), sampler=sampler, name="ingest")
