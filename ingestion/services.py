@@ -86,16 +86,22 @@ def _track_doc(uri: str, meta: dict[str, Any], n_playlists: int, n_occurrences: 
     return doc
 
 
-def catalogue_apply(delta: CatalogueDelta, *, progress: Callable[[str, int, int], None] | None = None) -> int:
+def catalogue_apply(delta: CatalogueDelta, *, progress: Callable[[str, int, int], None] | None = None,
+                    stored: set[int] | None = None) -> int:
     """Apply pending count changes; return how many tracks were new to the catalogue.
 
     Writes in batches of ``WRITE_BATCH`` and calls ``progress(what, written, total)`` after each (``what`` is
     ``"tracks"`` or ``"artists"``), so a caller can show this phase moving: it is most of a first load's time.
+    ``stored``: ``hash()`` of the track URIs this run already inserted (an earlier flush), updated here. Those
+    tracks get an ``$inc`` upsert at once instead of an insert that fails on the duplicate key and then an
+    ``$inc``; being an upsert, it still stores a track whose hash merely collided.
     """
     db = get_db()
     step = progress or (lambda what, done, total: None)
+    known = stored if stored is not None else set()
     uris = [u for u in delta.occurrences if delta.occurrences[u] or delta.playlists[u]]
-    new_tracks = [u for u in uris if u in delta.meta]
+    new_tracks = [u for u in uris if u in delta.meta and hash(u) not in known]
+    seen_before = [u for u in uris if u in delta.meta and hash(u) in known]
     inserted: list[str] = []
     existing: set[str] = set()
     done = 0
@@ -113,6 +119,17 @@ def catalogue_apply(delta: CatalogueDelta, *, progress: Callable[[str, int, int]
         db[c.TRACKS].bulk_write(ops, ordered=False)
         done += len(batch)
         step("tracks", done, len(uris))
+    for batch in _chunks(seen_before, WRITE_BATCH):
+        ops = [UpdateOne({"_id": u}, {"$inc": {"num_playlists": delta.playlists[u],
+                                              "num_occurrences": delta.occurrences[u]},
+                                      "$setOnInsert": {k: delta.meta[u][k] for k in TRACK_META_FIELDS
+                                                       if k in delta.meta[u]}}, upsert=True) for u in batch]
+        result = db[c.TRACKS].bulk_write(ops, ordered=False)
+        inserted.extend(batch[i] for i in result.upserted_ids)
+        done += len(batch)
+        step("tracks", done, len(uris))
+    if stored is not None:
+        stored.update(hash(u) for u in inserted)
     # Artists count their distinct tracks; a track joins an artist once, when it is first seen.
     per_artist = Counter(delta.meta[u]["artist_key"] for u in inserted)
     names = {delta.meta[u]["artist_key"]: delta.meta[u] for u in inserted}
@@ -519,6 +536,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     stat_rows: list[dict[str, Any]] | None = None
     progress = _Progress(show_progress, callback)
     status = "failed"
+    stored_tracks: set[int] = set()  # hash() of the track URIs this run inserted: see catalogue_apply
     digests: set[str] = set()  # files written by this run (a copy later in the run is skipped like a done one)
     try:
         for item in _read_ahead(iter_sources(list(paths))):
@@ -581,7 +599,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
             if len(delta) > FLUSH_TRACKS:
                 stat_rows = None  # the counts are complete only in the store from now on
                 progress.note(f"writing {len(delta):,} tracks' counts")
-                report.new_tracks += catalogue_apply(delta, progress=progress.catalogue)
+                report.new_tracks += catalogue_apply(delta, progress=progress.catalogue, stored=stored_tracks)
                 delta = CatalogueDelta()
                 progress.note("")
             report.new += written.new
@@ -594,7 +612,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
             progress.file(n_raw, {"file": source.name, **report.summary()})
         if len(delta):
             progress.phase("catalogue", f"all files read; writing the catalogue ({len(delta):,} tracks)")
-            report.new_tracks += catalogue_apply(delta, progress=progress.catalogue)
+            report.new_tracks += catalogue_apply(delta, progress=progress.catalogue, stored=stored_tracks)
         if bulk:
             indexes_restore(progress=lambda names: progress.phase("indexes", f"building the indexes of {names}"))
         if marked:

@@ -333,3 +333,19 @@ def test_a_failure_while_reading_ahead_fails_the_run_and_records_it(store, slice
     again = mpd_ingest(paths=[str(good.parent)])
     assert (again.files_skipped, again.new) == (1, 1)
     assert stored_counts(store) == expected_counts([make_playlist(1, [1]), make_playlist(1001, [2])])
+
+
+def test_a_track_only_believed_stored_is_still_stored_with_its_artist(store):
+    """``stored`` holds hashes: a collision must not lose a new track (the $inc is an upsert)."""
+    from ingestion.mpd import validate_playlist
+    from ingestion.services import CatalogueDelta, catalogue_apply
+
+    doc = validate_playlist(make_playlist(1, [1, 2, 2]), file="f", index=0)
+    delta = CatalogueDelta()
+    delta.add(doc["tracks"], +1)
+    stored = {hash(uri("track", 2))}  # as if an earlier flush had inserted it; it never did
+    assert catalogue_apply(delta, stored=stored) == 2
+    assert stored_counts(store) == expected_counts([make_playlist(1, [1, 2, 2])])
+    assert store.tracks.find_one({"_id": uri("track", 2)})["name"] == "Song 2"
+    assert {a["_id"]: a["num_tracks"] for a in store.artists.find()} == {"name:artist 1": 1, "name:artist 2": 1}
+    assert stored == {hash(uri("track", 1)), hash(uri("track", 2))}
