@@ -119,10 +119,10 @@ class PlaylistSpace:
         return self._means
 
     def _playlist_artists(self) -> sp.csr_matrix:
-        """Playlists × artists, 1 where the playlist holds a track of that artist (built once, on first use)."""
+        """Playlists × artists: how many of the playlist's tracks are by that artist (built once, on first use)."""
         if self._artists is None:
             artists = (self.items @ self._track_artist).tocsr()
-            artists.data[:] = 1.0
+            artists.sort_indices()
             self._artists = artists
         return self._artists
 
@@ -152,13 +152,13 @@ class PlaylistSpace:
                                       minlength=len(rows)) / sizes
         artists = self._playlist_artists()[rows]
         my_artists = np.unique(self.item_artist_idx[user_tracks])
-        known = np.bincount(np.repeat(np.arange(len(rows)), np.diff(artists.indptr)),
-                            weights=np.isin(artists.indices, my_artists), minlength=len(rows))
+        known_entry = np.isin(artists.indices, my_artists)
+        known = np.bincount(np.repeat(np.arange(len(rows)), np.diff(artists.indptr)), weights=known_entry,
+                            minlength=len(rows))
         known_artists = known / np.maximum(np.diff(artists.indptr), 1)
         z = (affinity - affinity.mean()) / affinity.std() if affinity.std() > 0 else np.zeros_like(affinity)
         base = weights.affinity * z + weights.familiarity * known_artists + weights.discovery * new_share
-        overlap = np.asarray((sub @ sub.T).todense(), dtype=np.float32)
-        jaccard = overlap / (sizes[:, None] + sizes[None, :] - overlap)
+        # Jaccard with the picks made so far, one column per pick (k columns, not a candidates × candidates product).
         picks: list[Pick] = []
         closest = np.zeros(len(rows), dtype=np.float32)  # each candidate's largest Jaccard with the picks so far
         left = np.ones(len(rows), dtype=bool)
@@ -166,7 +166,8 @@ class PlaylistSpace:
             gains = np.where(left, base - weights.diversity * closest, -np.inf)
             best = int(np.argmax(gains))
             left[best] = False
-            closest = np.maximum(closest, jaccard[:, best])
+            overlap = (sub @ sub[best].T).toarray().ravel().astype(np.float32)
+            closest = np.maximum(closest, overlap / (sizes + sizes[best] - overlap))
             r = int(rows[best])
             buddy = buddy_of.get(r)
             picks.append(Pick(row=r, score=round(float(gains[best]), 6), affinity=round(float(affinity[best]), 6),
@@ -174,15 +175,17 @@ class PlaylistSpace:
                               known_artist_share=round(float(known_artists[best]), 4),
                               buddy=buddy[0] if buddy else None,
                               buddy_similarity=round(buddy[1], 6) if buddy else None,
-                              shared_artists=self._shared_artists(r, my_artists)))
+                              shared_artists=self._shared_artists(artists, best, known_entry)))
         return picks
 
-    def _shared_artists(self, row: int, my_artists: np.ndarray, n: int = 3) -> list[str]:
-        """The user's artists (``my_artists``: their sorted artist indices) this playlist holds most tracks of."""
-        ids, counts = np.unique(self.item_artist_idx[self.tracks(row)], return_counts=True)
-        known = np.isin(ids, my_artists)
-        order = np.argsort(-counts[known], kind="stable")[:n]
-        return [str(self.artist_names[a]) for a in ids[known][order]]
+    def _shared_artists(self, artists: sp.csr_matrix, row: int, known_entry: np.ndarray, n: int = 3) -> list[str]:
+        """The user's artists that candidate ``row`` of ``artists`` (candidates × artists, track counts) holds most
+        tracks of; ``known_entry`` flags the entries of ``artists`` that are the user's artists."""
+        start, end = artists.indptr[row], artists.indptr[row + 1]
+        known = known_entry[start:end]
+        ids, counts = artists.indices[start:end][known], artists.data[start:end][known]
+        order = np.argsort(-counts, kind="stable")[:n]
+        return [str(self.artist_names[a]) for a in ids[order]]
 
 
 def user_vector(item_factors: np.ndarray, user_tracks: np.ndarray) -> np.ndarray:
