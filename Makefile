@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 DATA ?=
 PYTEST_ARGS ?=
 
-.PHONY: install browser run test lint bench clean
+.PHONY: install browser run test lint bench bench-scale clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ bench: install
 	$(PY) bench/train.py
 	$(PY) bench/pairing.py
 	$(PY) bench/api.py
+
+# issue 13's scale run (long: see docs/SCALING.md); SIZES="25000 50000 100000 200000" for the full series
+SIZES ?= 6250 12500 25000
+bench-scale: install
+	$(PY) bench/scale.py --sizes $(SIZES)
 
 clean:
 	rm -rf var/run var/mongo var/demo
