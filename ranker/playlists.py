@@ -166,7 +166,9 @@ class PlaylistSpace:
             gains = np.where(left, base - weights.diversity * closest, -np.inf)
             best = int(np.argmax(gains))
             left[best] = False
-            overlap = (sub @ sub[best].T).toarray().ravel().astype(np.float32)
+            best_tracks = sub.indices[sub.indptr[best]:sub.indptr[best + 1]]
+            overlap = np.bincount(entry_row, weights=np.isin(sub.indices, best_tracks),
+                                  minlength=len(rows)).astype(np.float32)
             closest = np.maximum(closest, overlap / (sizes + sizes[best] - overlap))
             r = int(rows[best])
             buddy = buddy_of.get(r)
