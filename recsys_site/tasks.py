@@ -21,17 +21,9 @@ def heartbeat() -> None:
 def run_step(self, run_id: str, index: int) -> None:
     """One step of a job run; the store or broker briefly unreachable → retried with backoff, anything else fails
     the run at once (bad data does not get better by retrying)."""
-    from .jobs import continue_run, fail_run, is_transient
+    from .jobs import continue_run
 
-    try:
-        continue_run(run_id=run_id, index=index)
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
-        if self.request.retries >= self.max_retries:
-            fail_run(run_id=run_id, error=f"gave up after {self.max_retries} retries: {exc}")
-            raise
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+    _retrying_transient(self, run_id, "", lambda: continue_run(run_id=run_id, index=index))
 
 
 @shared_task(name="recsys_site.run_shard", bind=True, ignore_result=True, max_retries=5, acks_late=True,
@@ -41,17 +33,25 @@ def run_shard(self, run_id: str, index: int, n: int) -> None:
     (``reject_on_worker_lost``); a whole worker lost is covered by the shard's lease (``jobs.shards_reap``). A
     redelivered shard that is already done or held does nothing, and a shard that keeps killing its workers fails
     the run after ``SHARD_ATTEMPTS`` claims, so neither path loops."""
-    from .jobs import continue_shard, fail_run, is_transient
+    from .jobs import continue_shard
+
+    _retrying_transient(self, run_id, f"shard {n} ", lambda: continue_shard(run_id=run_id, index=index, n=n))
+
+
+def _retrying_transient(task, run_id: str, what: str, work) -> None:
+    """Run ``work``; a transient error (store or broker unreachable) is retried with exponential backoff and fails
+    the run once retries are exhausted; any other error propagates at once."""
+    from .jobs import fail_run, is_transient
 
     try:
-        continue_shard(run_id=run_id, index=index, n=n)
+        work()
     except Exception as exc:
         if not is_transient(exc):
             raise
-        if self.request.retries >= self.max_retries:
-            fail_run(run_id=run_id, error=f"shard {n} gave up after {self.max_retries} retries: {exc}")
+        if task.request.retries >= task.max_retries:
+            fail_run(run_id=run_id, error=f"{what}gave up after {task.max_retries} retries: {exc}")
             raise
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries * 5, 300)) from exc
+        raise task.retry(exc=exc, countdown=min(2 ** task.request.retries * 5, 300)) from exc
 
 
 @shared_task(name="recsys_site.start_job", ignore_result=True, time_limit=60)

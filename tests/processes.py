@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
@@ -25,3 +30,15 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def celery_worker(settings, model_dir, name: str) -> subprocess.Popen:
+    """A real Celery worker (solo pool, both queues) on the test's store, broker and ``MODEL_DIR``, named
+    ``{name}-{pid of the test process}@host``; its pid is the process that runs the tasks."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test", "MONGO_URI": settings.MONGO_URI,
+           "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+           "JOB_LOCK_TTL_SECONDS": str(settings.JOB_LOCK_TTL_SECONDS)}
+    celery = str(Path(sys.executable).parent / "celery")
+    return subprocess.Popen([celery, "-A", "celery_app", "worker", "--pool", "solo", "--queues", "default,gpu",
+                             "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

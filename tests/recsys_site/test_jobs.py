@@ -14,7 +14,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from tests.conftest import FAST
-from tests.processes import stop, wait_until
+from tests.processes import celery_worker, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = {"ranker": FAST}
@@ -102,23 +102,13 @@ def test_a_failing_step_fails_the_run_with_its_traceback_and_frees_the_job(demo_
 
 # -- a real worker ----------------------------------------------------------------------------------------------
 
-def _worker(settings, model_dir, name: str) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test", "MONGO_URI": settings.MONGO_URI,
-           "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-           "JOB_LOCK_TTL_SECONDS": str(settings.JOB_LOCK_TTL_SECONDS)}
-    celery = str(Path(sys.executable).parent / "celery")
-    return subprocess.Popen([celery, "-A", "celery_app", "worker", "--pool", "solo", "--queues", "default,gpu",
-                             "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 @pytest.mark.slow
 def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, model_dir, settings):
     from ranker.selectors import picks_for_user
     from recsys_site.jobs import job_start, run_get
 
     settings.JOB_LOCK_TTL_SECONDS = 5.0
-    worker = _worker(settings, model_dir, "jobs")
+    worker = celery_worker(settings, model_dir, "jobs")
     try:
         params = {"ranker": {**FAST, "bpr": {**FAST["bpr"], "epochs": 60, "patience": 100}}}
         run = job_start(name="weekly_refresh", params=params, trigger="test")
@@ -167,7 +157,7 @@ def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_d
     user = _some_user()
     before = (live_version(), json.dumps(picks_for_user(user=user), default=str))
 
-    worker = _worker(settings, model_dir, "doomed")
+    worker = celery_worker(settings, model_dir, "doomed")
     try:
         endless = {"ranker": {**FAST, "bpr": {**FAST["bpr"], "epochs": 100_000, "patience": 100_000}}}
         run = job_start(name="weekly_refresh", params=endless, trigger="test")
@@ -183,7 +173,7 @@ def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_d
     lost = run_get(run_id=run["_id"])
     assert lost["status"] == "failed" and "worker lost" in lost["error"]
 
-    worker = _worker(settings, model_dir, "next")
+    worker = celery_worker(settings, model_dir, "next")
     try:
         # Forced: an earlier test's longer-trained model may validate better, and this run must go live.
         again = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, trigger="test")

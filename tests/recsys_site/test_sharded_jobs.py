@@ -3,28 +3,15 @@ and a worker SIGKILLed mid-shard whose shard another worker finishes, while the 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.processes import stop, wait_until
+from tests.processes import celery_worker, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _worker(settings, model_dir, name: str) -> subprocess.Popen:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test", "MONGO_URI": settings.MONGO_URI,
-           "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-           "JOB_LOCK_TTL_SECONDS": str(settings.JOB_LOCK_TTL_SECONDS)}
-    celery = str(Path(sys.executable).parent / "celery")
-    return subprocess.Popen([celery, "-A", "celery_app", "worker", "--pool", "solo", "--queues", "default,gpu",
-                             "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _ready(names: list[str]) -> None:
@@ -58,7 +45,7 @@ def test_picks_shards_spread_over_two_workers_and_swap_in_once(live, model_dir, 
     from recsys_site.jobs import job_start
 
     settings.JOB_LOCK_TTL_SECONDS = 5.0
-    workers = [_worker(settings, model_dir, "left"), _worker(settings, model_dir, "right")]
+    workers = [celery_worker(settings, model_dir, "left"), celery_worker(settings, model_dir, "right")]
     try:
         _ready(["left", "right"])
         run = job_start(name="precompute_picks", params={"shard_users": 25}, trigger="test")
@@ -89,7 +76,7 @@ def test_a_shard_whose_worker_is_killed_is_finished_by_another_and_the_old_picks
     picks_precompute(model=live)  # the picks served before the run
     users = [str(u) for u in live.user_ids]
     old_state = picks_state()
-    doomed = _worker(settings, model_dir, "doomed")
+    doomed = celery_worker(settings, model_dir, "doomed")
     try:
         _ready(["doomed"])
         run = job_start(name="precompute_picks", params={"shard_users": 60}, trigger="test")
@@ -109,7 +96,7 @@ def test_a_shard_whose_worker_is_killed_is_finished_by_another_and_the_old_picks
     assert picks_for_user(user=users[killed["spec"]["start"]])["computed_at"] == old_state["computed_at"]
     assert run_get(run_id=run["_id"])["status"] == "running"
 
-    rescuer = _worker(settings, model_dir, "rescuer")
+    rescuer = celery_worker(settings, model_dir, "rescuer")
     try:
         final = wait_until(lambda: _finished(run["_id"]), 300, "another worker to finish the run")
     finally:
