@@ -193,17 +193,7 @@ def _run(vectors: np.ndarray, k: int, method: str, build: Any, *, queries: np.nd
     if device == "cuda" and not hasattr(faiss, "StandardGpuResources"):
         raise RuntimeError("faiss-gpu is not installed; this faiss build has no CUDA support (use device='cpu')")
     started = time.perf_counter()
-    base = normalize_rows(vectors)
-    self_search = queries is None
-    query = base if self_search else normalize_rows(queries)
-    if query.shape[1] != base.shape[1]:
-        raise ValueError(f"queries have {query.shape[1]} dimensions, vectors {base.shape[1]}")
-    drop_self = self_search and exclude_self
-    # Zero rows are kept out of the index rather than filtered afterwards, so they can never use up a place in k.
-    indexed = np.flatnonzero(base.any(axis=1))
-    active = np.flatnonzero(query.any(axis=1))
-    ids = np.full((len(query), k), -1, dtype=np.int64)
-    scores = np.full((len(query), k), -np.inf, dtype=np.float32)
+    base, query, drop_self, indexed, active, ids, scores = _search_setup(vectors, queries, k, exclude_self)
     build_seconds = search_seconds = 0.0
     if len(indexed) and len(active):
         # Built on the CPU, where k-means is seeded, then copied to the device for the expensive part: the search.
@@ -233,6 +223,21 @@ def _run(vectors: np.ndarray, k: int, method: str, build: Any, *, queries: np.nd
     return Neighbours(ids, scores, build_seconds, search_seconds)
 
 
+def _search_setup(vectors: np.ndarray, queries: np.ndarray | None, k: int, exclude_self: bool) -> tuple:
+    """What every exact or approximate search starts from: unit rows, whether self is dropped, the non-zero rows
+    to index and to query, and the (queries × k) answers, empty. Zero rows are kept out of the index rather than
+    filtered afterwards, so they can never use up a place in k."""
+    base = normalize_rows(vectors)
+    self_search = queries is None
+    query = base if self_search else normalize_rows(queries)
+    if query.shape[1] != base.shape[1]:
+        raise ValueError(f"queries have {query.shape[1]} dimensions, vectors {base.shape[1]}")
+    ids = np.full((len(query), k), -1, dtype=np.int64)
+    scores = np.full((len(query), k), -np.inf, dtype=np.float32)
+    return (base, query, self_search and exclude_self, np.flatnonzero(base.any(axis=1)),
+            np.flatnonzero(query.any(axis=1)), ids, scores)
+
+
 def _torch_exact(vectors: np.ndarray, k: int, *, queries: np.ndarray | None, exclude_self: bool, batch_size: int,
                  device: str, show_progress: bool) -> Neighbours:
     """:func:`exact_topk` in torch: the non-zero rows on ``device``, then batched ``Q @ X.T`` and ``torch.topk``."""
@@ -245,16 +250,7 @@ def _torch_exact(vectors: np.ndarray, k: int, *, queries: np.ndarray | None, exc
         raise ValueError(f"k and batch_size must be positive, got k={k}, batch_size={batch_size}")
     dev = resolve_device(device)  # a clear error for cuda without a GPU
     started = time.perf_counter()
-    base = normalize_rows(vectors)
-    self_search = queries is None
-    query = base if self_search else normalize_rows(queries)
-    if query.shape[1] != base.shape[1]:
-        raise ValueError(f"queries have {query.shape[1]} dimensions, vectors {base.shape[1]}")
-    drop_self = self_search and exclude_self
-    indexed = np.flatnonzero(base.any(axis=1))
-    active = np.flatnonzero(query.any(axis=1))
-    ids = np.full((len(query), k), -1, dtype=np.int64)
-    scores = np.full((len(query), k), -np.inf, dtype=np.float32)
+    base, query, drop_self, indexed, active, ids, scores = _search_setup(vectors, queries, k, exclude_self)
     build_seconds = search_seconds = 0.0
     if len(indexed) and len(active):
         with torch.no_grad():
