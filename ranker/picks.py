@@ -166,7 +166,8 @@ def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: i
     w = PlaylistWeights.from_dict(weights)
     followed = users_followed_playlists(users=users)
     version = model.version if model is not None else None
-    warm = [i for i, t in enumerate(tracks) if model is not None and model.bpr is not None and len(t) > 0]
+    vectors_known = model is not None and model.bpr is not None
+    warm = [i for i, t in enumerate(tracks) if vectors_known and len(t) > 0]
     out: list[PlaylistPicks | None] = [None] * len(users)
     ranked: dict[int, list] = {}
     if warm:

@@ -142,8 +142,7 @@ def score_histogram(*, recommender: Any, user_ids: np.ndarray, user_items: Any, 
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts = np.zeros(bins, dtype=np.int64)
     # The served top k, found as the precompute finds it: by candidates on a catalogue too large to score whole.
-    scorer = _candidate_scorer_for(recommender) if total > 0 and recommender.n_items > \
-        settings.PICKS_DENSE_MAX_ITEMS else None
+    scorer = _candidate_scorer_for(recommender) if total > 0 else None
     for start in range(0, len(rows), batch_size):
         batch = rows[start:start + batch_size]
         liked = user_items[batch]
@@ -426,29 +425,24 @@ _SCORERS: dict[str, Any] = {}
 
 
 def _candidate_scorer_for(recommender: Any) -> Any:
+    """A ``ranker.candidates.CandidateScorer`` when the catalogue is above ``PICKS_DENSE_MAX_ITEMS`` tracks; None
+    (dense scoring) below it, or for a recommender it cannot score."""
     from .candidates import CandidateScorer, Unsupported
 
+    if recommender.n_items <= settings.PICKS_DENSE_MAX_ITEMS:
+        return None
     try:
         return CandidateScorer(recommender)
-    except Unsupported:
+    except Unsupported as exc:
+        log.warning("scoring densely: %s", exc)
         return None
 
 
 def _candidate_scorer(model: RankerModel) -> Any:
-    """Candidate retrieval with exact re-scoring (``ranker.candidates``) above ``PICKS_DENSE_MAX_ITEMS`` tracks, kept
-    per model version; None (dense scoring) below it, or for a recommender it cannot score."""
-    from .candidates import CandidateScorer, Unsupported
-
-    if len(model.item_ids) <= settings.PICKS_DENSE_MAX_ITEMS:
-        return None
+    """``_candidate_scorer_for`` the model's recommender, built once per model version (its indexes take seconds)."""
     if model.version not in _SCORERS:
-        try:
-            scorer = CandidateScorer(model.recommender)
-        except Unsupported as exc:
-            log.warning("picks of %s scored densely: %s", model.version, exc)
-            scorer = None
         _SCORERS.clear()
-        _SCORERS[model.version] = scorer
+        _SCORERS[model.version] = _candidate_scorer_for(model.recommender)
     return _SCORERS[model.version]
 
 

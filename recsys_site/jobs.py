@@ -463,10 +463,7 @@ def execute_shard(*, run_id: str, index: int, n: int) -> bool:
 def _gather(ctx: Context, job: Job, index: int) -> bool:
     """After the last shard: the step's ``gather`` (exactly once: only one shard can bring the count to the total)."""
     step = job.steps[index]
-    run = run_get(run_id=ctx.run_id) or {}
-    started = run.get("steps", [{}] * (index + 1))[index].get("started_at") or _now()
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
+    started = _step_started(ctx.run_id, index)
     shards = list(get_db()[JOB_SHARDS].find({"run_id": ctx.run_id, "step": index}).sort("n", 1))
     try:
         metrics = (step.gather(ctx, [s.get("metrics") or {} for s in shards]) if step.gather else {}) or {}
@@ -488,14 +485,18 @@ def _gather(ctx: Context, job: Job, index: int) -> bool:
 def _shard_failed(ctx: Context, job: Job, shard: dict[str, Any], error: str, tb: str | None = None) -> bool:
     step = job.steps[ctx.index]
     get_db()[JOB_SHARDS].update_one({"_id": shard["_id"]}, {"$set": {"status": "failed", "error": error}})
-    run = run_get(run_id=ctx.run_id) or {}
-    started = run.get("steps", [{}] * (ctx.index + 1))[ctx.index].get("started_at") or _now()
-    if started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
+    started = _step_started(ctx.run_id, ctx.index)
     _step_done(ctx.run_id, ctx.index, started, {}, "failed", step.name)
     _finish(ctx.run_id, job.name, "failed", error=f"{step.name}: shard {shard['n']}: {error}", tb=tb)
     _abort(step, ctx)
     return False
+
+
+def _step_started(run_id: str, index: int) -> datetime:
+    """When step ``index`` of the run started (as an aware datetime: the store hands back naive UTC)."""
+    run = run_get(run_id=run_id) or {}
+    started = run.get("steps", [{}] * (index + 1))[index].get("started_at") or _now()
+    return started if started.tzinfo is not None else started.replace(tzinfo=UTC)
 
 
 def _abort(step: Step, ctx: Context) -> None:
