@@ -152,7 +152,7 @@ class CandidateScorer:
         """Truncated item-kNN scores as a sparse matrix with sorted column indices (the sum of each row's seeds'
         neighbour rows); the rows of seeds not seen before are computed in one product and kept."""
         knn = self.knn[0]
-        missing = np.setdiff1d(liked.indices, np.fromiter(self.neighbours, dtype=np.int64, count=len(self.neighbours)))
+        missing = np.asarray([s for s in np.unique(liked.indices).tolist() if s not in self.neighbours], dtype=np.int64)
         for start in range(0, len(missing), 2048):
             part = missing[start:start + 2048]
             self.neighbours.update(zip(part.tolist(), knn.top_neighbours(part, self.n_neighbours), strict=True))
