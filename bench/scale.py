@@ -39,8 +39,8 @@ from typing import Any
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))  # before bench/: bench/pairing.py must not hide the pairing package
 
 PYTHON = sys.executable
 CELERY = str(Path(sys.executable).parent / "celery")
@@ -369,7 +369,16 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep each size's store and models")
     parser.add_argument("--reuse", action="store_true", help="reuse a size's kept store (skips its ingest)")
     parser.add_argument("--no-shape", action="store_true", help="skip the data-shape table")
+    synthetic = parser.add_argument_group("synthetic stages (no store: train, buddies, picks in one process)")
+    synthetic.add_argument("--synthetic-users", type=int, nargs="+", metavar="N",
+                           help="run bench/synthetic_stages.py at these sizes instead of the store-backed run")
+    synthetic.add_argument("--device", default="cuda", help="cpu or cuda (default cuda)")
+    synthetic.add_argument("--epochs", type=int, default=5, help="BPR epochs")
+    synthetic.add_argument("--cpu-train", action="store_true", help="also train on the CPU, for the ratio")
+    synthetic.add_argument("--cpu-sample", type=int, default=500, help="users picked densely on the CPU for the ratio")
     args = parser.parse_args()
+    if args.synthetic_users:
+        return synthetic_main(args)
     args.param = args.param if args.param is not None else DEFAULT_PARAMS
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
     import django
@@ -394,6 +403,33 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2, default=str))
     out["exponents"] = report(out["results"])
+    args.json.write_text(json.dumps(out, indent=2, default=str))
+    say(f"\nwritten {args.json}")
+    return 0
+
+
+def synthetic_main(args: argparse.Namespace) -> int:
+    """``--synthetic-users``: needs only numpy, scipy, torch and psutil (a bare GPU box has them), not Django."""
+    import synthetic_stages
+
+    out: dict[str, Any] = {"mode": "synthetic", "device": args.device, "epochs": args.epochs,
+                           "machine": {"cpus": os.cpu_count(),
+                                       "memory_gib": round(psutil.virtual_memory().total / 2**30, 1)},
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "results": []}
+    for users in sorted(args.synthetic_users):
+        out["results"].append(synthetic_stages.run(users, device=args.device, epochs=args.epochs,
+                                                   cpu_sample=args.cpu_sample, cpu_train=args.cpu_train))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=str))
+    sizes = [r["users"] for r in out["results"]]
+    say(f"\n| stage ({args.device}) | " + " | ".join(f"{n:,} users" for n in sizes) + " | b |")
+    say("|---|" + "---:|" * (len(sizes) + 1))
+    out["exponents"] = {}
+    for stage in ("data", "train", "buddies", "picks"):
+        times = [r["stages"][stage]["seconds"] for r in out["results"]]
+        b = exponent(list(zip(sizes, times, strict=True)))
+        out["exponents"][stage] = b
+        say(f"| {stage} | " + " | ".join(f"{t:,.1f} s" for t in times) + f" | {'–' if b is None else f'{b:.2f}'} |")
     args.json.write_text(json.dumps(out, indent=2, default=str))
     say(f"\nwritten {args.json}")
     return 0

@@ -15,6 +15,9 @@ scale (1M users × 2.26M tracks). Here, for a batch of users:
 The answer is the dense path's whenever the dense top ``k`` lies in the union, item-kNN's truncation changes no
 rank that matters, and (above ``exact_max``) IVF finds the true extremes. ``bench/scale.py`` and
 ``tests/ranker/test_candidates.py`` measure how often it does.
+
+On a GPU, :class:`DeviceScorer` needs no candidates: it scores the whole catalogue for a chunk of users as one
+matrix product per factor part, which a GPU does faster than the CPU searches its index.
 """
 
 from __future__ import annotations
@@ -88,15 +91,13 @@ class CandidateScorer:
         if not isinstance(recommender, Blend):
             raise Unsupported(f"{type(recommender).__name__} is not a blend")
         self.per_part = per_part
-        self.n_neighbours = neighbours
         self.factor_parts: list[_FactorPart] = []
-        self.knn: tuple[ItemKNN, float] | None = None
-        self.neighbours: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # seed track → (tracks, score parts)
+        self.knn: TruncatedKNN | None = None
         for model, weight in recommender.components:
             if not weight:
                 continue
             if isinstance(model, ItemKNN):
-                self.knn = (model, weight)
+                self.knn = TruncatedKNN(model, weight, neighbours)
             elif isinstance(model, ALS | BPR):
                 self.factor_parts.append(_FactorPart(model, weight, exact_max))
             else:
@@ -113,7 +114,7 @@ class CandidateScorer:
             proposals.append((part, ids, q, hi, lo))
         knn_scores = knn_hi = None
         if self.knn is not None:
-            knn_scores = self._knn_sparse(liked)
+            knn_scores = self.knn.sparse(liked)
             counts = np.diff(knn_scores.indptr)
             knn_hi = np.zeros(len(rows), dtype=np.float32)
             has = counts > 0
@@ -142,24 +143,120 @@ class CandidateScorer:
                 where = np.searchsorted(cols, candidates)
                 found = (where < len(cols)) & (cols[np.minimum(where, len(cols) - 1)] == candidates)
                 raw = np.where(found, data[np.minimum(where, len(cols) - 1)], 0.0).astype(np.float32)
-                total += self.knn[1] * _scaled(raw, 0.0, knn_hi[r])  # an unrelated track scores 0
+                total += self.knn.weight * _scaled(raw, 0.0, knn_hi[r])  # an unrelated track scores 0
             top = np.argsort(-total, kind="stable")[:k]
             out_ids[r, :len(top)] = candidates[top]
             out_scores[r, :len(top)] = total[top]
         return out_ids, out_scores
 
-    def _knn_sparse(self, liked: sp.csr_matrix) -> sp.csr_matrix:
-        """Truncated item-kNN scores as a sparse matrix with sorted column indices (the sum of each row's seeds'
-        neighbour rows); the rows of seeds not seen before are computed in one product and kept."""
-        knn = self.knn[0]
-        missing = np.asarray([s for s in np.unique(liked.indices).tolist() if s not in self.neighbours], dtype=np.int64)
+
+
+class DeviceScorer:
+    """Exact blend scores on a torch device (a GPU), for catalogues too large to score whole on the CPU.
+
+    For a chunk of users, each factor part's scores over the whole catalogue are one matrix product on the device,
+    min-max scaled by the row's own range (as ``Blend`` scales a dense row); item-kNN's truncated rows
+    (:class:`TruncatedKNN`, computed on the CPU) are scattered into a dense block and scaled the same way; the
+    weighted sum, with the user's own tracks masked, gives the top ``k`` by ``torch.topk``. No candidates, no
+    index: the answer is the dense path's wherever item-kNN's truncation changes nothing. Chunks are sized so that
+    three score blocks fit in ``score_bytes`` (on CUDA, a quarter of the free memory, at most 8 GiB).
+    """
+
+    def __init__(self, recommender: Any, *, device: Any, neighbours: int = NEIGHBOURS,
+                 score_bytes: int | None = None) -> None:
+        import torch
+
+        if not isinstance(recommender, Blend):
+            raise Unsupported(f"{type(recommender).__name__} is not a blend")
+        self.device = torch.device(device)
+        self.parts: list[tuple[float, Any, Any]] = []  # (weight, user vectors, item vectors) on the device
+        self.knn: TruncatedKNN | None = None
+        for model, weight in recommender.components:
+            if not weight:
+                continue
+            if isinstance(model, ItemKNN):
+                self.knn = TruncatedKNN(model, weight, neighbours)
+            elif isinstance(model, ALS | BPR):
+                users = np.asarray(model.user_factors, dtype=np.float32)
+                items = np.asarray(model.item_factors, dtype=np.float32)
+                if isinstance(model, BPR):  # u·f + b as one product: items [f, b], users [u, 1]
+                    users = np.hstack([users, np.ones((len(users), 1), dtype=np.float32)])
+                    items = np.hstack([items, np.asarray(model.item_bias, dtype=np.float32)[:, None]])
+                self.parts.append((weight, torch.as_tensor(users, device=self.device),
+                                   torch.as_tensor(items, device=self.device)))
+            else:
+                raise Unsupported(f"no device scoring for {type(model).__name__}")
+        self.n_items = recommender.n_items
+        if score_bytes is None:
+            score_bytes = 512 * 2**20
+            if self.device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(self.device)
+                score_bytes = min(8 * 2**30, free // 4)
+        self.chunk = int(max(1, score_bytes // (3 * 4 * max(1, self.n_items))))
+
+    def recommend(self, rows: np.ndarray, user_items: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` track ids and blend scores per row (ids -1 / scores -inf where fewer), liked tracks excluded."""
+        import torch
+
+        rows = np.asarray(rows, dtype=np.int64)
+        liked = user_items.tocsr()
+        knn = self.knn.sparse(liked) if self.knn is not None else None
+        out_ids = np.full((len(rows), k), -1, dtype=np.int64)
+        out_scores = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        top_k = min(k, self.n_items)
+        with torch.no_grad():
+            for start in range(0, len(rows), self.chunk):
+                stop = min(start + self.chunk, len(rows))
+                index = torch.as_tensor(rows[start:stop], device=self.device)
+                total = torch.zeros((stop - start, self.n_items), device=self.device)
+                for weight, users, items in self.parts:
+                    total.add_(_minmax_(users[index] @ items.T), alpha=weight)
+                if knn is not None:
+                    block = knn[start:stop].tocoo()
+                    dense = torch.zeros_like(total)
+                    dense[self._tensor(block.row), self._tensor(block.col)] = torch.as_tensor(
+                        block.data, dtype=torch.float32, device=self.device)
+                    total.add_(_minmax_(dense), alpha=self.knn.weight)
+                mine = liked[start:stop].tocoo()
+                total[self._tensor(mine.row), self._tensor(mine.col)] = -torch.inf
+                scores, ids = torch.topk(total, top_k, dim=1)
+                scores, ids = scores.cpu().numpy(), ids.cpu().numpy()
+                ids[~np.isfinite(scores)] = -1
+                out_ids[start:stop, :top_k], out_scores[start:stop, :top_k] = ids, scores
+        return out_ids, out_scores
+
+    def _tensor(self, values: np.ndarray) -> Any:
+        import torch
+
+        return torch.as_tensor(values.astype(np.int64), device=self.device)
+
+
+def _minmax_(scores: Any) -> Any:
+    """``blend.minmax_rows`` in place on a torch block: each row scaled to [0, 1] by its range, a flat row to 0."""
+    lo = scores.min(dim=1, keepdim=True).values
+    span = scores.max(dim=1, keepdim=True).values - lo
+    span[span <= 0] = 1.0
+    return scores.sub_(lo).div_(span)
+
+
+class TruncatedKNN:
+    """Item-kNN scores from each seed track's ``neighbours`` best co-occurring tracks, rows kept once computed."""
+
+    def __init__(self, model: ItemKNN, weight: float, neighbours: int) -> None:
+        self.model, self.weight, self.n_neighbours = model, weight, neighbours
+        self.rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # seed track → (tracks, score parts)
+
+    def sparse(self, liked: sp.csr_matrix) -> sp.csr_matrix:
+        """The scores as a sparse matrix with sorted column indices (the sum of each row's seeds' neighbour
+        rows); the rows of seeds not seen before are computed in one product and kept."""
+        missing = np.asarray([s for s in np.unique(liked.indices).tolist() if s not in self.rows], dtype=np.int64)
         for start in range(0, len(missing), 2048):
             part = missing[start:start + 2048]
-            self.neighbours.update(zip(part.tolist(), knn.top_neighbours(part, self.n_neighbours), strict=True))
+            self.rows.update(zip(part.tolist(), self.model.top_neighbours(part, self.n_neighbours), strict=True))
         indptr, cols, vals = [0], [], []
         for r in range(liked.shape[0]):
             seeds = liked.indices[liked.indptr[r]:liked.indptr[r + 1]]
-            parts = [self.neighbours[int(s)] for s in seeds]
+            parts = [self.rows[int(s)] for s in seeds]
             c = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.int64)
             v = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, dtype=np.float32)
             unique, inverse = np.unique(c, return_inverse=True)
@@ -168,7 +265,7 @@ class CandidateScorer:
             indptr.append(indptr[-1] + len(unique))
         data = np.concatenate(vals) if vals else np.zeros(0, dtype=np.float32)
         indices = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64)
-        return sp.csr_matrix((data, indices, np.asarray(indptr)), shape=(liked.shape[0], self.n_items))
+        return sp.csr_matrix((data, indices, np.asarray(indptr)), shape=(liked.shape[0], self.model.n_items))
 
 
 def _scaled(values: np.ndarray, lo: float, hi: float) -> np.ndarray:

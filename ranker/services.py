@@ -425,13 +425,18 @@ _SCORERS: dict[str, Any] = {}
 
 
 def _candidate_scorer_for(recommender: Any) -> Any:
-    """A ``ranker.candidates.CandidateScorer`` when the catalogue is above ``PICKS_DENSE_MAX_ITEMS`` tracks; None
-    (dense scoring) below it, or for a recommender it cannot score."""
-    from .candidates import CandidateScorer, Unsupported
+    """Above ``PICKS_DENSE_MAX_ITEMS`` tracks, a ``ranker.candidates.DeviceScorer`` (exact, in batched matrix
+    products) where ``ranker.device`` picks a GPU, else a ``CandidateScorer`` (FAISS candidates, then exact
+    scores); None (dense scoring in numpy) below it, or for a recommender neither can score."""
+    from .candidates import CandidateScorer, DeviceScorer, Unsupported
+    from .device import resolve_device
 
     if recommender.n_items <= settings.PICKS_DENSE_MAX_ITEMS:
         return None
     try:
+        device = resolve_device()
+        if device.type == "cuda":
+            return DeviceScorer(recommender, device=device)
         return CandidateScorer(recommender)
     except Unsupported as exc:
         log.warning("scoring densely: %s", exc)

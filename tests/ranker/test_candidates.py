@@ -110,3 +110,55 @@ def test_the_score_histogram_by_candidates_matches_the_dense_one(live, settings)
     (dense_mean, dense_spread), (mean, spread) = mean_and_spread(dense["counts"]), mean_and_spread(sparse["counts"])
     # Truncated item-kNN scores a little lower: the histogram may slide by up to one bin, not change its shape.
     assert abs(mean - dense_mean) <= 0.05 and abs(spread - dense_spread) <= 0.02, (dense["counts"], sparse["counts"])
+
+
+def _devices():
+    import torch
+
+    return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_device_scoring_of_the_whole_catalogue_is_the_dense_blend(live, device):
+    """With item-kNN's rows untruncated, batched device scoring gives the dense top k and its scores."""
+    from ranker.candidates import DeviceScorer
+
+    rows = _users(live)
+    liked = live.user_items[rows]
+    dense_ids, dense_scores = live.recommender.recommend(rows, liked, 50)
+    scorer = DeviceScorer(live.recommender, device=device, neighbours=live.recommender.n_items,
+                          score_bytes=3 * 4 * live.recommender.n_items * 7)  # chunks of 7 users: several chunks
+    assert scorer.chunk == 7
+    ids, scores = scorer.recommend(rows, liked, 50)
+    assert _overlap(ids, dense_ids) >= 0.99
+    assert np.allclose(scores, dense_scores, atol=1e-4)
+    for r in range(len(rows)):
+        assert not set(ids[r]) & set(liked[r].indices)
+
+
+def test_truncated_item_knn_on_the_device_moves_the_top_k_a_little(live):
+    """The default 100 neighbours per seed: most of the dense top k stays; fewer neighbours lose more of it."""
+    from ranker.candidates import DeviceScorer
+
+    rows = _users(live)
+    liked = live.user_items[rows]
+    dense_ids, _ = live.recommender.recommend(rows, liked, 50)
+    default = _overlap(DeviceScorer(live.recommender, device="cpu").recommend(rows, liked, 50)[0], dense_ids)
+    few = _overlap(DeviceScorer(live.recommender, device="cpu", neighbours=2).recommend(rows, liked, 50)[0],
+                   dense_ids)
+    assert default >= 0.85 and few < default, (default, few)
+
+
+def test_on_a_gpu_the_precompute_scores_large_catalogues_on_the_device(live, settings):
+    import torch
+
+    from ranker.candidates import CandidateScorer, DeviceScorer
+    from ranker.services import _candidate_scorer_for
+
+    settings.PICKS_DENSE_MAX_ITEMS = 10
+    settings.RECSYS_DEVICE = "cpu"
+    assert isinstance(_candidate_scorer_for(live.recommender), CandidateScorer)
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device: the choice of the device scorer is checked on the CPU side only")
+    settings.RECSYS_DEVICE = "cuda"
+    assert isinstance(_candidate_scorer_for(live.recommender), DeviceScorer)
