@@ -32,7 +32,7 @@ CACHED_RE = re.compile(rb'"cached":(true|false)')
 # --- what the requests are made of ------------------------------------------------------------------------------------
 def request_material(quick: bool) -> dict[str, Any]:
     """User pools and continuation bodies, from the store."""
-    from ranker.experiments import active_for
+    from ranker.experiments.assign import active_for
     from recsys_site.mongo import get_db
 
     db = get_db()
@@ -72,7 +72,9 @@ class Generator:
         self.built = 0
 
     def build(self, method: str, path: str, body: dict | None) -> bytes:
-        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n"
+        # As nginx passes it (deploy/nginx.conf): the production settings redirect plain HTTP to HTTPS.
+        head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n"
+                "X-Forwarded-Proto: https\r\n")
         if self.clients > 1:
             # One throttle history per client, as with real traffic; from one address, DRF's throttle keeps a
             # single history of every request of the last minute and unpickles it on each request.

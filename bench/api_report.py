@@ -218,7 +218,7 @@ BREAKDOWN = (
     ("MongoDB: served_record (A/B log insert)", ("served_record",)),
     ("MongoDB: other", ("pymongo/",)),
     ("Redis (picks cache)", ("redis/",)),
-    ("model scoring and re-ranking", ("ranker/recommenders/", "ranker/playlists.py", "numpy/", "scipy/")),
+    ("model scoring and re-ranking", ("ranker/recommenders/", "ranker/recommenders/playlists.py", "numpy/", "scipy/")),
     ("DRF throttle", ("throttling",)),
     ("serializers and JSON rendering", ("Serializer", "JSONRenderer", "render")),
     ("writing the response", ("write (gunicorn",)),

@@ -126,8 +126,9 @@ def prepare(world: World, data: Path) -> dict[str, Any]:
 
     _common.setup_django(SETTINGS)
     from pairing.selectors import buddies_state
-    from ranker.artifacts import model_root
-    from ranker.selectors import live_version, picks_state
+    from ranker.picks.selectors import picks_state
+    from ranker.training.artifacts import model_root
+    from ranker.training.selectors import live_version
 
     live = live_version()
     if live is None or not (model_root() / live).exists():
@@ -143,7 +144,7 @@ def prepare(world: World, data: Path) -> dict[str, Any]:
         say("buddies of the live model are there")
     if (picks_state() or {}).get("model_version") != live:
         say("precomputing picks for every user (picks_precompute has no subset; about 4-5 minutes) ...")
-        manage(world, "shell", "-c", "from ranker.services import picks_precompute; "
+        manage(world, "shell", "-c", "from ranker.picks.precompute import picks_precompute; "
                "print(picks_precompute(show_progress=True))")
     else:
         say("precomputed picks of the live model are there")

@@ -12,9 +12,9 @@ served factor sizes (ALS 128, BPR 64) but few iterations: sizes do not depend on
 2. ``format 2``: ``RankerModel.save`` (the matrix once, strings as UTF-8, the title index rebuilt at load).
 
 For each: bytes per file, the ratio to (training matrix + factors), save and load seconds. For format 2 also the
-upload to an embedded SecantusDB (``ranker.artifacts.upload``), the full check of the stored bytes that promotion
-does (``verify_stored``) and the fetch into an empty ``MODEL_DIR`` (another machine). Table to stdout, JSON to
-``var/bench/artifacts.json``.
+upload to an embedded SecantusDB (``ranker.training.artifacts.upload``), the full check of the stored bytes
+that promotion does (``verify_stored``) and the fetch into an empty ``MODEL_DIR`` (another machine). Table to
+stdout, JSON to ``var/bench/artifacts.json``.
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ def main() -> int:
     from django.conf import settings
     from train import load_playlists  # bench/train.py: the MPD files into Playlists, no database
 
-    from ranker import artifacts
-    from ranker.artifacts import RankerModel, new_version
-    from ranker.data import Interactions
-    from ranker.served import make_served
-    from ranker.title import TitleIndex
+    from ranker.recommenders.title import TitleIndex
+    from ranker.training import artifacts
+    from ranker.training.artifacts import RankerModel, new_version
+    from ranker.training.data import Interactions
+    from ranker.training.served import make_served
     from recsys_site.embedded import free_port, mongo_server
     from recsys_site.mongo import close_clients
 

@@ -66,7 +66,7 @@ def taste_data(n: int, dim: int, seed: int) -> Any:
     """Clustered unit vectors shaped like users' tastes (see the module docstring)."""
     import numpy as np
 
-    from pairing.knn import normalize_rows
+    from ranker.recommenders.vectors import normalize_rows
 
     rng = np.random.default_rng(seed)
     genres = normalize_rows(rng.normal(size=(GENRES, dim)))

@@ -186,9 +186,9 @@ def demo_slices(root: Path, size: int) -> Path:
 
 COMPARE = r"""
 import json, time, numpy as np
-from ranker.selectors import live_model
-from ranker.picks import recommend_tracks, recommend_playlists
-from ranker.services import picks_compute
+from ranker.training.selectors import live_model
+from ranker.picks.serve import recommend_tracks, recommend_playlists
+from ranker.picks.precompute import picks_compute
 model = live_model()
 rng = np.random.default_rng(0)
 rows = np.sort(rng.choice(len(model.user_ids), size=min(SAMPLE, len(model.user_ids)), replace=False))
@@ -210,8 +210,8 @@ print("RESULT " + json.dumps({"users": len(users), "per_user_ms": 1000 * per_use
 
 RECALL = r"""
 import json, time, numpy as np
-from ranker.selectors import live_model
-from ranker.candidates import CandidateScorer
+from ranker.training.selectors import live_model
+from ranker.recommenders.candidates import CandidateScorer
 model = live_model()
 rng = np.random.default_rng(1)
 rows = np.sort(rng.choice(len(model.user_ids), size=min(SAMPLE, len(model.user_ids)), replace=False))

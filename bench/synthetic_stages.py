@@ -13,8 +13,9 @@ Stages, each timed on its own (seconds, rate, the process's peak RSS, and on CUD
   again on the CPU with the fused kernel and every core, for the ratio);
 - **buddies**: users as the normalised mean of their tracks' BPR vectors (``pairing.knn.taste_vectors``), exact
   cosine top-``k`` by ``pairing.knn.exact_topk`` (torch on CUDA, FAISS on the CPU);
-- **picks**: the top 50 tracks of every user by ``ranker.candidates.DeviceScorer`` over the BPR part, the whole
-  catalogue scored in batched matrix products (item-kNN's rows are CPU work, measured by the store-backed run);
+- **picks**: the top 50 tracks of every user by ``ranker.recommenders.candidates.DeviceScorer`` over the BPR
+  part, the whole catalogue scored in batched matrix products (item-kNN's rows are CPU work, measured by the
+  store-backed run);
 - **picks (CPU dense, sample)**: the same top 50 for ``--cpu-sample`` users by the numpy dense path, for the ratio.
 """
 
@@ -87,9 +88,10 @@ def run(users: int, *, device: str, epochs: int, k: int = 50, picks_batch: int =
     """The stages at one size; returns their figures (and prints them as it goes)."""
     import torch
 
-    from pairing.knn import exact_topk, taste_vectors
-    from ranker.candidates import DeviceScorer
+    from pairing.knn import exact_topk
     from ranker.recommenders import BPR, Blend
+    from ranker.recommenders.candidates import DeviceScorer
+    from ranker.recommenders.vectors import taste_vectors
 
     say(f"\n== {users:,} synthetic users on {device} ==")
     out: dict[str, Any] = {"users": users, "device": device, "stages": {}}

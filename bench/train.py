@@ -20,7 +20,7 @@ scored by the same ``recommend_cases`` + ``score_cases`` (title-only cases get t
    (its default learning rate and regularisation); samples/s = iterations × nnz / training seconds;
 5. ``implicit als``: ``implicit.cpu.als.AlternatingLeastSquares(factors=--als-factors, regularization=0.01,
    alpha=20, iterations=15)`` on the binary matrix (plain confidence: 20 for a positive, 1 elsewhere);
-6. ``served (blend)``: ``ranker.served.make_served()`` as it stands, i.e. what Buddies serves.
+6. ``served (blend)``: ``ranker.training.served.make_served()`` as it stands, i.e. what Buddies serves.
 
 implicit's models are wrapped in a ``Recommender`` (scores = user factors · item factors, bias column included)
 so the harness scores them like ours. Threads: ``--threads`` for torch (``set_num_threads``), for BLAS/OpenMP
@@ -137,7 +137,7 @@ def setup_django() -> None:
 def load_playlists(data_path: Path) -> tuple[Any, dict[str, Any]]:
     """Read + decode + validate every slice (no database) into ``Playlists``; rejected playlists are counted."""
     from ingestion.mpd import Problem, decode_slice, iter_sources, validate_playlist
-    from ranker.data import Playlists
+    from ranker.training.data import Playlists
 
     sources = list(iter_sources([data_path]))
     problems = [s for s in sources if isinstance(s, Problem)]
@@ -219,7 +219,7 @@ def implicit_adapter() -> type:
 # --- contenders --------------------------------------------------------------------------------------------------
 def make_factory(method: str, args: argparse.Namespace) -> Any:
     from ranker.recommenders import BPR, ItemKNN
-    from ranker.served import make_served
+    from ranker.training.served import make_served
 
     if method == POP:
         return None
@@ -245,7 +245,7 @@ def make_factory(method: str, args: argparse.Namespace) -> Any:
 
 
 def run_method(method: str, split: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from ranker.evaluation import evaluate_method
+    from ranker.evaluation.harness import evaluate_method
 
     progress = not args.no_progress
     print(f"--- {method}", file=sys.stderr)
@@ -263,8 +263,8 @@ def run_method(method: str, split: Any, args: argparse.Namespace) -> dict[str, A
                    gpu=str(bpr.get("device", "cpu")).startswith("cuda"), detail=metrics)
         if method != SERVED:  # the model's own clock: training only, without the setup of the factors
             row["train_seconds"] = bpr.get("seconds", row["train_seconds"])
-        else:  # what ranker.served held when this ran: it changes as the blend is tuned
-            from ranker.served import served_params
+        else:  # what ranker.training.served held when this ran: it changes as the blend is tuned
+            from ranker.training.served import served_params
 
             row["components"] = model.describe() if hasattr(model, "describe") else type(model).__name__
             row["served_params"] = served_params()
@@ -395,7 +395,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def category_table(rows: list[dict[str, Any]]) -> str:
-    from ranker.evaluation import CATEGORY_NAMES
+    from ranker.evaluation.harness import CATEGORY_NAMES
 
     lines = ["| category | " + " | ".join(r["method"] for r in rows) + " |", "|---|" + "--:|" * len(rows)]
     for cat in CATEGORY_NAMES:
@@ -466,7 +466,7 @@ def main() -> int:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from ranker.evaluation import split as make_split
+    from ranker.evaluation.harness import split as make_split
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit(f"bench/train.py: --device cuda but torch {torch.__version__} sees no CUDA device")
@@ -521,7 +521,7 @@ def main() -> int:
           "test playlists; train s = fit only; samples/s = (u, i, j) triples per training second\n")
     served = next((r for r in rows if r["method"] == SERVED), None)
     if served:
-        print(f"served (blend) = {served['components']} (ranker.served as imported by this run)")
+        print(f"served (blend) = {served['components']} (ranker.training.served as imported by this run)")
     if rows:
         print(table(rows))
         print("\nR-precision / NDCG per category:\n")

@@ -11,6 +11,7 @@ import logging
 import time
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from dash import Dash, Input, Output, dcc, html
 
@@ -50,7 +51,6 @@ def page_for(pathname: str | None) -> ModuleType | None:
 
 def route(pathname: str | None, search: str | None = None) -> Any:
     """The layout of the page at ``pathname`` (query string ``search`` passed on as keyword arguments)."""
-    from urllib.parse import parse_qsl
 
     page = page_for(pathname)
     if page is None:

@@ -14,14 +14,15 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
+from django.conf import settings
+from django.contrib.auth import get_user
+from django.db import close_old_connections
+
 USER_KEY = "buddies.user"  # the WSGI environ key under which the gate leaves the staff user's name
 
 
 def staff_user(environ: dict[str, Any]) -> Any | None:
     """The active staff user whose Django session cookie this request carries, else None."""
-    from django.conf import settings
-    from django.contrib.auth import get_user
-    from django.db import close_old_connections
 
     try:
         key = SimpleCookie(environ.get("HTTP_COOKIE", "")).get(settings.SESSION_COOKIE_NAME)

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import django
+
+from .app import PAGES
+
 # Without the background-networking flags Chromium keeps dialling Google services, which a closed network refuses.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
@@ -74,9 +78,8 @@ def visit_all(base_url: str, *, username: str, password: str, out_dir: Path,
               pages: list[tuple[str, str]] | None = None, actions: dict[str, Action] | None = None,
               timeout_ms: float = 30_000) -> list[Visit]:
     """Log in through Django's login page, then open each (path, title) under /dashboard/ and report on it."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import sync_playwright  # lazy: an optional tool: only the browser check needs it
 
-    from .app import PAGES
 
     pages = pages or [(page.PATH, page.TITLE) for page in PAGES]
     actions = actions or {}
@@ -133,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.password:
         parser.error("give --password or set DASHBOARD_PASSWORD")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
-    import django
 
     django.setup()  # the page list comes from dashboard.app, whose pages import the packages' selectors
     visits = visit_all(args.url.rstrip("/"), username=args.username, password=args.password, out_dir=args.out)

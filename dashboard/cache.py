@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cachetools import TTLCache
+from django.conf import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 _CACHES: list[TTLCache] = []
@@ -32,7 +33,6 @@ def cached(seconds: float, maxsize: int = 256) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from django.conf import settings
 
             key = (settings.MONGO_DB, args, tuple(sorted(kwargs.items())))
             with lock:

@@ -9,13 +9,15 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ranker.picks.precompute import picks_after_feedback
 from recsys_site.api_common import known_user, responses, unstorable
 from recsys_site.errors import error
 
-from .events import EVENT_KINDS
+from .feedback.rules import EVENT_KINDS
+from .feedback.services import EventError, event_record_many
 from .mpd import URI_RE
 from .selectors import playlist_get, playlist_search, track_get
-from .services import EventError, UserExists, event_record_many, user_create, user_playlist_create
+from .services import UserExists, user_create, user_playlist_create
 
 
 class PlaylistSummarySerializer(serializers.Serializer):
@@ -132,6 +134,7 @@ class UserPlaylistCreateApi(APIView):
                                             tracks=data.validated_data["tracks"])
         except ValueError as exc:
             raise ValidationError({"tracks": [str(exc)]}) from exc
+        picks_after_feedback(users=[playlist["owner"]], refresh=False)
         return Response(PlaylistDetailSerializer(playlist).data, status=status.HTTP_201_CREATED)
 
 
@@ -183,4 +186,5 @@ class EventCreateApi(APIView):
         except EventError as exc:
             return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST,
                          fields={str(i): e for i, e in exc.errors.items()})
+        picks_after_feedback(users=[e["user"] for e in events])
         return Response({"stored": len(stored)}, status=status.HTTP_201_CREATED)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 __all__ = ["GROUP_NAMES", "VERSION", "write_demo_slices"]
 
@@ -640,11 +641,11 @@ def write_demo_slices(
         The paths written, in pid order.
     """
     if playlists < 1:
-        raise ValueError(f"playlists must be >= 1, got {playlists}")
+        raise ValueError(f"--playlists must be at least 1, got {playlists}")
     if slice_size < 1:
-        raise ValueError(f"slice_size must be >= 1, got {slice_size}")
+        raise ValueError(f"--slice-size must be at least 1, got {slice_size}")
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+        raise ValueError(f"--seed must be 0 or more, got {seed}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -656,8 +657,6 @@ def write_demo_slices(
 
     bar = None
     if show_progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=playlists, unit="playlist", desc="demo playlists")
 
     paths: list[Path] = []

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import threading
+import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import LRUCache
 from django.conf import settings
 from pymongo import DESCENDING
 
+from recsys_site.exceptions import NotFoundError
 from recsys_site.mongo import get_db
 
 from . import collections as c
-from .events import PLAY_POSITIVE_MS
+from .feedback.rules import track_signal
+from .feedback.selectors import event_count_since, event_iter, event_kind_counts
+from .mpd import normalize_name
 
 
 def playlist_get(*, pid: int) -> dict[str, Any] | None:
@@ -44,10 +51,6 @@ def track_top(*, limit: int = 50) -> list[dict[str, Any]]:
     return list(get_db()[c.TRACKS].find({}).sort("num_playlists", DESCENDING).limit(limit))
 
 
-def artist_top(*, limit: int = 50) -> list[dict[str, Any]]:
-    return list(get_db()[c.ARTISTS].find({}).sort("num_tracks", DESCENDING).limit(limit))
-
-
 def catalogue_counts() -> dict[str, int]:
     """Document counts per collection, for health pages and summaries."""
     db = get_db()
@@ -71,16 +74,6 @@ def ingest_run_list(*, limit: int = 20, kind: str | None = None, problems: int |
     return list(get_db()[c.INGEST_RUNS].find(query, projection).sort("started_at", DESCENDING).limit(limit))
 
 
-def listen_iter(*, source: str | None = None) -> Iterator[dict[str, Any]]:
-    query = {"source": source} if source else {}
-    return get_db()[c.LISTENS].find(query, {"user": 1, "item": 1, "weight": 1})
-
-
-def friendship_iter(*, source: str | None = None) -> Iterator[dict[str, Any]]:
-    query = {"source": source} if source else {}
-    return get_db()[c.FRIENDSHIPS].find(query, {"user": 1, "friend": 1})
-
-
 def listen_count(*, source: str | None = None) -> int:
     """Stored listens, all or those of one source (``"hetrec:user_artists.dat"``)."""
     query = {"source": source} if source else {}
@@ -95,20 +88,6 @@ def friendship_count(*, source: str | None = None) -> int:
 def listen_item_get(*, item: str) -> dict[str, Any] | None:
     """An item's name and url (HetRec artists), or None."""
     return get_db()[c.LISTEN_ITEMS].find_one({"_id": item})
-
-
-def event_iter(*, kinds: tuple[str, ...] | None = None, user: str | None = None) -> Iterator[dict[str, Any]]:
-    """Feedback events (``user``, ``kind``, ``track`` or ``playlist``, ``ms_played``, ``ts``).
-
-    One user's events come oldest first; all users' events come in store order (training does not care).
-    """
-    query: dict[str, Any] = {}
-    if kinds:
-        query["kind"] = {"$in": list(kinds)}
-    if user is not None:
-        query["user"] = user
-        return get_db()[c.EVENTS].find(query, {"_id": 0}).sort("ts", 1)
-    return get_db()[c.EVENTS].find(query, {"_id": 0})
 
 
 def playlist_most_followed(*, limit: int = 10, exclude_pids: set[int] | None = None) -> list[dict[str, Any]]:
@@ -129,26 +108,6 @@ def playlist_summaries(*, pids: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
-def user_followed_playlists(*, user: str) -> set[int]:
-    """Playlists the user follows now: their follow events minus later unfollows."""
-    return users_followed_playlists(users=[user])[user]
-
-
-def users_followed_playlists(*, users: list[str], chunk: int = 1000) -> dict[str, set[int]]:
-    """``user_followed_playlists`` for many users in one query per ``chunk`` of them (the picks precompute)."""
-    followed: dict[str, set[int]] = {user: set() for user in users}
-    for start in range(0, len(users), chunk):
-        query = {"kind": {"$in": ["follow", "unfollow"]}, "user": {"$in": users[start:start + chunk]}}
-        cursor = get_db()[c.EVENTS].find(query, {"_id": 0, "user": 1, "kind": 1, "playlist": 1})
-        for event in cursor.sort("ts", 1):
-            pid = event.get("playlist")
-            if pid is None:
-                continue
-            mine = followed[event["user"]]
-            (mine.add if event["kind"] == "follow" else mine.discard)(pid)
-    return followed
-
-
 def user_liked_tracks(*, user: str) -> list[str]:
     """Everything a user is known to like now: tracks of their own playlists, liked tracks, plays of 30 s or more.
 
@@ -158,7 +117,7 @@ def user_liked_tracks(*, user: str) -> list[str]:
     for playlist in get_db()[c.PLAYLISTS].find({"owner": user}, {"tracks.uri": 1}):
         tracks.update(dict.fromkeys(t["uri"] for t in playlist.get("tracks") or ()))
     for event in event_iter(kinds=("like", "play"), user=user):
-        if event.get("track") and (event["kind"] == "like" or (event.get("ms_played") or 0) >= PLAY_POSITIVE_MS):
+        if event.get("track") and track_signal(event["kind"], event.get("ms_played")) > 0:
             tracks[event["track"]] = None
     return list(tracks)
 
@@ -167,7 +126,7 @@ def user_get(*, user: str) -> dict[str, Any] | None:
     return get_db()[c.USERS].find_one({"_id": user})
 
 
-class UnknownUser(LookupError):
+class UnknownUser(NotFoundError):
     """A user id the store does not know (the API answers 404)."""
 
     def __init__(self, user: str):
@@ -199,7 +158,6 @@ def playlist_search(*, text: str = "", page: int = 1, page_size: int = 20) -> tu
 
     The prefix is a range, not an anchored ``$regex``: SecantusDB answers a regex by reading every playlist
     (3–6 s on the 7k sample), a range through the ``name_norm`` index in about 25 ms."""
-    from .mpd import normalize_name
 
     query: dict[str, Any] = {}
     needle = normalize_name(text)
@@ -211,52 +169,6 @@ def playlist_search(*, text: str = "", page: int = 1, page_size: int = 20) -> tu
     docs = list(coll.find(query, fields).sort([("num_followers", DESCENDING), ("_id", 1)])
                 .skip((page - 1) * page_size).limit(page_size))
     return docs, total
-
-
-# --- engagement aggregates (dashboard) ---------------------------------------------------------------------------
-
-def event_daily_counts(*, kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Feedback events per UTC day and kind, grouped by the server: ``day`` (``YYYY-MM-DD``), ``kind``, ``events``
-    and ``ms_played`` (their summed listening time), oldest day first."""
-    from pymongo.errors import OperationFailure
-
-    match: dict[str, Any] = {"kind": {"$in": list(kinds)}} if kinds else {}
-    pipeline = [{"$match": match},
-                {"$group": {"_id": {"day": {"$dateToString": {"format": "%Y-%m-%d", "date": "$ts"}}, "kind": "$kind"},
-                            "events": {"$sum": 1}, "ms": {"$sum": "$ms_played"}}}]
-    try:
-        rows = [{"day": r["_id"]["day"], "kind": r["_id"]["kind"], "events": int(r["events"]),
-                 "ms_played": int(r["ms"] or 0)} for r in get_db()[c.EVENTS].aggregate(pipeline)]
-    except OperationFailure:  # a server without $dateToString: the same sums here, over the few fields needed
-        sums: dict[tuple[str, str], list[int]] = {}
-        for event in get_db()[c.EVENTS].find(match, {"ts": 1, "kind": 1, "ms_played": 1, "_id": 0}):
-            row = sums.setdefault((f"{event['ts']:%Y-%m-%d}", event["kind"]), [0, 0])
-            row[0] += 1
-            row[1] += int(event.get("ms_played") or 0)
-        rows = [{"day": day, "kind": kind, "events": n, "ms_played": ms} for (day, kind), (n, ms) in sums.items()]
-    return sorted((r for r in rows if r["day"]), key=lambda r: (r["day"], r["kind"]))
-
-
-def event_totals_by_rec(*, kind: str) -> dict[str | None, dict[str, int]]:
-    """Events of one ``kind`` per ``rec_id`` (None: events that carry none): ``events`` and summed ``ms_played``.
-    Grouped by the server, so what comes back is one row per pick list that got feedback."""
-    from pymongo.errors import OperationFailure
-
-    pipeline = [{"$match": {"kind": kind}},
-                {"$group": {"_id": "$rec_id", "events": {"$sum": 1}, "ms": {"$sum": "$ms_played"}}}]
-    out: dict[str | None, dict[str, int]] = {}
-    try:
-        for row in get_db()[c.EVENTS].aggregate(pipeline):
-            total = out.setdefault(row["_id"] or None, {"events": 0, "ms_played": 0})
-            total["events"] += int(row["events"])
-            total["ms_played"] += int(row["ms"] or 0)
-    except OperationFailure:  # a server without $group on a field: sum here
-        out.clear()
-        for event in get_db()[c.EVENTS].find({"kind": kind}, {"rec_id": 1, "ms_played": 1, "_id": 0}):
-            total = out.setdefault(event.get("rec_id") or None, {"events": 0, "ms_played": 0})
-            total["events"] += 1
-            total["ms_played"] += int(event.get("ms_played") or 0)
-    return out
 
 
 # --- catalogue statistics (dashboard) ----------------------------------------------------------------------------
@@ -305,16 +217,11 @@ def catalogue_stats_build(*, playlist_rows: Iterable[dict[str, Any]] | None = No
     ``followers`` and ``edits`` distributions as ``[value, playlists]`` pairs and the top name ``words`` as
     ``[word, playlists]`` pairs. Pairs, not mappings: BSON keys must be strings.
     """
-    import bisect
-    import heapq
-    import time
-    from collections import Counter
-    from datetime import UTC, datetime
 
     began = time.perf_counter()
     db = get_db()
     events_until = datetime.now(UTC)
-    events_by_kind = _event_kind_counts(until=events_until)
+    events_by_kind = event_kind_counts(until=events_until)
 
     # Each playlist goes to the bucket of the highest candidate threshold it reaches; a tier sums its bucket and
     # every bucket above, so one pass serves every filter without holding the playlists in memory.
@@ -376,24 +283,6 @@ def catalogue_stats_build(*, playlist_rows: Iterable[dict[str, Any]] | None = No
     return {"_id": CATALOGUE_STATS_ID, "computed_at": datetime.now(UTC), "events_until": events_until,
             "seconds": round(time.perf_counter() - began, 2), "counts": counts, "events_by_kind": events_by_kind,
             "top_tracks": top_tracks, "top_artists": top_artists, "tiers": tiers}
-
-
-def _event_kind_counts(*, until: datetime) -> dict[str, int]:
-    from pymongo.errors import OperationFailure
-
-    match = {"ts": {"$lte": until}}
-    try:
-        rows = get_db()[c.EVENTS].aggregate([{"$match": match}, {"$group": {"_id": "$kind", "n": {"$sum": 1}}}])
-        return {str(r["_id"]): int(r["n"]) for r in rows}
-    except OperationFailure:  # a server without $group: count here
-        from collections import Counter
-
-        return dict(Counter(str(e.get("kind")) for e in get_db()[c.EVENTS].find(match, {"kind": 1, "_id": 0})))
-
-
-def event_count_since(*, since: datetime) -> int:
-    """Events stored after ``since`` (a range on the ``ts`` index: cheap when ``since`` is recent)."""
-    return get_db()[c.EVENTS].count_documents({"ts": {"$gt": since}})
 
 
 def event_count() -> int:

@@ -10,6 +10,9 @@ so counts never drift, whatever happened before. See docs/adr/0002-document-desi
 from __future__ import annotations
 
 import logging
+import queue
+import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -21,10 +24,21 @@ from pymongo import InsertOne, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError
 from tqdm import tqdm
 
-from recsys_site.mongo import get_db
+from recsys_site.mongo import ensure_indexes, get_db
 
 from . import collections as c
-from .mpd import Problem, SliceError, Source, decode_slice, iter_sources, sha256, validate_playlist
+from .mpd import (
+    Problem,
+    SliceError,
+    Source,
+    content_hash,
+    decode_slice,
+    iter_sources,
+    normalize_name,
+    sha256,
+    validate_playlist,
+)
+from .selectors import CATALOGUE_STATS_ID, catalogue_stats_build
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +195,6 @@ def catalogue_rebuild(*, show_progress: bool = False) -> dict[str, int]:
             db[f"{coll}_rebuild"].rename(coll, dropTarget=True)
         else:
             db[coll].drop()
-    from recsys_site.mongo import ensure_indexes
 
     ensure_indexes()
     return {"tracks": len(delta.meta), "artists": len(artist_docs)}
@@ -352,7 +365,6 @@ def indexes_defer() -> list[str]:
 
 def indexes_restore(*, progress: Callable[[str], None] | None = None) -> list[str]:
     """Build the indexes a bulk load deferred (every declared index, idempotent); return the collections."""
-    from recsys_site.mongo import ensure_indexes
 
     db = get_db()
     doc = db[c.CATALOGUE_STATE].find_one({"_id": DEFERRED_INDEXES})
@@ -467,8 +479,6 @@ def _read_ahead(items: Iterable[Source | Problem]) -> Iterator[_Slice | Problem]
     the GIL is free while the writing thread waits for the server. Errors surface in the caller; a caller that
     stops early stops the thread.
     """
-    import queue
-    import threading
 
     slots: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
     stop = threading.Event()
@@ -647,7 +657,6 @@ def catalogue_stats_compute(*, playlist_rows: Iterable[dict[str, Any]] | None = 
     weekly job. A first load passes the rows it still holds instead (``selectors.catalogue_stats_build``).
     Returns the stored document.
     """
-    from .selectors import CATALOGUE_STATS_ID, catalogue_stats_build
 
     doc = catalogue_stats_build(playlist_rows=playlist_rows, track_rows=track_rows)
     get_db()[c.CATALOGUE_STATS].replace_one({"_id": CATALOGUE_STATS_ID}, doc, upsert=True)
@@ -664,83 +673,6 @@ def _catalogue_stats_refresh(**rows: Any) -> None:
         log.exception("could not recompute the catalogue statistics after the ingest; the weekly job will")
 
 
-# --- feedback events ---------------------------------------------------------------------------------------------
-
-class EventError(ValueError):
-    """A batch of events was refused whole; ``errors`` maps each bad item's index to its field errors."""
-
-    def __init__(self, errors: dict[int, dict[str, str]]) -> None:
-        super().__init__("; ".join(f"event {i}: " + ", ".join(f"{k}: {v}" for k, v in e.items())
-                                   for i, e in sorted(errors.items())))
-        self.errors = errors
-
-
-def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
-    from .events import EVENT_KINDS
-    from .mpd import URI_RE
-
-    if not isinstance(raw, dict):
-        return None, {"event": "must be an object"}
-    errors: dict[str, str] = {}
-    user, kind = raw.get("user"), raw.get("kind")
-    if not isinstance(user, str) or not user.strip():
-        errors["user"] = "required, a non-empty string"
-    if kind not in EVENT_KINDS:
-        errors["kind"] = f"must be one of {', '.join(EVENT_KINDS)}"
-    track, playlist, ms = raw.get("track"), raw.get("playlist"), raw.get("ms_played")
-    if kind in ("play", "skip", "like") and (not isinstance(track, str) or not URI_RE["track"].match(track)):
-        errors["track"] = "required for play/skip/like: a spotify:track: URI"
-    if kind in ("follow", "unfollow") and (not isinstance(playlist, int) or isinstance(playlist, bool)):
-        errors["playlist"] = "required for follow/unfollow: a playlist id (integer)"
-    if ms is not None and (not isinstance(ms, int) or isinstance(ms, bool) or ms < 0):
-        errors["ms_played"] = "a non-negative integer (milliseconds)"
-    if kind == "play" and ms is None:
-        errors["ms_played"] = "required for play"
-    if errors:
-        return None, errors
-    doc = {"user": user, "kind": kind, "ts": _now(), "rec_id": raw.get("rec_id")}
-    doc |= {"track": track} if kind in ("play", "skip", "like") else {"playlist": playlist}
-    if ms is not None:
-        doc["ms_played"] = ms
-    return doc, {}
-
-
-def event_record_many(*, events: list[Any], refresh: bool = True, check_users: bool = False) -> list[Any]:
-    """Store feedback events, all or none (each bad item is named with its field errors), then ask the worker to
-    refresh each user's picks. Stored first: a broker that is down loses the refresh, never the events.
-    ``check_users`` also refuses events of users the store does not know."""
-    from .selectors import user_exists
-
-    docs, errors = [], {}
-    for index, raw in enumerate(events):
-        doc, problems = _event_doc(raw)
-        user = raw.get("user") if isinstance(raw, dict) else None
-        if check_users and isinstance(user, str) and user.strip() and not user_exists(user=user):
-            problems["user"] = f"unknown user {user!r}"
-        if problems:
-            errors[index] = problems
-        else:
-            docs.append(doc)
-    if errors:
-        raise EventError(errors)
-    if not docs:
-        return []
-    ids = get_db()[c.EVENTS].insert_many(docs, ordered=True).inserted_ids
-    from recsys_site import cache
-
-    for user in dict.fromkeys(d["user"] for d in docs):
-        cache.forget_user(user)  # the next read recomputes or reads the refreshed picks, never a stale copy
-    if refresh:
-        from celery import current_app
-
-        for user in dict.fromkeys(d["user"] for d in docs):
-            try:
-                current_app.send_task("ranker.refresh_user", args=[user], queue="default")
-            except Exception as exc:  # the events are stored; the weekly run will pick them up
-                log.warning("could not queue a picks refresh for %s: %s", user, exc)
-    return ids
-
-
 # --- users and their own playlists (API) ------------------------------------------------------------------------
 
 API_USER_PREFIX = "api:"
@@ -753,7 +685,6 @@ class UserExists(ValueError):
 
 def user_create(*, name: str) -> str:
     """Create user ``api:<name>``; ``UserExists`` if taken. Names are 1–64 letters, digits, ``_ . -``."""
-    import re
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
         raise ValueError("name must be 1-64 letters, digits, '_', '.' or '-'")
@@ -766,7 +697,6 @@ def user_create(*, name: str) -> str:
 def user_playlist_create(*, user: str, name: str, tracks: list[str]) -> dict[str, Any]:
     """A user's own playlist from catalogue tracks; ``ValueError`` naming unknown tracks. Written whole, with the
     catalogue counts kept right as ingestion keeps them."""
-    from .mpd import content_hash, normalize_name
 
     db = get_db()
     known: dict[str, dict[str, Any]] = {}
@@ -788,7 +718,4 @@ def user_playlist_create(*, user: str, name: str, tracks: list[str]) -> dict[str
     playlist_upsert_many(playlists=[playlist], source={"kind": "api", "user": user}, delta=delta)
     catalogue_apply(delta)
     catalogue_mark(dirty=False)
-    from recsys_site import cache
-
-    cache.forget_user(user)
     return playlist

@@ -1,11 +1,11 @@
-"""Buddies against real friendships (brief §5): do the taste buddies pairing finds overlap declared friends?
+"""Buddies against real friendships: do the taste buddies pairing finds overlap declared friends?
 
 The HetRec 2011 Last.fm dataset has both what users listen to (``user_artists.dat``: userID, artistID, weight =
 play count) and whom they call friends (``user_friends.dat``). The product's pairing is run on the listening
 alone, exactly as it runs on playlists: a binary users × artists "liked" matrix (liked = listened at all) → our
 BPR → each user's taste vector is the L2-normalised mean of the BPR vectors of the artists they listened to
-(:func:`pairing.knn.taste_vectors`) → exact cosine top-K (:func:`pairing.knn.exact_topk`). Friendships are
-never shown to the model; they are only the yardstick.
+(:func:`ranker.recommenders.vectors.taste_vectors`) → exact cosine top-K (:func:`pairing.knn.exact_topk`).
+Friendships are never shown to the model; they are only the yardstick.
 
 **Friend recall@K** of a user with friends F and buddies B_K (their K nearest other users) is
 ``|F ∩ B_K| / min(|F|, K)``, averaged over the users with at least one friend; the denominator ``min(|F|, K)``
@@ -28,6 +28,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ingestion.triplets import ROLES, Problem, parse_file
+from pairing.knn import exact_topk
+from ranker.recommenders.bpr import BPR
+from ranker.recommenders.vectors import taste_vectors
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +152,6 @@ def evaluate_hetrec(path: str | Path, *, k: int = 10, random_state: int = 0, sho
     ``bpr_params`` override :data:`BPR_DEFAULTS`; ``raw_cosine=False`` skips the model-free comparison row.
     Returns ``{"k", "friend_recall", "random", "most_active", "lift_over_random", ...}`` with extras.
     """
-    from pairing.knn import exact_topk, taste_vectors
-    from ranker.recommenders.bpr import BPR
 
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")

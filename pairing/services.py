@@ -1,7 +1,7 @@
 """Writes of the pairing package: compute every user's taste buddies from the live ranker and swap them in.
 
 A user's taste vector is the L2-normalised mean of the live model's vectors of the tracks they like
-(``pairing.knn.taste_vectors``); buddies are the cosine top-K (exact FAISS search, HNSW past
+(``ranker.recommenders.vectors.taste_vectors``); buddies are the cosine top-K (exact FAISS search, HNSW past
 ``PAIRING_EXACT_MAX`` users, with its recall against exact search measured on a sample and recorded).
 Each pair keeps its evidence: how many tracks and which artists the two share.
 
@@ -30,11 +30,13 @@ import scipy.sparse as sp
 from django.conf import settings
 from tqdm.auto import tqdm
 
+from ranker.recommenders.vectors import taste_vectors
+from ranker.training.selectors import live_model
 from recsys_site.mongo import get_db
 
 from . import collections as c
 from .indexes import INDEXES
-from .knn import Neighbours, exact_topk, recall_at_k, taste_vectors, topk
+from .knn import Neighbours, exact_topk, recall_at_k, topk
 from .taste_map import MAP_SAMPLE, MapFit, cluster_names, taste_map_fit, user_artists
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,6 @@ def buddies_compute(*, model: Any = None, k: int | None = None, method: str = "a
                     map_sample: int = MAP_SAMPLE, random_state: int = 0) -> dict[str, Any]:
     """Recompute every user's top-``k`` buddies from ``model`` (default: the live ranker) and swap them in, with
     the taste map (``map_sample`` points drawn with ``random_state``); returns a summary of the run."""
-    from ranker.selectors import live_model
 
     model = model or live_model()
     if model is None:

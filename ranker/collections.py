@@ -1,4 +1,7 @@
-"""Names of the MongoDB collections that the ranker package owns (others read them through ``ranker.selectors``)."""
+"""Names of the MongoDB collections that the ranker package owns.
+
+Other packages read them only through the selectors of ranker's subpackages (``training``, ``picks``, ...).
+"""
 
 MODELS = "models"  # one document per trained model version: status, parameters, data snapshot, metrics
 MODEL_FILES = "model_files"  # GridFS bucket (``model_files.files``, ``.chunks``): every model version's files

@@ -7,6 +7,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from ranker.experiments.spec import spec_errors
+
 
 def _playlists() -> list[str]:
     return ["playlists"]
@@ -39,8 +41,6 @@ class Experiment(models.Model):
                 "description": self.description, "source": "admin"}
 
     def clean(self) -> None:
-        from .experiments import spec_errors
-
         problems = spec_errors(self.name, self.spec(), check_versions=True)
         if problems:
             raise ValidationError(problems)

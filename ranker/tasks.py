@@ -5,11 +5,12 @@ from __future__ import annotations
 from celery import shared_task
 from pymongo.errors import AutoReconnect, ConnectionFailure
 
+from ranker.picks.precompute import picks_refresh_user
+
 
 @shared_task(name="ranker.refresh_user", ignore_result=True, time_limit=60, soft_time_limit=50,
              autoretry_for=(AutoReconnect, ConnectionFailure), retry_backoff=True, max_retries=3)
 def refresh_user(user: str) -> None:
     """Recompute one user's picks from what they like now (sent when their feedback arrives)."""
-    from .services import picks_refresh_user
 
     picks_refresh_user(user=user)

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import bson
+from bson.errors import InvalidDocument
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
+
+from ingestion.selectors import UnknownUser, user_exists
 
 
 class KSerializer(serializers.Serializer):
@@ -19,7 +24,6 @@ class KSerializer(serializers.Serializer):
 
 def known_user(user: str) -> str:
     """``user`` if the store knows it (created through the API, from triplets, or an MPD pseudo-user), else 404."""
-    from ingestion.selectors import UnknownUser, user_exists
 
     if not user_exists(user=user):
         raise NotFound(str(UnknownUser(user)))
@@ -31,8 +35,6 @@ def unstorable(value) -> str | None:
 
     JSON allows all three, so request data that goes to the store unchecked by a serializer is tested first: a 400,
     not a 500 from the driver."""
-    import bson
-    from bson.errors import InvalidDocument
 
     try:
         bson.encode({"value": value})
@@ -67,7 +69,6 @@ ALWAYS = (429, 503)  # any operation may be throttled or find the store down
 def responses(success: Any, *errors: int, status: int = 200) -> dict[int, Any]:
     """An operation's documented answers: ``success`` under ``status`` and the error envelope for each of ``errors``
     (plus throttling and an unreachable store, which any operation may answer)."""
-    from drf_spectacular.utils import OpenApiResponse
 
     documented: dict[int, Any] = {status: success}
     for code in (*errors, *ALWAYS):

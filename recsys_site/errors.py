@@ -5,20 +5,16 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import SuspiciousOperation
+from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
-MODEL_RETRY_AFTER = 10  # seconds: about two of a web process's model polls (MODEL_POLL_SECONDS)
+from .exceptions import NotFoundError, UnavailableError
 
 
 def api_exception_handler(exc, context):
-    from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
-
-    from ingestion.selectors import UnknownUser
-    from ranker.artifacts import ModelUnavailable
-
-    if isinstance(exc, UnknownUser):
+    if isinstance(exc, NotFoundError):
         exc = exceptions.NotFound(str(exc))
     if isinstance(exc, AutoReconnect | ConnectionFailure | ServerSelectionTimeoutError):
         # The store is down: say so at once, with a retry hint, rather than a 500 after a stack trace.
@@ -26,13 +22,13 @@ def api_exception_handler(exc, context):
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         response["Retry-After"] = "30"
         return response
-    if isinstance(exc, ModelUnavailable):
-        # The live model version cannot be loaded on this machine (not in the store whole, corrupt, no disk for
-        # the cache): a retry may find it fetched, or another version live.
-        logging.getLogger("ranker").error("answering 503: %s", exc)
-        response = Response({"code": "model_unavailable", "message": "the live model cannot be loaded on this "
-                             "server; try again soon"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        response["Retry-After"] = str(MODEL_RETRY_AFTER)
+    if isinstance(exc, UnavailableError):
+        # e.g. the live model version cannot be loaded on this machine (not in the store whole, corrupt, no disk
+        # for the cache): a retry may find it fetched, or another version live.
+        logging.getLogger(type(exc).__module__).error("answering 503: %s", exc)
+        response = Response({"code": exc.code, "message": exc.public_message},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        response["Retry-After"] = str(exc.retry_after)
         return response
     response = exception_handler(exc, context)
     if response is None and isinstance(exc, SuspiciousOperation):  # e.g. a form with more than 1000 fields

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from kombu import Connection
 
+from .collections import HEARTBEATS
 from .mongo import get_client, get_db
-
-HEARTBEATS = "heartbeats"
 
 
 def _timed(check) -> dict[str, Any]:
@@ -27,7 +27,6 @@ def mongo_status() -> dict[str, Any]:
 
 
 def broker_status() -> dict[str, Any]:
-    from kombu import Connection
 
     def check() -> None:
         with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:

@@ -1,6 +1,6 @@
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from .jobs import JOB_LOCKS, JOB_RUNS, JOB_SHARDS
+from .collections import JOB_LOCKS, JOB_RUNS, JOB_SHARDS
 
 INDEXES = {
     JOB_RUNS: [IndexModel([("queued_at", DESCENDING)]), IndexModel([("job", ASCENDING), ("queued_at", DESCENDING)])],

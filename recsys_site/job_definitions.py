@@ -1,16 +1,31 @@
-"""The jobs Buddies runs, each a list of steps that call one service apiece (``recsys_site.jobs``)."""
+"""The jobs Buddies runs, each a list of steps that call one service apiece (``recsys_site.jobs``).
+
+Imported when the app is ready (``RecsysSiteConfig.ready``), which registers the jobs with the engine.
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
+
+from ingestion.services import catalogue_stats_compute
+from pairing.selectors import buddies_state
+from pairing.services import buddies_compute
+from ranker.experiments.assign import pinned_versions
+from ranker.picks.precompute import picks_discard, picks_plan, picks_shard, picks_swap
+from ranker.picks.selectors import picks_state
+from ranker.training.selectors import live_model_clear, live_version, model_get
+from ranker.training.served import served_params
+from ranker.training.services import PromotionRefused, model_files_cleanup, model_promote, ranker_train
+
+from .collections import JOB_RUNS
 from .jobs import Context, Job, Step, StopJob, register
+from .mongo import get_db
 
 
 def _train(ctx: Context) -> dict[str, Any]:
-    from ranker.served import served_params
-    from ranker.services import ranker_train
-
     params = ctx.params.get("ranker") or {}
     epochs = served_params(params)["bpr"]["epochs"]
     ctx.log(f"training the ranker ({epochs} BPR epochs at most)")
@@ -23,10 +38,10 @@ def _train(ctx: Context) -> dict[str, Any]:
 
 
 def _promote(ctx: Context) -> dict[str, Any]:
-    from ranker.selectors import live_model_clear
-    from ranker.services import PromotionRefused, model_promote
-
     version = ctx.state["model_version"]
+    if not ctx.params.get("promote", True):
+        ctx.log(f"{version} registered as a candidate (promote=false)")
+        return {"live": None, "candidate": version}
     try:
         promotion = model_promote(version=version, force=bool(ctx.params.get("force")))
     except PromotionRefused as exc:
@@ -38,9 +53,6 @@ def _promote(ctx: Context) -> dict[str, Any]:
 
 
 def _buddies(ctx: Context) -> dict[str, Any]:
-    from pairing.services import buddies_compute
-    from ranker.selectors import live_model_clear
-
     live_model_clear()
     summary = buddies_compute(callback=lambda step, elapsed, m: ctx.progress(step / 2, f"buddies: {m}"))
     ctx.log(f"buddies: {summary}")
@@ -48,8 +60,6 @@ def _buddies(ctx: Context) -> dict[str, Any]:
 
 
 def _picks_plan(ctx: Context) -> list[dict[str, Any]]:
-    from ranker.services import picks_plan
-
     plan = picks_plan(shard_users=ctx.params.get("shard_users"))
     ctx.remember(picks_plan={k: v for k, v in plan.items() if k != "shards"})
     ctx.log(f"picks: {plan['users']:,} users of {plan['version']} in {len(plan['shards'])} shards")
@@ -57,14 +67,10 @@ def _picks_plan(ctx: Context) -> list[dict[str, Any]]:
 
 
 def _picks_shard(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
-    from ranker.services import picks_shard
-
     return picks_shard(plan=ctx.state["picks_plan"], **spec)
 
 
 def _picks_swap(ctx: Context, shard_metrics: list[dict[str, Any]]) -> dict[str, Any]:
-    from ranker.services import picks_swap
-
     plan = {**ctx.state["picks_plan"], "shards": shard_metrics}
     summary = picks_swap(plan=plan, shard_metrics=shard_metrics)
     summary["shard_seconds"] = round(sum(m.get("seconds", 0.0) for m in shard_metrics), 3)
@@ -73,18 +79,12 @@ def _picks_swap(ctx: Context, shard_metrics: list[dict[str, Any]]) -> dict[str, 
 
 
 def _picks_abort(ctx: Context) -> None:
-    from ranker.services import picks_discard
-
     plan = ctx.state.get("picks_plan")
     if plan:
         picks_discard(plan=plan)
 
 
 def _metrics(ctx: Context) -> dict[str, Any]:
-    from ingestion.services import catalogue_stats_compute
-    from pairing.selectors import buddies_state
-    from ranker.selectors import live_version, model_get, picks_state
-
     live = live_version()
     model = model_get(version=live) if live else None
     # The dashboard's catalogue statistics are refreshed here too (users, listens and events change between ingests);
@@ -99,10 +99,15 @@ def _metrics(ctx: Context) -> dict[str, Any]:
     return summary
 
 
-def _set_run_fields(ctx: Context, **fields: Any) -> None:
-    from .jobs import JOB_RUNS
-    from .mongo import get_db
+def _cleanup(ctx: Context) -> dict[str, Any]:
+    """Model versions nobody needs any more, out of the store and this machine's cache (ADR 0004, ADR 0010)."""
+    pinned = pinned_versions()
+    removed = model_files_cleanup(keep=pinned, min_age=timedelta(hours=settings.MODEL_CLEANUP_MIN_AGE_HOURS))
+    ctx.log(f"cleanup: removed {len(removed)} ({', '.join(removed) or 'nothing'}); kept the pinned {sorted(pinned)}")
+    return {"removed": removed, "pinned": sorted(pinned)}
 
+
+def _set_run_fields(ctx: Context, **fields: Any) -> None:
     get_db()[JOB_RUNS].update_one({"_id": ctx.run_id}, {"$set": fields})
 
 
@@ -112,11 +117,13 @@ BUDDIES = Step("buddies", _buddies, queue="gpu", weight=1)
 # Sharded: every worker on the default queue takes a share; the new picks are swapped in after the last shard.
 PICKS = Step("picks", _picks_plan, weight=3, shard=_picks_shard, gather=_picks_swap, abort=_picks_abort)
 METRICS = Step("metrics", _metrics, weight=0.1)
+CLEANUP = Step("cleanup", _cleanup, weight=0.1)
 
-register(Job("weekly_refresh", "Train the ranker, promote it if not worse, recompute buddies and every user's picks.",
-             (TRAIN, PROMOTE, BUDDIES, PICKS, METRICS), params={"ranker": {}, "force": False, "shard_users": None}))
-register(Job("train_ranker", "Train the ranker and promote it if not worse.", (TRAIN, PROMOTE),
-             params={"ranker": {}, "force": False}))
+register(Job("weekly_refresh", "Train the ranker, promote it if not worse, recompute buddies and every user's picks, "
+             "then remove the model versions nobody needs.", (TRAIN, PROMOTE, BUDDIES, PICKS, METRICS, CLEANUP),
+             params={"ranker": {}, "force": False, "shard_users": None}))
+register(Job("train_ranker", "Train the ranker and promote it if not worse (unless promote is false).",
+             (TRAIN, PROMOTE), params={"ranker": {}, "force": False, "promote": True}))
 register(Job("compute_buddies", "Recompute every user's buddies from the live model.", (BUDDIES,)))
 register(Job("precompute_picks", "Recompute every user's track and playlist picks from the live model.", (PICKS,),
              params={"shard_users": None}))

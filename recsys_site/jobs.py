@@ -34,17 +34,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
+from kombu.exceptions import OperationalError
 from pymongo import DESCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    DuplicateKeyError,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+)
 
+from .collections import JOB_LOCKS, JOB_RUNS, JOB_SHARDS
 from .mongo import get_db
 
 log = logging.getLogger(__name__)
 
-JOB_RUNS = "job_runs"
-JOB_LOCKS = "job_locks"
-JOB_SHARDS = "job_shards"
+# What the workers run (``recsys_site.tasks``), sent by name: the engine does not import its tasks. The tasks keep
+# no result, so sending one never touches the result backend (``ignore_result``).
+RUN_STEP_TASK = "recsys_site.run_step"
+RUN_SHARD_TASK = "recsys_site.run_shard"
 SHARD_ATTEMPTS = 3  # claims of one shard before the run fails (a shard that kills every worker it lands on)
 LOG_LINES = 50
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -93,8 +103,7 @@ def register(job: Job) -> Job:
 
 
 def get_job(name: str) -> Job:
-    from . import job_definitions  # noqa: F401  (registers the jobs)
-
+    """A registered job (``recsys_site.job_definitions`` registers them when the app is ready)."""
     try:
         return REGISTRY[name]
     except KeyError:
@@ -242,11 +251,12 @@ def run_cancel(*, run_id: str) -> bool:
 
 # -- starting and executing ---------------------------------------------------------------------------------------
 
-def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = False, trigger: str = "api"
-              ) -> dict[str, Any]:
+def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = False, trigger: str = "api",
+              run_id: str | None = None) -> dict[str, Any]:
     """Start job ``name``: refused (``JobRefused``) if it is already queued or running.
 
     Asynchronous by default (the first step goes to its Celery queue); ``sync`` runs every step here, now.
+    ``run_id`` names the run (a caller that follows a sync run from another thread knows it in advance).
     Returns the run document as it stands afterwards.
     """
     job = get_job(name)
@@ -254,7 +264,7 @@ def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = F
     if unknown:
         raise ValueError(f"unknown parameters {sorted(unknown)} for job {name}; known: {sorted(job.params)}")
     job_runs_reap()
-    run_id = uuid.uuid4().hex
+    run_id = run_id or uuid.uuid4().hex
     # A queued run's lock must outlive the wait in the queue, not only a step.
     lock_acquire(job=name, run_id=run_id, ttl=timedelta(seconds=settings.JOB_QUEUED_LOCK_TTL_SECONDS))
     try:
@@ -281,10 +291,8 @@ def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = F
 
 
 def _send_step(job: Job, run_id: str, index: int) -> None:
-    from .tasks import run_step
-
-    run_step.apply_async(args=[run_id, index], queue=job.steps[index].queue,
-                         time_limit=settings.JOB_STEP_TIME_LIMIT, soft_time_limit=settings.JOB_STEP_SOFT_TIME_LIMIT)
+    current_app.send_task(RUN_STEP_TASK, args=[run_id, index], queue=job.steps[index].queue, ignore_result=True,
+                          time_limit=settings.JOB_STEP_TIME_LIMIT, soft_time_limit=settings.JOB_STEP_SOFT_TIME_LIMIT)
 
 
 class _Renewer(threading.Thread):
@@ -397,9 +405,7 @@ def _fan_out(ctx: Context, job: Job, index: int, specs: list[dict[str, Any]], *,
 
 
 def _send_shard(job: Job, run_id: str, index: int, n: int) -> None:
-    from .tasks import run_shard
-
-    run_shard.apply_async(args=[run_id, index, n], queue=job.steps[index].queue,
+    current_app.send_task(RUN_SHARD_TASK, args=[run_id, index, n], queue=job.steps[index].queue, ignore_result=True,
                           time_limit=settings.JOB_STEP_TIME_LIMIT, soft_time_limit=settings.JOB_STEP_SOFT_TIME_LIMIT)
 
 
@@ -583,8 +589,6 @@ def _finish(run_id: str, job: str, status: str, *, message: str = "", error: str
 
 def is_transient(exc: BaseException) -> bool:
     """Failures worth retrying: the store or the broker briefly unreachable. Bad data is not."""
-    from kombu.exceptions import OperationalError
-    from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError
 
     return isinstance(exc, AutoReconnect | ConnectionFailure | NetworkTimeout | ServerSelectionTimeoutError |
                       OperationalError)

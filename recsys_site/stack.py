@@ -22,7 +22,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+import django
+from django.conf import settings
+
+from .embedded import EmbeddedServerError, mongo_server, redis_server
 
 log = logging.getLogger("buddies.stack")
 
@@ -68,9 +74,7 @@ class Stack:
 
     # --- phases --------------------------------------------------------------------------------------------------
     def start_servers(self) -> None:
-        from django.conf import settings
 
-        from .embedded import mongo_server, redis_server
 
         if not os.environ.get("MONGO_URI"):
             server = mongo_server(self.var_dir, settings.MONGO_PORT)
@@ -117,7 +121,6 @@ class Stack:
                             "--schedule", str(self.var_dir / "run" / "celerybeat-schedule")])
 
     def wait_web(self, port: int, timeout: float = 60) -> None:
-        import urllib.request
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -168,12 +171,9 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
-    import django
 
     django.setup()
-    from django.conf import settings
 
-    from .embedded import EmbeddedServerError
 
     var_dir = Path(settings.VAR_DIR)
     (var_dir / "run").mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 from django.http import JsonResponse
+from django.views.defaults import page_not_found
 
 from .health import health
 
@@ -13,6 +14,5 @@ def not_found(request, exception=None):
     """404 for a URL no route matches: JSON under /api/ (like every other API error), Django's page elsewhere."""
     if request.path.startswith("/api/"):
         return JsonResponse({"code": "not_found", "message": f"no endpoint at {request.path}"}, status=404)
-    from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)

@@ -20,6 +20,7 @@ django_application = get_wsgi_application()
 
 def build(django_app=django_application):
     """Django with the staff-only dashboard mounted at /dashboard (Dash's own Flask app, behind Django's login)."""
+    # lazy: these need the Django set-up that ``get_wsgi_application`` above has just done
     from django.conf import settings
 
     from dashboard.app import create_app
@@ -33,6 +34,6 @@ application = build()
 
 # What was imported and built so far lives as long as the process: move it out of the cyclic collector's reach, so
 # a full collection walks only what requests created (it walked ~130,000 startup objects, 80 ms, a periodic stall
-# in the latency tail; docs/BENCHMARKS.md). The live model does the same once loaded (ranker.selectors).
+# in the latency tail; docs/BENCHMARKS.md). The live model does the same once loaded (ranker.training.selectors).
 gc.collect()
 gc.freeze()

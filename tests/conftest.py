@@ -117,8 +117,8 @@ FAST = {"bpr": {"epochs": 15, "validation_users": 100, "eval_every": 5}, "als": 
 def live(demo_store, model_dir):
     """A trained, promoted model and computed buddies: what the weekly job leaves behind."""
     from pairing.services import buddies_compute
-    from ranker.selectors import live_model, live_model_clear
-    from ranker.services import model_promote, ranker_train
+    from ranker.training.selectors import live_model, live_model_clear
+    from ranker.training.services import model_promote, ranker_train
 
     model = ranker_train(params=FAST)
     model_promote(version=model.version)

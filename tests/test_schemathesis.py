@@ -263,7 +263,7 @@ def test_events_mongodb_cannot_store_are_refused_not_500(live, staff_token, even
     """Found by fuzzing: these were 500s (OverflowError, UnicodeEncodeError, InvalidDocument from the driver)."""
     from rest_framework.test import APIClient
 
-    from ingestion.selectors import event_iter
+    from ingestion.feedback.selectors import event_iter
 
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {staff_token}")

@@ -25,7 +25,7 @@ from pairing.selectors import (
     taste_map_positions,
 )
 from pairing.taste_map import TasteMap, taste_map_compute
-from ranker.selectors import live_model
+from ranker.training.selectors import live_model
 
 from ..cache import cached
 from ..components import empty_figure, graph, page, stat_cards, styled, table

@@ -29,9 +29,10 @@ import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
 from plotly.subplots import make_subplots
 
-from ingestion.selectors import event_daily_counts, event_totals_by_rec
-from ranker.experiments import experiment_results, experiments
-from ranker.selectors import histogram_version_count, score_drift, served_daily_counts, served_get_many
+from ingestion.feedback.selectors import event_daily_counts, event_totals_by_rec
+from ranker.experiments.assign import experiment_results, experiments
+from ranker.experiments.selectors import served_daily_counts, served_get_many
+from ranker.training.selectors import histogram_version_count, score_drift
 
 from ..cache import cached
 from ..components import empty_figure, graph, page, stat_cards, styled, table, table_data

@@ -18,7 +18,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html
 
 from ingestion.mpd import URI_RE
 from ingestion.selectors import track_get, user_get
-from ranker.picks import serve_continuation, serve_playlist_picks, serve_track_picks
+from ranker.picks.serve import serve_continuation, serve_playlist_picks, serve_track_picks
 
 from ..components import empty_figure, graph, page, styled, table
 from .buddies import search_callback, search_options

@@ -53,7 +53,7 @@ def register(app: Dash) -> None:
 
 
 def _start_from_request(n_clicks: int, job: str) -> str:
-    from flask import request
+    from flask import request  # lazy: Dash's Flask: only this path needs it
 
     return start(n_clicks, job, user=request.environ.get(USER_KEY, "staff"))
 

@@ -15,16 +15,14 @@ import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
 from plotly.subplots import make_subplots
 
-from ranker.selectors import (
+from ranker.evaluation.selectors import (
     PLAYLIST_METRIC_NAMES,
     TRACK_METRIC_NAMES,
     evaluation_for_version,
     evaluation_versions,
-    live_version,
-    model_get,
-    model_list,
     model_metrics,
 )
+from ranker.training.selectors import live_version, model_get, model_list
 
 from ..components import empty_figure, graph, page, stat_cards, styled, table
 

@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
 
 from ingestion.selectors import event_count, ingest_run_list
-from ranker.selectors import live_version, model_get
+from ranker.training.selectors import live_version, model_get
 from recsys_site.jobs import run_list
 
 from ..cache import cached

@@ -2,7 +2,7 @@
 ``Recommender``): ``fit`` on a users × items CSR matrix of indices, ``score``/``recommend`` for users or for
 rows of seed items folded in, ``similar_items``, ``similar_users``, ``save`` and ``load``.
 
-Raw ids (user ids, track URIs) never reach a recommender: ``ranker.data`` maps them to indices once.
+Raw ids (user ids, track URIs) never reach a recommender: ``ranker.training.data`` maps them to indices once.
 """
 
 from __future__ import annotations

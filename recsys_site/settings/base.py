@@ -117,7 +117,8 @@ PICKS_CACHE_URL = env("PICKS_CACHE_URL", default=f"redis://127.0.0.1:{REDIS_PORT
 PICKS_CACHE_LOCAL_SECONDS = env.float("PICKS_CACHE_LOCAL_SECONDS", default=5.0)
 PICKS_CACHE_LOCAL_SIZE = env.int("PICKS_CACHE_LOCAL_SIZE", default=20_000)
 PICKS_CACHE_REDIS_SECONDS = env.int("PICKS_CACHE_REDIS_SECONDS", default=3600)
-# Served pick lists are logged in batches (ranker.served_log): every N seconds or N lists; 0 writes each inline.
+# Served pick lists are logged in batches (ranker.experiments.served_log): every N seconds or N lists;
+# 0 writes each inline.
 SERVED_LOG_FLUSH_SECONDS = env.float("SERVED_LOG_FLUSH_SECONDS", default=0.5)
 SERVED_LOG_BATCH = env.int("SERVED_LOG_BATCH", default=500)
 SERVED_LOG_MAX_BUFFER = env.int("SERVED_LOG_MAX_BUFFER", default=100_000)
@@ -155,9 +156,12 @@ JOB_LOCK_TTL_SECONDS = env.float("JOB_LOCK_TTL_SECONDS", default=60.0)  # a runn
 JOB_QUEUED_LOCK_TTL_SECONDS = env.float("JOB_QUEUED_LOCK_TTL_SECONDS", default=6 * 3600.0)
 JOB_REAP_SECONDS = env.float("JOB_REAP_SECONDS", default=30.0)
 # Users per shard of the weekly picks precompute (a Celery task each; a few seconds to a minute of work).
+# The weekly refresh's cleanup leaves model versions younger than this alone: one may be a candidate whose run is
+# still going (the live one, the one before it and those an experiment pins are kept at any age).
+MODEL_CLEANUP_MIN_AGE_HOURS = env.float("MODEL_CLEANUP_MIN_AGE_HOURS", default=24.0)
 PICKS_SHARD_USERS = env.int("PICKS_SHARD_USERS", default=1000)
-# Above this many tracks, precomputed track picks come from candidates re-scored exactly (ranker/candidates.py)
-# instead of scoring every track for every user.
+# Above this many tracks, precomputed track picks come from candidates re-scored exactly
+# (ranker/recommenders/candidates.py) instead of scoring every track for every user.
 PICKS_DENSE_MAX_ITEMS = env.int("PICKS_DENSE_MAX_ITEMS", default=100_000)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "recsys_site.heartbeat", "schedule": float(HEARTBEAT_SECONDS)},
@@ -166,7 +170,7 @@ CELERY_BEAT_SCHEDULE = {
     "reap_job_runs": {"task": "recsys_site.reap_job_runs", "schedule": JOB_REAP_SECONDS},
 }
 
-# A/B experiments on picks (ranker/experiments.py): variants with weights and what each changes. JSON in the
+# A/B experiments on picks (ranker/experiments/assign.py): variants with weights and what each changes. JSON in the
 # EXPERIMENTS variable replaces this default; {} runs none.
 EXPERIMENTS = env.json("EXPERIMENTS", default={
     "playlist_rerank": {

@@ -43,7 +43,7 @@ def site(live, model_dir, tmp_path_factory):
     """gunicorn (2 workers) and a Celery worker over the module's live world; yields the base URL."""
     from django.conf import settings
 
-    from ranker.services import ranker_train
+    from ranker.training.services import ranker_train
     from tests.conftest import FAST
 
     ranker_train(params=FAST)  # a second, not promoted, version: the Models page has two to switch between

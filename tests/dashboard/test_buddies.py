@@ -31,7 +31,7 @@ def cluster_points(figure) -> tuple[list[str], dict[str, tuple[float, float]]]:
 
 
 def users_with_vectors(live) -> list[str]:
-    from pairing.knn import taste_vectors
+    from ranker.recommenders.vectors import taste_vectors
 
     vectors = taste_vectors(live.item_vectors(), live.user_items)
     return [str(u) for u in live.user_ids[vectors.any(axis=1)]]

@@ -29,9 +29,9 @@ def world(live, django_db_setup, django_db_blocker):
     """Twelve users served playlist and track picks, with feedback on them and elsewhere; then a newer version."""
     from django.conf import settings
 
-    from ingestion.services import event_record_many
-    from ranker.picks import serve_playlist_picks, serve_track_picks
-    from ranker.services import ranker_train
+    from ingestion.feedback.services import event_record_many
+    from ranker.picks.serve import serve_playlist_picks, serve_track_picks
+    from ranker.training.services import ranker_train
 
     previous = settings.EXPERIMENTS
     settings.EXPERIMENTS = SPEC
@@ -55,7 +55,7 @@ def world(live, django_db_setup, django_db_blocker):
                        "rec_id": track_picks["rec_id"]})
         events.append({"user": user, "kind": "play", "track": track, "ms_played": 20_000})  # no rec_id: elsewhere
         events.append({"user": user, "kind": "skip", "track": track})
-    event_record_many(events=events, refresh=False)
+    event_record_many(events=events)
     newer = ranker_train(params=FAST, random_state=1)
     yield {"users": users, "lists": lists, "tracks": tracks, "events": events, "newer": newer.version,
            "old": live.version}
@@ -110,12 +110,11 @@ def test_skip_and_follow_rates_per_day(world, experiments_spec):
 
 def test_summary_is_cached_not_recomputed_per_view(world, experiments_spec):
     from dashboard.pages.engagement import engagement_summary
-    from ingestion.services import event_record_many
+    from ingestion.feedback.services import event_record_many
 
     before = engagement_summary()
     user = world["users"][0]
-    event_record_many(events=[{"user": user, "kind": "skip", "track": world["tracks"][user]["tracks"][0]["uri"]}],
-                      refresh=False)
+    event_record_many(events=[{"user": user, "kind": "skip", "track": world["tracks"][user]["tracks"][0]["uri"]}])
     assert engagement_summary() is before  # within the minute: the same summary, no new scan
     engagement_summary.cache_clear()
     assert engagement_summary()["totals"]["skip"] == before["totals"]["skip"] + 1

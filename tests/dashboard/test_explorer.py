@@ -18,7 +18,7 @@ PROVENANCE = ("model_version", "variant", "experiment", "source")
 
 def forget(user: str) -> None:
     """Drop the user's cached picks, so the next caller computes them again instead of reading the other's."""
-    from recsys_site import cache
+    from ranker.picks import cache
 
     cache.forget_user(user)
     cache.clear_local()
@@ -33,7 +33,7 @@ def api():
 def discovery_user(live) -> tuple[str, list[str]]:
     """A user with ten or more tracks in the A/B variant that re-weights playlist picks (so a page that skipped the
     serving path and called the recommender with default weights would show other picks)."""
-    from ranker.experiments import assign
+    from ranker.experiments.assign import assign
 
     sizes = live.user_items.getnnz(axis=1)
     for row in (sizes >= 10).nonzero()[0]:
@@ -123,8 +123,8 @@ def test_continuation_reports_unknown_and_malformed_seeds_and_equals_the_api(api
 
 def test_looking_at_a_users_picks_is_not_logged_as_served(live):
     from dashboard.pages import explorer
-    from ranker.picks import serve_playlist_picks
-    from ranker.served_log import SERVED_LOG
+    from ranker.experiments.served_log import SERVED_LOG
+    from ranker.picks.serve import serve_playlist_picks
     from recsys_site.mongo import get_db
 
     user = str(live.user_ids[3])

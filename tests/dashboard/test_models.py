@@ -28,7 +28,7 @@ def versions(live):
     """The live version (evaluated with ``manage.py evaluate``) and a newer candidate trained with a callback."""
     from django.core.management import call_command
 
-    from ranker.services import ranker_train
+    from ranker.training.services import ranker_train
 
     call_command("evaluate", "--test-size", "20", "--categories", "first5_no_title,title_first10", "--epochs", "2",
                  "--no-progress", stdout=io.StringIO())

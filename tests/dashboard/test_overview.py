@@ -26,11 +26,10 @@ def _trace(figure: Any, name: str) -> list[int]:
 
 
 def _record_events(db, n: int) -> None:
-    from ingestion.services import event_record_many
+    from ingestion.feedback.services import event_record_many
 
     track = db[c.TRACKS].find_one({})["_id"]
-    event_record_many(events=[{"user": f"viewer-{i % 3}", "kind": "like", "track": track} for i in range(n)],
-                      refresh=False)
+    event_record_many(events=[{"user": f"viewer-{i % 3}", "kind": "like", "track": track} for i in range(n)])
 
 
 # --- the live world: demo playlists, a promoted model, buddies ---------------------------------------------------

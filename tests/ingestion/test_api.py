@@ -66,7 +66,7 @@ def test_a_playlist_of_unknown_tracks_is_refused_and_nothing_is_written(app_clie
 
 
 def test_an_event_batch_is_all_or_nothing_with_errors_per_item(app_client, live):
-    from ingestion.selectors import event_iter
+    from ingestion.feedback.selectors import event_iter
 
     user = str(live.user_ids[0])
     good = {"user": user, "kind": "play", "track": str(live.item_ids[0]), "ms_played": 40_000}

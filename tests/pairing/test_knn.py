@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from pairing.knn import (
-    Neighbours,
-    ann_topk,
-    exact_topk,
-    normalize_rows,
-    recall_at_k,
-    taste_vectors,
-    topk,
-)
+from pairing.knn import Neighbours, ann_topk, exact_topk, recall_at_k, topk
+from ranker.recommenders.vectors import normalize_rows, taste_vectors
 
 REPO = Path(__file__).resolve().parents[2]
 # Three tight clusters of three users each, along the x, y and z axes.

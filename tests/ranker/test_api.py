@@ -22,7 +22,7 @@ def _user_with_tracks(live, n=10):
 
 
 def test_track_picks_on_the_fly_then_precomputed(api, live):
-    from ranker.services import picks_precompute
+    from ranker.picks.precompute import picks_precompute
 
     user, tracks = _user_with_tracks(live)
     body = api.get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
@@ -30,7 +30,7 @@ def test_track_picks_on_the_fly_then_precomputed(api, live):
     assert body["rec_id"] and body["variant"] == "control"
     assert not {t["uri"] for t in body["tracks"]} & set(tracks)
     picks_precompute(model=live)
-    from recsys_site import cache
+    from ranker.picks import cache
 
     cache.forget_user(user)  # the same model's cached answer would otherwise be served, and rightly
     again = api.get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
@@ -110,8 +110,8 @@ def test_schema_and_docs_are_served(api, live):
 
 
 def test_picks_are_cached_and_a_refresh_invalidates_them(api, live):
-    from ranker.services import picks_refresh_user
-    from recsys_site import cache
+    from ranker.picks import cache
+    from ranker.picks.precompute import picks_refresh_user
 
     user, _ = _user_with_tracks(live, n=20)
     first = api.get(f"/api/v1/users/{user}/playlists/recommended", {"k": 4}).json()

@@ -24,7 +24,7 @@ def machine_a(demo_store, tmp_path_factory):
     """A version trained, saved and uploaded on machine A (its own MODEL_DIR), registered, not promoted."""
     from django.conf import settings
 
-    from ranker.services import ranker_train
+    from ranker.training.services import ranker_train
 
     previous = settings.MODEL_DIR
     settings.MODEL_DIR = tmp_path_factory.mktemp("machine-a")
@@ -42,7 +42,7 @@ def machine_b(settings, tmp_path):
 
 def _copy(model, machine_dir):
     """The trained model saved (and uploaded) again under a new version id, on the machine of ``machine_dir``."""
-    from ranker.artifacts import new_version, upload
+    from ranker.training.artifacts import new_version, upload
 
     copy = dataclasses.replace(model, version=new_version(), _user_index=None, _item_index=None, _space=None,
                                _playlist_row=None, _owner_rows=None)
@@ -75,7 +75,7 @@ def _stored_files(db, version):
 
 
 def test_a_version_saved_on_machine_a_loads_on_machine_b(machine_a, machine_b):
-    from ranker.artifacts import RankerModel
+    from ranker.training.artifacts import RankerModel
 
     model = machine_a["model"]
     assert not (machine_b / "ranker" / model.version).exists()
@@ -89,8 +89,8 @@ def test_a_version_saved_on_machine_a_loads_on_machine_b(machine_a, machine_b):
 
 
 def test_promotion_on_a_fresh_machine_serves_the_stored_version(machine_a, machine_b, store_db):
-    from ranker.selectors import live_model, live_model_clear, live_version, model_get
-    from ranker.services import model_promote, model_register
+    from ranker.training.selectors import live_model, live_model_clear, live_version, model_get
+    from ranker.training.services import model_promote, model_register
 
     copy = _copy(machine_a["model"], machine_a["dir"])
     model_register(model=copy, path="elsewhere")
@@ -104,9 +104,9 @@ def test_promotion_on_a_fresh_machine_serves_the_stored_version(machine_a, machi
 
 
 def test_an_upload_cut_short_is_neither_registered_nor_promoted(machine_a, machine_b, store_db, settings):
-    from ranker.artifacts import ModelUnavailable, RankerModel, check_uploaded
-    from ranker.selectors import live_version
-    from ranker.services import model_files_cleanup, model_promote, model_register
+    from ranker.training.artifacts import ModelUnavailable, RankerModel, check_uploaded
+    from ranker.training.selectors import live_version
+    from ranker.training.services import model_files_cleanup, model_promote, model_register
 
     copy = _copy(machine_a["model"], machine_a["dir"])
     files = _stored_files(store_db, copy.version)
@@ -131,13 +131,13 @@ def test_an_upload_cut_short_is_neither_registered_nor_promoted(machine_a, machi
     assert not (machine_b / "ranker" / copy.version).exists()
     # The cleanup leaves a young partial upload alone (it may still be going), and removes it once a day old.
     settings.MODEL_DIR = machine_a["dir"]
-    model_files_cleanup(keep=1000)
+    model_files_cleanup(keep={copy.version})
     assert _stored_files(store_db, copy.version)
     from datetime import UTC, datetime, timedelta
 
     store_db["model_files.files"].update_many({"metadata.version": copy.version},
                                               {"$set": {"uploadDate": datetime.now(UTC) - timedelta(days=2)}})
-    removed = model_files_cleanup(keep=1000)
+    removed = model_files_cleanup(keep={copy.version})  # kept as a version, yet a partial upload goes
     assert f"{copy.version} (partial upload)" in removed
     assert not _stored_files(store_db, copy.version)
     assert store_db["model_files.chunks"].count_documents({"files_id": files["data.npz"]["_id"]}) == 0
@@ -146,8 +146,8 @@ def test_an_upload_cut_short_is_neither_registered_nor_promoted(machine_a, machi
 def test_a_missing_file_keeps_a_version_from_registration(machine_a, store_db):
     from gridfs import GridFSBucket
 
-    from ranker.artifacts import ModelUnavailable
-    from ranker.services import model_register
+    from ranker.training.artifacts import ModelUnavailable
+    from ranker.training.services import model_register
 
     copy = _copy(machine_a["model"], machine_a["dir"])
     GridFSBucket(store_db, bucket_name="model_files").delete(_stored_files(store_db, copy.version)["data.npz"]["_id"])
@@ -156,9 +156,9 @@ def test_a_missing_file_keeps_a_version_from_registration(machine_a, store_db):
 
 
 def test_a_corrupted_upload_is_never_promoted(machine_a, machine_b, store_db):
-    from ranker.artifacts import ModelUnavailable, RankerModel
-    from ranker.selectors import live_version
-    from ranker.services import model_promote, model_register
+    from ranker.training.artifacts import ModelUnavailable, RankerModel
+    from ranker.training.selectors import live_version
+    from ranker.training.services import model_promote, model_register
 
     copy = _copy(machine_a["model"], machine_a["dir"])
     model_register(model=copy, path="x")
@@ -179,8 +179,8 @@ def test_a_corrupted_upload_is_never_promoted(machine_a, machine_b, store_db):
 def test_an_unloadable_live_model_answers_503_with_retry_after(machine_a, machine_b, store_db, settings):
     from rest_framework.test import APIClient
 
-    from ranker.selectors import live_model_clear
-    from ranker.services import model_promote, model_register
+    from ranker.training.selectors import live_model_clear
+    from ranker.training.services import model_promote, model_register
 
     copy = _copy(machine_a["model"], machine_a["dir"])
     model_register(model=copy, path="x")
@@ -201,7 +201,7 @@ def test_an_unloadable_live_model_answers_503_with_retry_after(machine_a, machin
         assert response["Retry-After"].isdigit() and int(response["Retry-After"]) > 0
         assert response.json()["code"] == "model_unavailable" and response.json()["message"]
     # The version's files come back (machine A still has them): the next request is served.
-    from ranker.artifacts import delete_stored, upload
+    from ranker.training.artifacts import delete_stored, upload
 
     delete_stored(copy.version)
     upload(copy.version, machine_a["dir"])
@@ -228,9 +228,9 @@ def test_a_version_stores_its_training_matrix_once(machine_a):
 
 def _tiny_model(version="v-test"):
     """Owners with two playlists, an unknown owner and a user with no playlist; non-ASCII and empty strings."""
-    from ranker.artifacts import RankerModel
     from ranker.recommenders import Blend, ItemKNN
-    from ranker.title import TitleIndex
+    from ranker.recommenders.title import TitleIndex
+    from ranker.training.artifacts import RankerModel
 
     user_ids = np.asarray(["mpd:1", "anna", "björk-fan", "mpd:4"], dtype=str)
     item_ids = np.asarray([f"spotify:track:{i:022d}" for i in range(6)], dtype=str)
@@ -251,7 +251,7 @@ def _tiny_model(version="v-test"):
 
 
 def test_playlists_that_are_not_their_owners_row_and_any_strings_round_trip(tmp_path):
-    from ranker.artifacts import RankerModel
+    from ranker.training.artifacts import RankerModel
 
     model = _tiny_model()
     path = model.save(tmp_path)
@@ -264,8 +264,8 @@ def test_playlists_that_are_not_their_owners_row_and_any_strings_round_trip(tmp_
 
 def test_an_upload_that_fails_half_way_leaves_no_registrable_version(store, settings, tmp_path):
     """A real upload that breaks after some files (one is gone from the disk): no manifest, no registration."""
-    from ranker.artifacts import ModelUnavailable, upload
-    from ranker.services import model_register
+    from ranker.training.artifacts import ModelUnavailable, upload
+    from ranker.training.services import model_register
 
     settings.MODEL_DIR = tmp_path
     model = _tiny_model("20260101T000000Z-halfup")
@@ -282,7 +282,7 @@ def test_an_upload_that_fails_half_way_leaves_no_registrable_version(store, sett
 def test_two_processes_fetching_at_once_both_get_the_whole_version(store, settings, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from ranker.artifacts import RankerModel, fetch, upload
+    from ranker.training.artifacts import RankerModel, fetch, upload
 
     model = _tiny_model("20260101T000000Z-racing")
     model.save(tmp_path / "a")
@@ -294,32 +294,37 @@ def test_two_processes_fetching_at_once_both_get_the_whole_version(store, settin
     _same_model(model, RankerModel.load(model.version, tmp_path / "b"))
 
 
-def test_cleanup_keeps_the_live_and_newest_versions_here_and_in_the_store(store, settings, tmp_path):
-    from ranker.artifacts import stored_versions, upload
-    from ranker.selectors import live_model_clear, model_get
-    from ranker.services import model_files_cleanup, model_promote, model_register
+def test_cleanup_keeps_the_live_the_previous_the_pinned_and_the_young_versions(store, settings, tmp_path):
+    from datetime import timedelta
+
+    from ranker.training.artifacts import stored_versions, upload
+    from ranker.training.selectors import live_model_clear, model_get
+    from ranker.training.services import model_files_cleanup, model_promote, model_register
 
     settings.MODEL_DIR = tmp_path
-    versions = [f"2026010{i}T000000Z-aaaaaa" for i in range(4)]
+    versions = [f"2026010{i}T000000Z-aaaaaa" for i in range(5)]
     for version in versions:
         model = _tiny_model(version)
         model.save()
         upload(version)
         model_register(model=model, path="x")
-    model_promote(version=versions[0], force=True)  # the oldest is live
+    (tmp_path / "ranker" / "not-a-version").mkdir()  # a stray directory in the cache: judged by its age
+    model_promote(version=versions[1], force=True)
+    model_promote(version=versions[0], force=True)  # live: versions[0], the rollback: versions[1]
     live_model_clear()
-    removed = model_files_cleanup(keep=1)
-    assert sorted(removed) == versions[1:3]
-    assert stored_versions() == {versions[0], versions[3]}
-    assert sorted(p.name for p in (tmp_path / "ranker").iterdir()) == [versions[0], versions[3]]
-    assert [model_get(version=v)["status"] for v in versions] == ["live", "deleted", "deleted", "candidate"]
+    assert model_files_cleanup(keep={versions[2]}) == []  # every version was registered seconds ago
+    removed = model_files_cleanup(keep={versions[2]}, min_age=timedelta(0))
+    assert sorted(removed) == sorted([versions[3], versions[4], "not-a-version"])
+    assert stored_versions() == set(versions[:3])
+    assert sorted(p.name for p in (tmp_path / "ranker").iterdir()) == versions[:3]
+    assert [model_get(version=v)["status"] for v in versions] == ["live", "retired", "candidate", "deleted", "deleted"]
 
 
 def test_a_version_from_before_the_store_still_loads(tmp_path):
     """Format 1 (fixed-width strings, the matrix in item-kNN and playlists.npz, titles.npz) is read as before."""
-    from ranker.artifacts import RankerModel
     from ranker.recommenders import Blend, ItemKNN
-    from ranker.title import TitleIndex
+    from ranker.recommenders.title import TitleIndex
+    from ranker.training.artifacts import RankerModel
 
     user_items = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], dtype=np.float32))
     names = ["a b", "b"]

@@ -17,8 +17,8 @@ def _overlap(ids, dense_ids, k=50):
 
 def test_factor_candidates_find_the_dense_top_k_with_the_same_scores(live):
     """Without item-kNN (whose neighbours are truncated) the candidates are re-scored exactly."""
-    from ranker.candidates import CandidateScorer
     from ranker.recommenders import Blend, ItemKNN
+    from ranker.recommenders.candidates import CandidateScorer
 
     factors = Blend(components=[(m, 0.0 if isinstance(m, ItemKNN) else w) for m, w in live.recommender.components])
     rows = _users(live)
@@ -35,7 +35,7 @@ def test_factor_candidates_find_the_dense_top_k_with_the_same_scores(live):
 
 
 def test_the_whole_blend_by_candidates_keeps_most_of_the_dense_top_k(live):
-    from ranker.candidates import CandidateScorer
+    from ranker.recommenders.candidates import CandidateScorer
 
     rows = _users(live)
     liked = live.user_items[rows]
@@ -48,7 +48,7 @@ def test_the_whole_blend_by_candidates_keeps_most_of_the_dense_top_k(live):
 def test_too_few_candidates_lose_recall(live):
     """The test above can fail: with one candidate per part (plus as many as the user has tracks, which are never
     picked) the union cannot hold the dense top 50 of users with few tracks."""
-    from ranker.candidates import CandidateScorer
+    from ranker.recommenders.candidates import CandidateScorer
 
     sizes = live.user_items.getnnz(axis=1)
     rows = np.sort(np.argsort(np.where(sizes > 0, sizes, 10**9), kind="stable")[:20])
@@ -60,7 +60,7 @@ def test_too_few_candidates_lose_recall(live):
 
 
 def test_ivf_above_the_exact_threshold_keeps_most_of_the_dense_top_k(live):
-    from ranker.candidates import CandidateScorer
+    from ranker.recommenders.candidates import CandidateScorer
 
     rows = _users(live, 40)
     liked = live.user_items[rows]
@@ -71,7 +71,7 @@ def test_ivf_above_the_exact_threshold_keeps_most_of_the_dense_top_k(live):
 
 
 def test_precompute_switches_to_candidates_above_the_dense_threshold(live, settings):
-    from ranker.services import picks_compute
+    from ranker.picks.precompute import picks_compute
 
     rows = _users(live, 30)
     settings.PICKS_DENSE_MAX_ITEMS = 10**9
@@ -85,7 +85,7 @@ def test_precompute_switches_to_candidates_above_the_dense_threshold(live, setti
 
 
 def test_only_a_blend_of_known_parts_is_scored_by_candidates(live):
-    from ranker.candidates import CandidateScorer, Unsupported
+    from ranker.recommenders.candidates import CandidateScorer, Unsupported
 
     with pytest.raises(Unsupported, match="not a blend"):
         CandidateScorer(live.bpr)
@@ -93,7 +93,7 @@ def test_only_a_blend_of_known_parts_is_scored_by_candidates(live):
 
 def test_the_score_histogram_by_candidates_matches_the_dense_one(live, settings):
     """A version's score histogram (the dashboard's drift) is found by candidates on a large catalogue."""
-    from ranker.services import score_histogram
+    from ranker.training.services import score_histogram
 
     settings.PICKS_DENSE_MAX_ITEMS = 10**9
     dense = score_histogram(recommender=live.recommender, user_ids=live.user_ids, user_items=live.user_items)
@@ -121,7 +121,7 @@ def _devices():
 @pytest.mark.parametrize("device", _devices())
 def test_device_scoring_of_the_whole_catalogue_is_the_dense_blend(live, device):
     """With item-kNN's rows untruncated, batched device scoring gives the dense top k and its scores."""
-    from ranker.candidates import DeviceScorer
+    from ranker.recommenders.candidates import DeviceScorer
 
     rows = _users(live)
     liked = live.user_items[rows]
@@ -138,7 +138,7 @@ def test_device_scoring_of_the_whole_catalogue_is_the_dense_blend(live, device):
 
 def test_truncated_item_knn_on_the_device_moves_the_top_k_a_little(live):
     """The default 100 neighbours per seed: most of the dense top k stays; fewer neighbours lose more of it."""
-    from ranker.candidates import DeviceScorer
+    from ranker.recommenders.candidates import DeviceScorer
 
     rows = _users(live)
     liked = live.user_items[rows]
@@ -152,8 +152,8 @@ def test_truncated_item_knn_on_the_device_moves_the_top_k_a_little(live):
 def test_on_a_gpu_the_precompute_scores_large_catalogues_on_the_device(live, settings):
     import torch
 
-    from ranker.candidates import CandidateScorer, DeviceScorer
-    from ranker.services import _candidate_scorer_for
+    from ranker.recommenders.candidates import CandidateScorer, DeviceScorer
+    from ranker.training.services import picks_scorer as _candidate_scorer_for
 
     settings.PICKS_DENSE_MAX_ITEMS = 10
     settings.RECSYS_DEVICE = "cpu"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ranker.data import PLAY_POSITIVE_MS, Interactions, Playlists
+from ingestion.feedback.rules import PLAY_POSITIVE_MS
+from ranker.training.data import Interactions, Playlists
 
 DOCS = [
     {"_id": 1, "name_norm": "a", "owner": "u1", "num_followers": 3,

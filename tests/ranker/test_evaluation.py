@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from ranker.data import Playlists
-from ranker.evaluation import CATEGORIES, CATEGORY_NAMES, MIN_HIDDEN, complete, split
+from ranker.evaluation.harness import CATEGORIES, CATEGORY_NAMES, MIN_HIDDEN, complete, split
+from ranker.training.data import Playlists
 
 
 def _playlists(n=300, length=130, n_items=2000, seed=0):
@@ -86,6 +86,6 @@ def test_evaluate_command_writes_the_documented_json(demo_store, model_dir, tmp_
     assert set(report["playlists"]) == {"buddies", "most_followed"}
     for values in report["playlists"].values():
         assert set(values) == {"hit_rate_10", "coverage_10", "novelty_10", "diversity_10"}
-    from ranker.selectors import evaluation_latest
+    from ranker.evaluation.selectors import evaluation_latest
 
     assert evaluation_latest()["methods"] == report["methods"]

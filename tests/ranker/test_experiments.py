@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from ranker.experiments import _wilson, assign, experiment_results
+from ranker.experiments.assign import _wilson, assign, experiment_results
 
 pytestmark = pytest.mark.django_db
 
@@ -63,7 +63,7 @@ def test_results_join_feedback_to_the_served_variant(live, settings):
 
 
 def test_the_discovery_variant_favours_new_tracks(live):
-    from ranker.picks import recommend_playlists
+    from ranker.picks.serve import recommend_playlists
 
     users = [str(u) for u in live.user_ids[:20]]
     control = [p["why"]["new_share"] for u in users for p in recommend_playlists(user=u, k=5).playlists]
@@ -84,10 +84,10 @@ def test_results_endpoint(live, settings):
 
 
 def test_an_admin_experiment_pinning_a_model_version_serves_that_version(live, settings):
-    from ranker.experiments import experiments_clear
+    from ranker.experiments.assign import experiments_clear
     from ranker.models import Experiment
-    from ranker.picks import recommend_tracks
-    from ranker.services import ranker_train
+    from ranker.picks.serve import recommend_tracks
+    from ranker.training.services import ranker_train
     from tests.conftest import FAST
 
     candidate = ranker_train(params={**FAST, "bpr": {**FAST["bpr"], "epochs": 10}})  # registered, never promoted
@@ -144,7 +144,7 @@ def test_the_admin_lists_and_refuses_a_bad_experiment(admin_client, store):
 def test_a_malformed_experiment_in_settings_is_a_named_configuration_error(settings):
     from django.core.exceptions import ImproperlyConfigured
 
-    from ranker.experiments import experiments
+    from ranker.experiments.assign import experiments
 
     settings.EXPERIMENTS = {"broken": {"variants": {"a": {"weight": "lots"}}}}
     with pytest.raises(ImproperlyConfigured, match="experiment 'broken', variant 'a': weight must be a positive"):

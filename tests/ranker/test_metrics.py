@@ -1,4 +1,4 @@
-"""Hand-computed checks of the RecSys Challenge 2018 metrics in ranker.metrics (no database used)."""
+"""Hand-computed checks of the RecSys Challenge 2018 metrics in ranker.evaluation.metrics (no database used)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ranker.metrics import (
+from ranker.evaluation.metrics import (
     MAX_PICKS,
     clicks,
     mean_metrics,

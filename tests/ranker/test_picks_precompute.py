@@ -8,7 +8,7 @@ import pytest
 
 
 def test_batched_playlist_picks_equal_one_user_at_a_time(live):
-    from ranker.picks import recommend_playlists, recommend_playlists_many
+    from ranker.picks.serve import recommend_playlists, recommend_playlists_many
 
     sizes = live.user_items.getnnz(axis=1)
     rows = np.flatnonzero(sizes > 0)[:25]
@@ -23,7 +23,7 @@ def test_batched_playlist_picks_equal_one_user_at_a_time(live):
 
 
 def test_a_cold_user_in_a_batch_gets_most_followed_and_the_others_are_unaffected(live):
-    from ranker.picks import recommend_playlists_many
+    from ranker.picks.serve import recommend_playlists_many
 
     warm = str(live.user_ids[int(np.flatnonzero(live.user_items.getnnz(axis=1) > 0)[0])])
     cold, other = recommend_playlists_many(users=["api:nobody-yet", warm], k=5, model=live,
@@ -34,9 +34,9 @@ def test_a_cold_user_in_a_batch_gets_most_followed_and_the_others_are_unaffected
 
 
 def test_sharded_precompute_covers_every_user_with_the_picks_of_the_whole_run(live):
-    from ranker.picks import recommend_tracks
-    from ranker.selectors import picks_for_user, picks_state
-    from ranker.services import picks_precompute
+    from ranker.picks.precompute import picks_precompute
+    from ranker.picks.selectors import picks_for_user, picks_state
+    from ranker.picks.serve import recommend_tracks
 
     summary = picks_precompute(model=live, shard_users=37)  # shards that do not divide the users evenly
     assert summary["users"] == len(live.user_ids) and summary["shards"] == -(-len(live.user_ids) // 37)
@@ -50,8 +50,8 @@ def test_sharded_precompute_covers_every_user_with_the_picks_of_the_whole_run(li
 
 
 def test_a_missing_shard_refuses_the_swap_and_the_old_picks_keep_serving(live):
-    from ranker.selectors import picks_for_user
-    from ranker.services import picks_discard, picks_plan, picks_precompute, picks_shard, picks_swap
+    from ranker.picks.precompute import picks_discard, picks_plan, picks_precompute, picks_shard, picks_swap
+    from ranker.picks.selectors import picks_for_user
 
     picks_precompute(model=live)
     user = str(live.user_ids[-1])
@@ -68,7 +68,7 @@ def test_a_missing_shard_refuses_the_swap_and_the_old_picks_keep_serving(live):
 
 
 def test_a_shard_outside_the_model_is_refused(live):
-    from ranker.services import picks_plan, picks_shard
+    from ranker.picks.precompute import picks_plan, picks_shard
 
     plan = picks_plan(model=live)
     with pytest.raises(ValueError, match="outside model"):

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from ranker.recommenders import ALS, BPR, REGISTRY, Blend, ItemKNN, Popularity, Recommender
 from ranker.recommenders.base import NotFittedError, topk
-from ranker.served import make_served
+from ranker.training.served import make_served
 
 LIKES = {0: [0, 1], 1: [0, 1, 2], 2: [0, 1, 2], 3: [0, 1, 2], 4: [0, 1, 2], 5: [3, 4, 5], 6: [3, 4, 5],
          7: [3, 4, 5]}

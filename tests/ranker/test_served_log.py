@@ -9,7 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ranker.served_log import ServedLog
+from ranker.experiments.served_log import ServedLog
 from tests.processes import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,8 +130,8 @@ def test_what_is_buffered_is_written_when_the_process_exits(store, settings):
     doc_id = f"rec-exit-{uuid.uuid4().hex[:8]}"
     script = (
         "import django; django.setup()\n"
-        "from ranker.experiments import served_record\n"
-        "from ranker.served_log import SERVED_LOG\n"
+        "from ranker.experiments.assign import served_record\n"
+        "from ranker.experiments.served_log import SERVED_LOG\n"
         f"served_record(rec_id={doc_id!r}, user='u1', kind='tracks', experiment=None, variant='control',"
         " model_version=None, source='popularity', items=['a'])\n"
         "assert SERVED_LOG.pending() == 1\n"  # still buffered when the interpreter exits

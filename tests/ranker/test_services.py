@@ -25,7 +25,7 @@ def _some_playlist(model, min_tracks=10):
 
 
 def test_live_model_is_registered_and_loaded(live):
-    from ranker.selectors import live_version, model_get, model_list
+    from ranker.training.selectors import live_version, model_get, model_list
 
     assert live is not None and live.version == live_version()
     doc = model_get(version=live.version)
@@ -36,7 +36,7 @@ def test_live_model_is_registered_and_loaded(live):
 
 
 def test_user_track_picks_exclude_their_tracks(live):
-    from ranker.picks import recommend_tracks
+    from ranker.picks.serve import recommend_tracks
 
     user, tracks = _some_playlist(live)
     picks = recommend_tracks(user=user, k=50)
@@ -47,7 +47,7 @@ def test_user_track_picks_exclude_their_tracks(live):
 
 
 def test_seed_picks_fold_in_and_report_unknown_seeds(live):
-    from ranker.picks import recommend_tracks
+    from ranker.picks.serve import recommend_tracks
 
     _, tracks = _some_playlist(live)
     bogus = "spotify:track:" + "x" * 22
@@ -59,7 +59,7 @@ def test_seed_picks_fold_in_and_report_unknown_seeds(live):
 
 def test_seed_picks_favour_the_seeds_taste(live):
     """Seeds from one playlist: its other tracks must rank far above chance among 500 picks."""
-    from ranker.picks import recommend_tracks
+    from ranker.picks.serve import recommend_tracks
 
     _, tracks = _some_playlist(live, min_tracks=30)
     picks = recommend_tracks(seed_tracks=tracks[:10], k=500)
@@ -69,7 +69,7 @@ def test_seed_picks_favour_the_seeds_taste(live):
 
 
 def test_title_only_and_cold_fallbacks(live):
-    from ranker.picks import recommend_tracks
+    from ranker.picks.serve import recommend_tracks
 
     name = live.titles.names and next(iter(live.titles.names))
     by_title = recommend_tracks(title=name, k=10)
@@ -82,7 +82,7 @@ def test_title_only_and_cold_fallbacks(live):
 
 @pytest.mark.parametrize("bad", [0, 501, "10", True, None])
 def test_bad_k_is_refused(live, bad):
-    from ranker.picks import recommend_tracks
+    from ranker.picks.serve import recommend_tracks
 
     with pytest.raises(ValueError, match="k must be"):
         recommend_tracks(title="rock", k=bad)
@@ -104,7 +104,7 @@ def test_buddies_have_evidence(live):
 
 
 def test_playlist_picks_explain_themselves_and_skip_own(live):
-    from ranker.picks import recommend_playlists
+    from ranker.picks.serve import recommend_playlists
 
     user, _ = _some_playlist(live)
     own = int(user.split(":")[1])
@@ -117,7 +117,7 @@ def test_playlist_picks_explain_themselves_and_skip_own(live):
 
 
 def test_cold_user_gets_most_followed(live):
-    from ranker.picks import recommend_playlists
+    from ranker.picks.serve import recommend_playlists
 
     picks = recommend_playlists(user="api:new-user", k=3)
     assert picks.source == "most_followed"
@@ -126,8 +126,8 @@ def test_cold_user_gets_most_followed(live):
 
 
 def test_promotion_is_refused_when_worse_and_forced_through(live, settings):
-    from ranker.selectors import live_version, model_get
-    from ranker.services import PromotionRefused, model_promote, ranker_train
+    from ranker.training.selectors import live_version, model_get
+    from ranker.training.services import PromotionRefused, model_promote, ranker_train
 
     candidate = ranker_train(params=FAST)
     assert model_get(version=candidate.version)["status"] == "candidate"
@@ -164,8 +164,8 @@ def test_killed_training_leaves_live_model_and_picks_untouched(live, model_dir):
     from django.conf import settings
 
     from pairing.selectors import buddies_for_user
-    from ranker.picks import recommend_tracks
-    from ranker.selectors import live_model_clear, live_version, model_list
+    from ranker.picks.serve import recommend_tracks
+    from ranker.training.selectors import live_model_clear, live_version, model_list
 
     user, _ = _some_playlist(live)
     before = {"version": live_version(), "files": _tree_digest(model_dir / "ranker" / live.version),

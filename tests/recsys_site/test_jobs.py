@@ -40,15 +40,16 @@ def test_a_bad_crontab_is_a_clear_error():
     assert bad.returncode != 0 and "REFRESH_CRONTAB='every monday': expected 5 fields" in bad.stderr
 
 
-def test_weekly_refresh_in_process_records_every_step(demo_store, model_dir):
+def test_weekly_refresh_in_process_records_every_step(demo_store, model_dir, db):
     from ingestion.selectors import playlist_most_followed
-    from ranker.selectors import live_version, picks_for_user
+    from ranker.picks.selectors import picks_for_user
+    from ranker.training.selectors import live_version
     from recsys_site.jobs import job_start
 
     run = job_start(name="weekly_refresh", params=PARAMS, sync=True, trigger="test")
     assert run["status"] == "succeeded", run.get("traceback")
     assert run["progress"] == 100.0 and run["duration_s"] > 0
-    assert [s["name"] for s in run["steps"]] == ["train", "promote", "buddies", "picks", "metrics"]
+    assert [s["name"] for s in run["steps"]] == ["train", "promote", "buddies", "picks", "metrics", "cleanup"]
     assert all(s["status"] == "succeeded" and s["duration_s"] >= 0 for s in run["steps"])
     assert run["model_version"] == live_version() == run["metrics"]["promote"]["live"]
     assert run["metrics"]["train"]["val_hit_rate_50"] is not None and run["device"] == "cpu"
@@ -58,6 +59,30 @@ def test_weekly_refresh_in_process_records_every_step(demo_store, model_dir):
     picks = picks_for_user(user=owner)
     assert picks["model_version"] == run["model_version"]
     assert len(picks["tracks"]) == 50 and len(picks["playlists"]) == 10
+
+
+def test_weekly_refresh_removes_the_versions_nobody_needs(demo_store, model_dir, settings, db):
+    """Kept: the live version, the one before it, and a version an experiment pins; an unpinned candidate goes."""
+    from ranker.experiments.assign import experiments_clear
+    from ranker.training.artifacts import stored_versions
+    from ranker.training.selectors import live_version, model_get
+    from ranker.training.services import ranker_train
+    from recsys_site.jobs import job_start
+
+    settings.MODEL_CLEANUP_MIN_AGE_HOURS = 0
+    first = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, sync=True, trigger="test")
+    pinned, unpinned = ranker_train(params=FAST).version, ranker_train(params=FAST).version
+    settings.EXPERIMENTS = {"pin": {"applies_to": ["tracks"], "variants": {"a": {}, "b": {"model_version": pinned}}}}
+    experiments_clear()
+    second = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, sync=True, trigger="test")
+    assert second["status"] == "succeeded", second.get("traceback")
+    cleanup = second["metrics"]["cleanup"]
+    assert unpinned in cleanup["removed"] and cleanup["pinned"] == [pinned]
+    assert not {first["model_version"], second["model_version"], pinned} & set(cleanup["removed"])
+    assert live_version() == second["model_version"]
+    assert {first["model_version"], second["model_version"], pinned} <= stored_versions()
+    assert unpinned not in stored_versions() and model_get(version=unpinned)["status"] == "deleted"
+    assert not (model_dir / "ranker" / unpinned).exists()
 
 
 def test_a_second_start_is_refused_with_the_running_id_until_cancelled(demo_store):
@@ -104,7 +129,7 @@ def test_a_failing_step_fails_the_run_with_its_traceback_and_frees_the_job(demo_
 
 @pytest.mark.slow
 def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, model_dir, settings):
-    from ranker.selectors import picks_for_user
+    from ranker.picks.selectors import picks_for_user
     from recsys_site.jobs import job_start, run_get
 
     settings.JOB_LOCK_TTL_SECONDS = 5.0
@@ -126,12 +151,14 @@ def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, mo
         assert final["worker"] and all(s["status"] == "succeeded" for s in final["steps"])
 
         # Feedback changes that user's picks within seconds, without a retrain.
-        from ingestion.services import event_record_many
+        from ingestion.feedback.services import event_record_many
+        from ranker.picks.precompute import picks_after_feedback
 
         user = "api:fresh-listener"
         assert picks_for_user(user=user) is None
         top = [t["uri"] for t in picks_for_user(user=final["steps"] and _some_user())["tracks"][:5]]
         event_record_many(events=[{"user": user, "kind": "like", "track": uri} for uri in top])
+        picks_after_feedback(users=[user])  # what POST /api/v1/events does after storing them
         picks = wait_until(lambda: picks_for_user(user=user), 30, "the user's refreshed picks")
         assert picks["refreshed"] and picks["liked_tracks"] == 5 and picks["tracks_source"] == "model"
         assert not {t["uri"] for t in picks["tracks"]} & set(top)
@@ -141,14 +168,15 @@ def test_a_worker_runs_the_job_queued_then_running_then_succeeded(demo_store, mo
 
 
 def _some_user() -> str:
-    from ranker.selectors import live_model
+    from ranker.training.selectors import live_model
 
     return str(live_model().user_ids[0])
 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_dir, settings):
-    from ranker.selectors import live_model_clear, live_version, picks_for_user
+    from ranker.picks.selectors import picks_for_user
+    from ranker.training.selectors import live_model_clear, live_version
     from recsys_site.jobs import job_runs_reap, job_start, run_get
 
     settings.JOB_LOCK_TTL_SECONDS = 3.0

@@ -34,14 +34,14 @@ def _finished(run_id: str):
 
 
 def _shards(run_id: str) -> list[dict]:
-    from recsys_site.jobs import JOB_SHARDS
+    from recsys_site.collections import JOB_SHARDS
     from recsys_site.mongo import get_db
 
     return list(get_db()[JOB_SHARDS].find({"run_id": run_id}).sort("n", 1))
 
 
 def test_picks_shards_spread_over_two_workers_and_swap_in_once(live, model_dir, settings):
-    from ranker.selectors import picks_for_user, picks_state
+    from ranker.picks.selectors import picks_for_user, picks_state
     from recsys_site.jobs import job_start
 
     settings.JOB_LOCK_TTL_SECONDS = 5.0
@@ -68,8 +68,8 @@ def test_picks_shards_spread_over_two_workers_and_swap_in_once(live, model_dir, 
 
 def test_a_shard_whose_worker_is_killed_is_finished_by_another_and_the_old_picks_serve_until_the_swap(
         live, model_dir, settings):
-    from ranker.selectors import picks_for_user, picks_state
-    from ranker.services import picks_precompute
+    from ranker.picks.precompute import picks_precompute
+    from ranker.picks.selectors import picks_for_user, picks_state
     from recsys_site.jobs import job_start, run_get
 
     settings.JOB_LOCK_TTL_SECONDS = 3.0

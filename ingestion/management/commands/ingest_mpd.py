@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from ingestion.services import catalogue_rebuild, catalogue_stats_compute, mpd_ingest
 from recsys_site.mongo import ensure_indexes
 
 
@@ -21,7 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, paths, rebuild_catalogue, stats, no_progress, verbosity, **options):
-        from ingestion.services import catalogue_rebuild, mpd_ingest
 
         if not paths and not rebuild_catalogue and not stats:
             raise CommandError("give at least one PATH (slice file, folder or MPD zip), or --rebuild-catalogue, "
@@ -56,7 +56,6 @@ class Command(BaseCommand):
             self.stdout.write("nothing new: the store already holds everything in these files")
 
     def _stats(self) -> None:
-        from ingestion.services import catalogue_stats_compute
 
         doc = catalogue_stats_compute()
         counts = doc["counts"]

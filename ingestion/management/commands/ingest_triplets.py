@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from ingestion.triplets import FORMATS, triplets_ingest
 from recsys_site.mongo import ensure_indexes
 
 
@@ -14,14 +15,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        from ingestion.triplets import FORMATS
 
         parser.add_argument("paths", nargs="+", metavar="PATH")
         parser.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, paths, fmt, no_progress, verbosity, **options):
-        from ingestion.triplets import triplets_ingest
 
         ensure_indexes()
         report = triplets_ingest(paths=paths, fmt=fmt, show_progress=not no_progress and verbosity > 0)

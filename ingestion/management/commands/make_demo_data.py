@@ -7,6 +7,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ingestion.demo import write_demo_slices
+
 
 class Command(BaseCommand):
     help = (
@@ -27,18 +29,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        # Imported here so `manage.py help` stays fast and never pays for numpy.
-        from ingestion.demo import write_demo_slices
-
         playlists: int = options["playlists"]
         seed: int = options["seed"]
         slice_size: int = options["slice_size"]
-        if playlists < 1:
-            raise CommandError(f"--playlists must be at least 1, got {playlists}")
-        if slice_size < 1:
-            raise CommandError(f"--slice-size must be at least 1, got {slice_size}")
-        if seed < 0:
-            raise CommandError(f"--seed must be 0 or more, got {seed}")
         out = Path(options["out"])
         if out.exists() and not out.is_dir():
             raise CommandError(f"{out} exists and is not a folder")
@@ -54,6 +47,8 @@ class Command(BaseCommand):
             )
         except OSError as exc:
             raise CommandError(f"cannot write to {out}: {exc}") from exc
+        except ValueError as exc:  # --playlists, --slice-size or --seed out of range, named
+            raise CommandError(str(exc)) from exc
         elapsed = time.perf_counter() - started
         files = f"{len(paths)} file" + ("s" if len(paths) != 1 else "")
         self.stdout.write(

@@ -3,6 +3,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from pairing.hetrec import evaluate_hetrec
+from pairing.services import hetrec_result_record
+
 
 class Command(BaseCommand):
     help = (
@@ -22,7 +25,6 @@ class Command(BaseCommand):
                             help="do not keep the result in MongoDB (by default the dashboard shows the latest)")
 
     def handle(self, *args, hetrec, k, json_out, seed, no_progress, no_record, verbosity, **options):
-        from pairing.hetrec import evaluate_hetrec
 
         folder = Path(hetrec)
         if not folder.is_dir():
@@ -56,8 +58,6 @@ class Command(BaseCommand):
                           f"({result['lift_over_exact_random']}x over the exact expectation); "
                           f"BPR {result['bpr']['trained']['epochs']} epochs; {result['seconds']['total']:.1f} s")
         if not no_record:
-            from pairing.services import hetrec_result_record
-
             record = hetrec_result_record(result=result, dataset=str(folder.resolve()))
             self.stdout.write(f"recorded as pairing evaluation {record}")
         if json_out:

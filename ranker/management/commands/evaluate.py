@@ -1,4 +1,5 @@
-"""``manage.py evaluate``: the RecSys 2018 harness on the playlists in the store (brief §5)."""
+"""``manage.py evaluate``: the RecSys 2018 harness on the playlists in the store (README: "Quality on the real
+sample")."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ranker.evaluation import (
+from ranker.evaluation.harness import (
     CATEGORY_NAMES,
     evaluate_method,
     evaluate_playlists,
@@ -18,7 +19,9 @@ from ranker.evaluation import (
     score_model,
     split,
 )
-from ranker.served import SERVED_NAME, make_served
+from ranker.evaluation.services import evaluation_record
+from ranker.training.data import Playlists
+from ranker.training.served import SERVED_NAME, make_served
 
 
 class Command(BaseCommand):
@@ -35,7 +38,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **opts):
-        from ranker.data import Playlists
 
         for noisy in ("ranker", "pairing", "faiss"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -81,7 +83,6 @@ class Command(BaseCommand):
                       "categories": sorted({c.category for c in the_split.cases})},
             "bpr": bpr.metrics_,
         }
-        from ranker.services import evaluation_record
 
         evaluation_record(report=report)
         if opts["json"]:

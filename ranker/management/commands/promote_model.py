@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ranker.services import PromotionRefused, model_promote
+from ranker.training.services import PromotionRefused, model_promote
 
 
 class Command(BaseCommand):

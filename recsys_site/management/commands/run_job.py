@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 from kombu.exceptions import OperationalError
 
-from ranker.management.commands.train_ranker import parse_params
 from recsys_site.jobs import JobRefused, get_job, job_start, run_get
 
 
@@ -24,10 +24,14 @@ class Command(BaseCommand):
         parser.add_argument("--no-wait", action="store_true", help="queue it and return the run id")
 
     def handle(self, *args, **opts):
+        run_id = uuid.uuid4().hex
+        done = threading.Event()
+        if opts["sync"]:  # the steps run in this thread; another shows their progress as a worker's would be shown
+            threading.Thread(target=self._follow, args=(run_id, done, self.stderr), daemon=True).start()
         try:
             get_job(opts["name"])
             params = _nest(parse_params(opts["param"]))
-            run = job_start(name=opts["name"], params=params, sync=opts["sync"], trigger="command")
+            run = job_start(name=opts["name"], params=params, sync=opts["sync"], trigger="command", run_id=run_id)
         except JobRefused as exc:
             raise CommandError(f"{exc}; follow it with GET /api/v1/jobs/runs/{exc.run_id}") from exc
         except (KeyError, ValueError) as exc:
@@ -35,8 +39,10 @@ class Command(BaseCommand):
         except OperationalError as exc:
             raise CommandError(f"the Celery broker is unreachable ({exc}); is the worker stack up (make run)? "
                                "--sync runs the job in this process instead") from exc
+        finally:
+            done.set()
         if not opts["sync"] and not opts["no_wait"]:
-            run = self._follow(run["_id"])
+            run = self._follow(run["_id"], threading.Event(), self.stdout)
         elif opts["no_wait"]:
             self.stdout.write(f"queued run {run['_id']}")
             return
@@ -44,17 +50,20 @@ class Command(BaseCommand):
         if run["status"] != "succeeded":
             raise CommandError(f"run {run['_id']} {run['status']}: {run.get('error', '')}")
 
-    def _follow(self, run_id):
+    def _follow(self, run_id, done, out):
+        """Print the run's progress whenever it changes, until it ends (or ``done`` is set); the last document."""
         shown = None
         while True:
             run = run_get(run_id=run_id)
-            line = f"{run['status']:>9} {run.get('progress', 0):5.1f}% {run.get('message', '')}"
-            if line != shown:
-                self.stdout.write(line)
-                shown = line
-            if run["status"] in ("succeeded", "failed", "cancelled"):
+            if run is not None:
+                line = f"{run['status']:>9} {run.get('progress', 0):5.1f}% {run.get('message', '')}"
+                if line != shown:
+                    out.write(line)
+                    shown = line
+                if run["status"] in ("succeeded", "failed", "cancelled"):
+                    return run
+            if done.wait(0.5 if run is None else 1.0):
                 return run
-            time.sleep(1.0)
 
     def _report(self, run):
         self.stdout.write(f"run {run['_id']} {run['status']} in {run.get('duration_s', 0):.1f} s"
@@ -62,6 +71,25 @@ class Command(BaseCommand):
         for step in run["steps"]:
             self.stdout.write(f"  {step['name']:<8} {step['status']:<9} {step.get('duration_s', 0):7.1f} s  "
                               + json.dumps(step.get("metrics", {}), default=str)[:300])
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """``bpr.epochs=20 force=true`` → ``{"bpr": {"epochs": 20}, "force": True}`` (values read as JSON)."""
+    params: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--param wants KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        head, _, tail = key.partition(".")
+        if tail:
+            params.setdefault(head, {})[tail] = value
+        else:
+            params[key] = value
+    return params
 
 
 def _nest(params: dict) -> dict:

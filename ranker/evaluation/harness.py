@@ -1,4 +1,4 @@
-"""The evaluation harness (brief §5): RecSys Challenge 2018 seed categories on playlists from the store.
+"""The evaluation harness: RecSys Challenge 2018 seed categories on playlists from the store.
 
 A seeded split picks test playlists per category among those long enough to hide at least ``MIN_HIDDEN``
 tracks, keeps their seeds (and title, where the category has one) and hides the rest. Every method is then
@@ -6,7 +6,7 @@ trained here on the training part only (all other playlists plus the test seeds:
 and asked for ``K`` tracks per test playlist; the live model, which has seen everything, is never scored.
 
 Title-only playlists have no seeds to fold in, so every personalised method answers them with the same
-title fallback (``ranker.title``) that serving uses; the popularity baseline stays pure popularity.
+title fallback (``ranker.recommenders.title``) that serving uses; the popularity baseline stays pure popularity.
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from . import metrics
-from .data import Playlists, rows_matrix
-from .recommenders import Recommender
-from .title import TitleIndex
+from pairing.knn import exact_topk
+from ranker.evaluation import metrics
+from ranker.recommenders import Recommender, topk
+from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights, user_vector
+from ranker.recommenders.title import TitleIndex
+from ranker.training.data import Playlists, rows_matrix
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +180,6 @@ def recommend_cases(model: Recommender | None, split: Split, *, k: int = K, batc
 
 
 def _topk_positive(scores: np.ndarray, k: int) -> tuple[list[np.ndarray], None]:
-    from .recommenders import topk
 
     ids, top = topk(scores, k)
     return [row[s > 0] for row, s in zip(ids, top, strict=True)], None
@@ -263,9 +264,6 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
     playlists (test playlists are never picked: their training rows hold only seeds). MPD users own one
     playlist each, so a buddy's playlists are that buddy's one playlist.
     """
-    from pairing.knn import exact_topk
-
-    from .playlists import PlaylistSpace, PlaylistWeights, user_vector
 
     w = weights or PlaylistWeights()
     pl = split.playlists

@@ -24,9 +24,9 @@ from typing import Any
 from django.conf import settings
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from ranker import collections as c
+from recsys_site.metrics import SERVED_LOG_DROPPED
 from recsys_site.mongo import get_client, get_db
-
-from . import collections as c
 
 log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000  # a retried batch whose first try reached the store in part
@@ -105,7 +105,6 @@ class ServedLog:
 
 
 def _dropped(n: int) -> None:
-    from recsys_site.metrics import SERVED_LOG_DROPPED
 
     SERVED_LOG_DROPPED.inc(n)
     log.error("served log: buffer full (%d lists): dropped the %d oldest", settings.SERVED_LOG_MAX_BUFFER, n)

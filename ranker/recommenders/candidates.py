@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .recommenders import ALS, BPR, Blend, ItemKNN
+from ranker.recommenders import ALS, BPR, Blend, ItemKNN
 
 PER_PART = 200
 NEIGHBOURS = 100  # co-occurring tracks kept per seed track for item-kNN
@@ -40,19 +40,42 @@ class Unsupported(TypeError):
     """The recommender is not a blend of parts this module knows how to score by candidates."""
 
 
+def _parts(recommender: Any, neighbours: int) -> tuple[TruncatedKNN | None, list[tuple[ALS | BPR, float]]]:
+    """A blend's weighted parts as what both scorers use: item-kNN truncated to ``neighbours`` per seed track, and
+    the factor models; ``Unsupported`` for anything else."""
+    if not isinstance(recommender, Blend):
+        raise Unsupported(f"{type(recommender).__name__} is not a blend")
+    knn, factors = None, []
+    for model, weight in recommender.components:
+        if not weight:
+            continue
+        if isinstance(model, ItemKNN):
+            knn = TruncatedKNN(model, weight, neighbours)
+        elif isinstance(model, ALS | BPR):
+            factors.append((model, weight))
+        else:
+            raise Unsupported(f"no scoring by parts for {type(model).__name__}")
+    return knn, factors
+
+
+def _vectors(model: ALS | BPR) -> tuple[np.ndarray, np.ndarray]:
+    """(user vectors, item vectors) whose inner product is the model's score: BPR's u·f + b as [u, 1]·[f, b]."""
+    users = np.asarray(model.user_factors, dtype=np.float32)
+    items = np.asarray(model.item_factors, dtype=np.float32)
+    if isinstance(model, BPR):
+        users = np.hstack([users, np.ones((len(users), 1), dtype=np.float32)])
+        items = np.hstack([items, np.asarray(model.item_bias, dtype=np.float32)[:, None]])
+    return np.ascontiguousarray(users), np.ascontiguousarray(items)
+
+
 class _FactorPart:
     """One factor model (ALS, or BPR with its item bias) as a FAISS inner-product index over its tracks."""
 
     def __init__(self, model: ALS | BPR, weight: float, exact_max: int) -> None:
-        import faiss
+        import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
 
         self.weight = weight
-        self.users = np.asarray(model.user_factors, dtype=np.float32)
-        items = np.asarray(model.item_factors, dtype=np.float32)
-        self.bias = isinstance(model, BPR)
-        if self.bias:  # u·f + b as one inner product: items [f, b], queries [u, 1]
-            items = np.hstack([items, np.asarray(model.item_bias, dtype=np.float32)[:, None]])
-        self.items = np.ascontiguousarray(items)
+        self.users, self.items = _vectors(model)
         dim = self.items.shape[1]
         n = len(self.items)
         if n <= exact_max:
@@ -70,10 +93,7 @@ class _FactorPart:
         self.index.add(self.items)
 
     def queries(self, rows: np.ndarray) -> np.ndarray:
-        q = self.users[rows]
-        if self.bias:
-            q = np.hstack([q, np.ones((len(q), 1), dtype=np.float32)])
-        return np.ascontiguousarray(q)
+        return np.ascontiguousarray(self.users[rows])
 
     def propose(self, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(candidate ids rows × n, the queries, each row's max, each row's min) over the whole catalogue."""
@@ -88,20 +108,9 @@ class CandidateScorer:
 
     def __init__(self, recommender: Any, *, per_part: int = PER_PART, exact_max: int = EXACT_MAX,
                  neighbours: int = NEIGHBOURS) -> None:
-        if not isinstance(recommender, Blend):
-            raise Unsupported(f"{type(recommender).__name__} is not a blend")
         self.per_part = per_part
-        self.factor_parts: list[_FactorPart] = []
-        self.knn: TruncatedKNN | None = None
-        for model, weight in recommender.components:
-            if not weight:
-                continue
-            if isinstance(model, ItemKNN):
-                self.knn = TruncatedKNN(model, weight, neighbours)
-            elif isinstance(model, ALS | BPR):
-                self.factor_parts.append(_FactorPart(model, weight, exact_max))
-            else:
-                raise Unsupported(f"no candidate scoring for {type(model).__name__}")
+        self.knn, factors = _parts(recommender, neighbours)
+        self.factor_parts = [_FactorPart(model, weight, exact_max) for model, weight in factors]
         self.n_items = recommender.n_items
 
     def recommend(self, rows: np.ndarray, user_items: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +159,6 @@ class CandidateScorer:
         return out_ids, out_scores
 
 
-
 class DeviceScorer:
     """Exact blend scores on a torch device (a GPU), for catalogues too large to score whole on the CPU.
 
@@ -164,28 +172,12 @@ class DeviceScorer:
 
     def __init__(self, recommender: Any, *, device: Any, neighbours: int = NEIGHBOURS,
                  score_bytes: int | None = None) -> None:
-        import torch
+        import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
-        if not isinstance(recommender, Blend):
-            raise Unsupported(f"{type(recommender).__name__} is not a blend")
         self.device = torch.device(device)
-        self.parts: list[tuple[float, Any, Any]] = []  # (weight, user vectors, item vectors) on the device
-        self.knn: TruncatedKNN | None = None
-        for model, weight in recommender.components:
-            if not weight:
-                continue
-            if isinstance(model, ItemKNN):
-                self.knn = TruncatedKNN(model, weight, neighbours)
-            elif isinstance(model, ALS | BPR):
-                users = np.asarray(model.user_factors, dtype=np.float32)
-                items = np.asarray(model.item_factors, dtype=np.float32)
-                if isinstance(model, BPR):  # u·f + b as one product: items [f, b], users [u, 1]
-                    users = np.hstack([users, np.ones((len(users), 1), dtype=np.float32)])
-                    items = np.hstack([items, np.asarray(model.item_bias, dtype=np.float32)[:, None]])
-                self.parts.append((weight, torch.as_tensor(users, device=self.device),
-                                   torch.as_tensor(items, device=self.device)))
-            else:
-                raise Unsupported(f"no device scoring for {type(model).__name__}")
+        self.knn, factors = _parts(recommender, neighbours)
+        self.parts = [(weight, *(torch.as_tensor(v, device=self.device) for v in _vectors(model)))
+                      for model, weight in factors]  # (weight, user vectors, item vectors) on the device
         self.n_items = recommender.n_items
         if score_bytes is None:
             score_bytes = 512 * 2**20
@@ -196,7 +188,7 @@ class DeviceScorer:
 
     def recommend(self, rows: np.ndarray, user_items: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` track ids and blend scores per row (ids -1 / scores -inf where fewer), liked tracks excluded."""
-        import torch
+        import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
         rows = np.asarray(rows, dtype=np.int64)
         liked = user_items.tocsr()
@@ -226,7 +218,7 @@ class DeviceScorer:
         return out_ids, out_scores
 
     def _tensor(self, values: np.ndarray) -> Any:
-        import torch
+        import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
         return torch.as_tensor(values.astype(np.int64), device=self.device)
 

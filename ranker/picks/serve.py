@@ -12,15 +12,30 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
-from .artifacts import RankerModel
-from .data import rows_matrix
-from .recommenders import topk
-from .selectors import live_model
+from ingestion.feedback.selectors import users_followed_playlists
+from ingestion.selectors import (
+    UnknownUser,
+    playlist_most_followed,
+    playlist_summaries,
+    track_top,
+    user_exists,
+    user_liked_tracks,
+)
+from pairing.selectors import buddies_for_users
+from ranker.experiments.assign import active_for, changes_digest, served_record
+from ranker.picks import cache
+from ranker.picks.selectors import picks_for_user
+from ranker.recommenders import topk
+from ranker.recommenders.playlists import PlaylistWeights
+from ranker.training.artifacts import RankerModel
+from ranker.training.data import rows_matrix
+from ranker.training.selectors import live_model
+from recsys_site.metrics import MODEL_INFO, PICKS_SERVED
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +125,10 @@ def _top(model: RankerModel, scores: np.ndarray, exclude: list[int], k: int, sou
 
 def _popular_from_store(k: int, *, exclude: set[str], unknown: list[str]) -> TrackPicks:
     """Before any model is live: the catalogue's most-held tracks."""
-    from ingestion.selectors import track_top
 
     rows = [t for t in track_top(limit=k + len(exclude)) if t["_id"] not in exclude][:k]
     return TrackPicks(tracks=[t["_id"] for t in rows], scores=[float(t.get("num_playlists", 0)) for t in rows],
                       source="popularity", model_version=None, unknown_seeds=unknown)
-
-
-def user_vector_rows(model: RankerModel, users: list[str]) -> sp.csr_matrix:
-    """The training rows (liked tracks) of ``users`` in the model; an unknown user gets an empty row."""
-    index = model.user_index
-    rows = [model.user_items[index[u]].indices if u in index else np.zeros(0, np.int32) for u in users]
-    return rows_matrix(rows, len(model.item_ids))
 
 
 @dataclass
@@ -133,7 +140,8 @@ class PlaylistPicks:
 
 def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, model: RankerModel | None = None,
                         user_tracks: list[str] | None = None) -> PlaylistPicks:
-    """Organic playlist picks for ``user``: buddies' playlists and nearest playlists, re-ranked (``ranker.playlists``).
+    """Organic playlist picks for ``user``: buddies' playlists and nearest playlists, re-ranked
+    (``ranker.recommenders.playlists``).
 
     ``user_tracks`` (their liked tracks now) overrides the model's trained row, as for ``recommend_tracks``; a
     user with no known tracks at all (cold) gets the most-followed playlists. Never the user's own playlists or
@@ -156,10 +164,6 @@ def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: i
     The store is read once per batch (follows, buddies, playlist summaries) and the nearest playlist vectors come
     from one batched search, so the weekly precompute costs the re-ranking alone per user.
     """
-    from ingestion.selectors import playlist_most_followed, playlist_summaries, users_followed_playlists
-    from pairing.selectors import buddies_for_users
-
-    from .playlists import PlaylistWeights
 
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
         raise ValueError(f"k must be an integer from 1 to 100, not {k!r}")
@@ -217,7 +221,6 @@ def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: i
 
 def _rec(payload: dict, source: str, model_version: str | None, variant: str = "control",
          experiment: str | None = None) -> dict:
-    import uuid
 
     # rec_id joins later feedback (events carry it) to this list, for the A/B results.
     return {"rec_id": uuid.uuid4().hex, "model_version": model_version, "variant": variant,
@@ -249,10 +252,6 @@ def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
 
     ``UnknownUser`` when the store does not know ``user``. Only a cache miss asks: a cached list is proof enough, as
     lists are cached for known users only and users are never deleted (a cached pick costs no store round trip)."""
-    from ingestion.selectors import UnknownUser, user_exists
-    from recsys_site import cache
-
-    from .experiments import active_for, changes_digest, served_record
 
     experiment, variant, changes = active_for(kind=kind, user=user)
     model = _model_for(changes)
@@ -267,7 +266,6 @@ def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
         payload, source, model_version = compute(model, changes)
         cache.put(name, {"payload": payload, "source": source, "model_version": model_version}, user=user)
         out = _rec(payload, source, model_version, variant, experiment) | {"cached": False}
-    from recsys_site.metrics import MODEL_INFO, PICKS_SERVED
 
     PICKS_SERVED.labels(kind, "cache" if out["cached"] else out["source"], variant).inc()
     if version:
@@ -283,9 +281,6 @@ def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
 def serve_track_picks(*, user: str, k: int, record: bool = True) -> dict:
     """A user's track picks: cached, else precomputed when they come from the live model, else computed now.
     ``record=False`` leaves the list out of the served log (and so out of the A/B results)."""
-    from ingestion.selectors import user_liked_tracks
-
-    from .selectors import picks_for_user
 
     _check_k(k)
 
@@ -303,9 +298,6 @@ def serve_track_picks(*, user: str, k: int, record: bool = True) -> dict:
 
 
 def serve_playlist_picks(*, user: str, k: int, record: bool = True) -> dict:
-    from ingestion.selectors import user_liked_tracks
-
-    from .selectors import picks_for_user
 
     def compute(model, changes):
         weights = changes.get("playlist_weights")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recommenders import ALS, BPR, Blend, ItemKNN, Recommender
+from ranker.recommenders import ALS, BPR, Blend, ItemKNN, Recommender
 
 SERVED_NAME = "blend"
 
@@ -38,12 +38,14 @@ def served_params(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def make_served(params: dict[str, Any] | None = None, *, device: str = "cpu", threads: int | None = None,
                 random_state: int = 0) -> Recommender:
-    """The served recommender, untrained: item co-occurrence kNN blended with ALS and BPR.
+    """The served recommender, untrained: item co-occurrence kNN blended with ALS and BPR. ``device`` (the one
+    decision, ``ranker.recommenders.device``) goes to both factor models: BPR trains in torch there, ALS with
+    implicit's CUDA build when that is the one installed.
 
     BPR is always trained, even at weight 0 in the track blend: its vectors drive pairing and playlist picks.
     """
     p = served_params(params)
     bpr = BPR(**p["bpr"], device=device, threads=threads, random_state=random_state)
-    als = ALS(**p["als"], threads=threads, random_state=random_state)
+    als = ALS(**p["als"], threads=threads, device=device, random_state=random_state)
     knn = ItemKNN(alpha=p["knn_alpha"], beta=p["knn_beta"])
     return Blend(components=[(knn, p["knn_weight"]), (als, p["als_weight"]), (bpr, p["bpr_weight"])])

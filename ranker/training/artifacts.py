@@ -26,14 +26,22 @@ import shutil
 import uuid
 import zipfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import gridfs
 import numpy as np
 import scipy.sparse as sp
+from django.conf import settings
+from gridfs.errors import CorruptGridFile
 
-from .recommenders import BPR, Blend, Recommender
-from .title import TitleIndex
+from ranker import collections as c
+from ranker.recommenders import BPR, Blend, Recommender
+from ranker.recommenders.playlists import PlaylistSpace
+from ranker.recommenders.title import TitleIndex
+from recsys_site.exceptions import UnavailableError
+from recsys_site.mongo import get_db
 
 KIND = "ranker"
 FORMAT = 2  # 1: every string array fixed-width, the training matrix in data.npz, item-kNN and playlists.npz
@@ -41,14 +49,16 @@ MANIFEST = "manifest.json"
 CHUNK = 1 << 20
 
 
-class ModelUnavailable(FileNotFoundError):
+class ModelUnavailable(UnavailableError, FileNotFoundError):
     """A version whose files cannot be had whole here: not in the store, partly uploaded, corrupted, unreadable."""
+
+    code = "model_unavailable"
+    retry_after = 10  # seconds: about two of a web process's model polls (MODEL_POLL_SECONDS)
+    public_message = "the live model cannot be loaded on this server; try again soon"
 
 
 def model_root(model_dir: str | Path | None = None) -> Path:
     if model_dir is None:
-        from django.conf import settings
-
         model_dir = settings.MODEL_DIR
     return Path(model_dir) / KIND
 
@@ -115,10 +125,8 @@ class RankerModel:
         return None
 
     def playlist_space(self) -> Any:
-        """The playlists as a ``ranker.playlists.PlaylistSpace`` (built on first use, then kept)."""
+        """The playlists as a ``ranker.recommenders.playlists.PlaylistSpace`` (built on first use, then kept)."""
         if self._space is None:
-            from .playlists import PlaylistSpace
-
             bpr = self.bpr
             if bpr is None:
                 raise RuntimeError(f"model {self.version} has no BPR component: no playlist vectors")
@@ -312,11 +320,7 @@ def _sha256_file(path: Path) -> str:
 # -- the store: the ``model_files`` GridFS bucket ------------------------------------------------------------------
 
 def _bucket() -> Any:
-    import gridfs
 
-    from recsys_site.mongo import get_db
-
-    from . import collections as c
 
     return gridfs.GridFSBucket(get_db(), bucket_name=c.MODEL_FILES)
 
@@ -327,7 +331,6 @@ def _stored(bucket: Any, version: str, name: str) -> Any:
 
 
 def _read_manifest(grid_out: Any, version: str) -> tuple[bytes, dict[str, Any]]:
-    from gridfs.errors import CorruptGridFile
 
     try:
         raw = grid_out.read()
@@ -336,17 +339,8 @@ def _read_manifest(grid_out: Any, version: str) -> tuple[bytes, dict[str, Any]]:
         raise ModelUnavailable(f"model version {version}: its {MANIFEST} in the store is corrupt: {exc}") from exc
 
 
-def stored_manifest(version: str) -> dict[str, Any] | None:
-    """The version's manifest from the store: present only once every file of the version was uploaded."""
-    grid_out = _stored(_bucket(), version, MANIFEST)
-    return None if grid_out is None else _read_manifest(grid_out, version)[1]
-
-
 def stored_versions() -> set[str]:
     """Versions with at least one file in the store (whole or not)."""
-    from recsys_site.mongo import get_db
-
-    from . import collections as c
 
     return {v for v in get_db()[f"{c.MODEL_FILES}.files"].distinct("metadata.version") if v}
 
@@ -395,7 +389,6 @@ def check_uploaded(version: str) -> dict[str, Any]:
 
 def _copy_checked(bucket: Any, version: str, entry: dict[str, Any], out: Any | None) -> None:
     """Stream one stored file, checking its size and SHA-256 against the manifest, into ``out`` if given."""
-    from gridfs.errors import CorruptGridFile
 
     stored = _stored(bucket, version, entry["name"])
     if stored is None:
@@ -480,7 +473,6 @@ def delete_stored(version: str) -> int:
 
 def new_version() -> str:
     """Sortable and unique: UTC time to the second plus a short random suffix."""
-    from datetime import UTC, datetime
 
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 

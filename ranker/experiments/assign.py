@@ -21,68 +21,29 @@ from typing import Any
 
 from cachetools import TTLCache
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 
+from ingestion.feedback.selectors import events_for_recs
+from ranker import collections as c
+from ranker.models import Experiment
 from recsys_site.mongo import get_db
 
-from . import collections as c
-from .playlists import PlaylistWeights
 from .served_log import SERVED_LOG
+from .spec import spec_errors
 
 log = logging.getLogger(__name__)
-KINDS = ("playlists", "tracks")
-VARIANT_KEYS = {"weight", "model_version", "playlist_weights"}
 _ADMIN_SECONDS = 5.0  # how stale the admin's experiments may be in a serving process
 _admin_cache: TTLCache = TTLCache(maxsize=1, ttl=_ADMIN_SECONDS)
 _admin_lock = threading.Lock()
 
 
-def spec_errors(name: str, spec: Any, *, check_versions: bool = False) -> list[str]:
-    """What is wrong with experiment ``name``'s definition (empty when it is sound); the same rules for settings
-    and the admin. ``check_versions`` also asks the model registry whether each ``model_version`` exists."""
-    if not isinstance(spec, dict):
-        return [f"experiment {name!r}: expected an object, got {type(spec).__name__}"]
-    problems = []
-    applies = spec.get("applies_to", ["playlists"])
-    if not isinstance(applies, list) or not applies or set(applies) - set(KINDS):
-        problems.append(f"experiment {name!r}: applies_to must be a non-empty list of {list(KINDS)}, got {applies!r}")
-    variants = spec.get("variants")
-    if not isinstance(variants, dict) or not variants:
-        return [*problems, f"experiment {name!r}: variants must be a non-empty object of name → changes"]
-    for variant, changes in variants.items():
-        where = f"experiment {name!r}, variant {variant!r}"
-        if not isinstance(changes, dict):
-            problems.append(f"{where}: expected an object, got {type(changes).__name__}")
-            continue
-        if unknown := set(changes) - VARIANT_KEYS:
-            problems.append(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(VARIANT_KEYS)}")
-        weight = changes.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
-            problems.append(f"{where}: weight must be a positive number, got {weight!r}")
-        weights = changes.get("playlist_weights", {})
-        known = sorted(PlaylistWeights.__dataclass_fields__)
-        if not isinstance(weights, dict) or set(weights) - set(known) or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in weights.values()):
-            problems.append(f"{where}: playlist_weights must map some of {known} to numbers, got {weights!r}")
-        version = changes.get("model_version")
-        if version is not None and not isinstance(version, str):
-            problems.append(f"{where}: model_version must be a version string, got {version!r}")
-        elif version is not None and check_versions:
-            from .selectors import model_get
-
-            if model_get(version=version) is None:
-                problems.append(f"{where}: no model version {version!r} in the registry")
-    return problems
-
-
 def _admin_experiments() -> dict[str, dict[str, Any]]:
     """The admin's experiments (cached a few seconds: this is on every picks request's path)."""
-    from django.db import DatabaseError
 
     with _admin_lock:
         if "all" in _admin_cache:
             return _admin_cache["all"]
-    from .models import Experiment
-
     try:
         found = {e.name: e.spec() for e in Experiment.objects.all()}
     except DatabaseError as exc:  # e.g. Django's tables not migrated in this process's database: settings only
@@ -105,8 +66,6 @@ def experiments() -> dict[str, dict[str, Any]]:
     out = {}
     for name, spec in settings.EXPERIMENTS.items():
         if problems := spec_errors(name, spec):
-            from django.core.exceptions import ImproperlyConfigured
-
             raise ImproperlyConfigured("EXPERIMENTS: " + "; ".join(problems))
         out[name] = spec
     for name, spec in _admin_experiments().items():
@@ -115,6 +74,12 @@ def experiments() -> dict[str, dict[str, Any]]:
             continue
         out[name] = spec
     return out
+
+
+def pinned_versions() -> set[str]:
+    """Model versions that some experiment's variant serves (``model_version``): the cleanup must keep them."""
+    return {changes["model_version"] for spec in experiments().values()
+            for changes in spec["variants"].values() if changes.get("model_version")}
 
 
 def changes_digest(changes: dict[str, Any]) -> str:
@@ -151,7 +116,7 @@ def active_for(*, kind: str, user: str) -> tuple[str | None, str, dict[str, Any]
 
 def served_record(*, rec_id: str, user: str, kind: str, experiment: str | None, variant: str,
                   model_version: str | None, source: str, items: list[Any]) -> None:
-    """Log a served list (buffered: ``ranker.served_log``)."""
+    """Log a served list (buffered: ``ranker.experiments.served_log``)."""
     SERVED_LOG.record({"_id": rec_id, "user": user, "kind": kind, "experiment": experiment, "variant": variant,
                        "model_version": model_version, "source": source, "items": items,
                        "ts": datetime.now(UTC)})
@@ -193,18 +158,16 @@ def experiment_results(*, name: str) -> dict[str, Any]:
         out[variant] = {"users": len(users), "picks_served": len(lists), "_clicked": set(), "_plays": 0,
                         "_skips": 0, "_ms": dict.fromkeys(users, 0)}
     rec_ids = list(variant_of)
-    for start in range(0, len(rec_ids), 100):  # short $in lists: long ones are slow on some servers
-        for event in db["events"].find({"rec_id": {"$in": rec_ids[start:start + 100]}},
-                                       {"rec_id": 1, "kind": 1, "ms_played": 1, "user": 1}):
-            row = out[variant_of[event["rec_id"]]]
-            kind = event["kind"]
-            if kind in ("follow", "play", "like"):
-                row["_clicked"].add(event["rec_id"])
-            if kind == "play":
-                row["_plays"] += 1
-                row["_ms"][event["user"]] = row["_ms"].get(event["user"], 0) + (event.get("ms_played") or 0)
-            elif kind == "skip":
-                row["_skips"] += 1
+    for event in events_for_recs(rec_ids=rec_ids):
+        row = out[variant_of[event["rec_id"]]]
+        kind = event["kind"]
+        if kind in ("follow", "play", "like"):
+            row["_clicked"].add(event["rec_id"])
+        if kind == "play":
+            row["_plays"] += 1
+            row["_ms"][event["user"]] = row["_ms"].get(event["user"], 0) + (event.get("ms_played") or 0)
+        elif kind == "skip":
+            row["_skips"] += 1
     for row in out.values():
         clicked, plays, skips, ms = row.pop("_clicked"), row.pop("_plays"), row.pop("_skips"), row.pop("_ms")
         row["click_through"] = round(len(clicked) / row["picks_served"], 6) if row["picks_served"] else 0.0

@@ -1,4 +1,4 @@
-"""Reads of the ranker package: registered model versions and the live model, cached per process."""
+"""Reads of training: registered model versions, the live model (cached per process) and the score drift."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import numpy as np
 from django.conf import settings
 from pymongo import DESCENDING
 
+from ranker import collections as c
+from ranker.training.artifacts import KIND, ModelUnavailable, RankerModel
 from recsys_site.mongo import get_db
-
-from . import collections as c
-from .artifacts import KIND, ModelUnavailable, RankerModel
 
 log = logging.getLogger(__name__)
 
@@ -97,65 +96,6 @@ def live_model_clear() -> None:
     _live.clear()
 
 
-def evaluation_latest() -> dict[str, Any] | None:
-    return get_db()[c.EVALUATIONS].find_one({}, sort=[("created_at", DESCENDING)])
-
-
-def picks_for_user(*, user: str) -> dict[str, Any] | None:
-    """The user's precomputed picks (``tracks``, ``playlists``, ``model_version``, ``computed_at``), or None."""
-    return get_db()[c.PICKS].find_one({"_id": user})
-
-
-def picks_state() -> dict[str, Any] | None:
-    return get_db()[c.PICKS_STATE].find_one({"_id": "picks"})
-
-
-# -- dashboard: model versions, evaluations, score drift, served lists ----------------------------------------
-
-def evaluation_for_version(*, version: str) -> dict[str, Any] | None:
-    """The newest evaluation report filed under ``version`` (``manage.py evaluate`` files it under the version live
-    when it ran), or None when that version was never evaluated."""
-    return get_db()[c.EVALUATIONS].find_one({"model_version": version}, sort=[("created_at", DESCENDING)])
-
-
-def evaluation_versions() -> set[str]:
-    """Model versions that have at least one evaluation report."""
-    return {v for v in get_db()[c.EVALUATIONS].distinct("model_version") if v}
-
-
-TRACK_METRIC_NAMES = ("r_precision", "r_precision_artist", "ndcg_g", "ndcg", "clicks")
-PLAYLIST_METRIC_NAMES = ("hit_rate_10", "coverage_10", "novelty_10", "diversity_10")
-
-
-def model_metrics(*, version: str) -> dict[str, float | None]:
-    """One version's numbers, flat, for comparing versions: its validation and training figures from the registry,
-    then (None where it has no evaluation) the served method's overall RecSys 2018 metrics and the served playlist
-    picks' metrics from its newest evaluation. Empty for an unknown version."""
-    doc = model_get(version=version)
-    if doc is None:
-        return {}
-    metrics = doc.get("metrics") or {}
-    data = doc.get("data") or {}
-    history = doc.get("history") or []
-    out: dict[str, float | None] = {
-        "val_hit_rate_50": metrics.get("val_hit_rate_50"),
-        "final_loss": history[-1]["loss"] if history else None,
-        "bpr_epochs": metrics.get("epochs"),
-        "bpr_seconds": metrics.get("seconds"),
-        "users": data.get("users"),
-        "tracks": data.get("items"),
-        "positives": data.get("positives"),
-    }
-    report = evaluation_for_version(version=version) or {}
-    served = ((report.get("methods") or {}).get(report.get("served") or "") or {}).get("overall") or {}
-    for name in TRACK_METRIC_NAMES:
-        out[name] = served.get(name)
-    playlists = (report.get("playlists") or {}).get(report.get("served_playlists") or "buddies") or {}
-    for name in PLAYLIST_METRIC_NAMES:
-        out[f"playlists_{name}"] = playlists.get(name)
-    return out
-
-
 KL_PSEUDOCOUNT = 1.0  # added to every bin of both histograms: an empty bin would make KL infinite
 
 
@@ -192,32 +132,3 @@ def score_drift() -> dict[str, Any] | None:
 def histogram_version_count() -> int:
     """How many versions recorded a score histogram (the drift needs two)."""
     return get_db()[c.MODELS].count_documents({"kind": KIND, "score_histogram.counts": {"$exists": True}})
-
-
-def served_get_many(*, rec_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Served pick lists by ``rec_id``: ``kind`` (tracks | playlists), ``user``, ``experiment``, ``variant``,
-    ``model_version``, ``ts``; rec_ids that were never served are missing."""
-    out: dict[str, dict[str, Any]] = {}
-    fields = {"kind": 1, "user": 1, "experiment": 1, "variant": 1, "model_version": 1, "ts": 1}
-    for start in range(0, len(rec_ids), 100):  # short $in lists: long ones are slow on some servers
-        for doc in get_db()[c.SERVED].find({"_id": {"$in": rec_ids[start:start + 100]}}, fields):
-            out[doc["_id"]] = doc
-    return out
-
-
-def served_daily_counts(*, kind: str | None = None) -> dict[str, int]:
-    """Pick lists served per UTC day (``YYYY-MM-DD``), of one ``kind`` or all, grouped by the server."""
-    from pymongo.errors import OperationFailure
-
-    match = {"kind": kind} if kind else {}
-    pipeline = [{"$match": match},
-                {"$group": {"_id": {"$dateToString": {"format": "%Y-%m-%d", "date": "$ts"}}, "n": {"$sum": 1}}}]
-    try:
-        return {row["_id"]: int(row["n"]) for row in get_db()[c.SERVED].aggregate(pipeline) if row["_id"]}
-    except OperationFailure:  # a server without $dateToString: count here
-        counts: dict[str, int] = {}
-        for doc in get_db()[c.SERVED].find(match, {"ts": 1, "_id": 0}):
-            if doc.get("ts"):
-                day = f"{doc['ts']:%Y-%m-%d}"
-                counts[day] = counts.get(day, 0) + 1
-        return counts

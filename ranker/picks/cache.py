@@ -15,7 +15,10 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+import redis
 from django.conf import settings
+
+from recsys_site.metrics import PICKS_CACHE
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,6 @@ _stats = {"local_hits": 0, "redis_hits": 0, "misses": 0}
 def _redis():
     global _client
     if _client is None and settings.PICKS_CACHE_URL:
-        import redis
-
         _client = redis.Redis.from_url(settings.PICKS_CACHE_URL, socket_timeout=0.05, socket_connect_timeout=0.05)
     return _client
 
@@ -68,7 +69,6 @@ def get(name: str) -> Any | None:
 
 
 def _count(result: str) -> None:
-    from .metrics import PICKS_CACHE
 
     PICKS_CACHE.labels(result).inc()
 
