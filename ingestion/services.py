@@ -13,7 +13,6 @@ import logging
 import queue
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from .mpd import (
     sha256,
     validate_playlist,
 )
+from .runs import RunReport, ingest_file_done, ingest_file_record, ingest_run
 from .selectors import CATALOGUE_STATS_ID, catalogue_stats_build
 
 log = logging.getLogger(__name__)
@@ -263,71 +263,20 @@ def user_ensure_many(*, user_ids: list[str], source: str) -> int:
     return len(docs) - len(insert_new_many(c.USERS, docs))
 
 
-# --- runs and files ----------------------------------------------------------------------------------------------
-MAX_STORED_PROBLEMS = 500
-
-
-def ingest_file_done(sha: str) -> dict[str, Any] | None:
-    return get_db()[c.INGEST_FILES].find_one({"_id": sha, "status": "done"})
-
-
-def ingest_file_record(*, sha: str, name: str, kind: str, run_id: Any, counts: dict[str, int]) -> None:
-    get_db()[c.INGEST_FILES].replace_one(
-        {"_id": sha},
-        {"_id": sha, "sha256": sha, "name": name, "kind": kind, "status": "done", "run_id": run_id,
-         "counts": counts, "ingested_at": _now()},
-        upsert=True,
-    )
-
-
-def ingest_run_start(*, kind: str, paths: list[str]) -> Any:
-    return get_db()[c.INGEST_RUNS].insert_one(
-        {"kind": kind, "paths": paths, "status": "running", "started_at": _now()}
-    ).inserted_id
-
-
-def ingest_run_finish(*, run_id: Any, summary: dict[str, Any], problems: list[Problem], status: str) -> None:
-    get_db()[c.INGEST_RUNS].update_one(
-        {"_id": run_id},
-        {"$set": {"status": status, "finished_at": _now(), "summary": summary,
-                  "problem_count": len(problems),
-                  "problems": [p.to_doc() for p in problems[:MAX_STORED_PROBLEMS]]}},
-    )
-
-
-@dataclass
-class RunReport:
-    """What every ingest run reports: files read, skipped and failed, rejections, problems, time, its run id."""
-
-    files: int = 0
-    files_skipped: int = 0
-    files_failed: int = 0
-    rejected: int = 0
-    seconds: float = 0.0
-    problems: list[Problem] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    run_id: Any = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 # --- the MPD ingestion service -----------------------------------------------------------------------------------
 @dataclass
 class IngestReport(RunReport):
+    COUNTS = ("files", "files_skipped", "files_failed", "new", "updated", "unchanged", "rejected", "new_tracks")
+    RATE = ("playlists_per_s", "written")
+
     new: int = 0
     updated: int = 0
     unchanged: int = 0
     new_tracks: int = 0
 
-    def summary(self) -> dict[str, Any]:
-        keys = ("files", "files_skipped", "files_failed", "new", "updated", "unchanged", "rejected", "new_tracks")
-        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
-        out["seconds"] = round(self.seconds, 2)
-        written = self.new + self.updated + self.unchanged
-        out["playlists_per_s"] = round(written / self.seconds, 1) if self.seconds else 0.0
-        return out
+    @property
+    def written(self) -> int:
+        return self.new + self.updated + self.unchanged
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -526,7 +475,6 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     secondary indexes and builds them at the end (docs/adr/0011-bulk-first-load.md).
     ``callback`` receives a dict with a ``phase`` key for every step (see ``_Progress``).
     """
-    started = time.perf_counter()
     report = IngestReport()
     if catalogue_is_dirty():
         log.warning("the catalogue was left mid-update by an interrupted run: rebuilding it from playlists")
@@ -534,7 +482,6 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
         catalogue_mark(dirty=False)
     if indexes_restore():
         log.warning("an interrupted first load had deferred its indexes: rebuilt them")
-    report.run_id = run_id = ingest_run_start(kind="mpd", paths=[str(p) for p in paths])
     # pid -> (first 60 bits of its content hash << 20) | index of its file in ``files``: one int per pid,
     # to tell a pid repeated with the same content from one repeated with different content.
     seen: dict[int, int] = {}
@@ -545,95 +492,88 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     # instead of reading back everything it wrote; ``None`` once that stops being true.
     stat_rows: list[dict[str, Any]] | None = None
     progress = _Progress(show_progress, callback)
-    status = "failed"
     stored_tracks: set[int] = set()  # hash() of the track URIs this run inserted: see catalogue_apply
     digests: set[str] = set()  # files written by this run (a copy later in the run is skipped like a done one)
     try:
-        for item in _read_ahead(iter_sources(list(paths))):
-            if isinstance(item, Problem):
-                report.files_failed += 1
-                report.problems.append(item)
-                continue
-            source, digest = item.source, item.digest
-            report.files += 1
-            if item.problem is not None:
-                report.files_failed += 1
-                report.problems.append(item.problem)
-                continue
-            if item.skipped or digest in digests:
-                report.files_skipped += 1
-                report.skipped.append(source.name)
-                progress.note(f"skipped {source.name.rsplit('/', 1)[-1]} (already ingested)")
-                continue
-            digests.add(digest)
-            files.append(source.name)
-            file_no = len(files) - 1
-            good: list[dict[str, Any]] = []
-            rejected = 0
-            for doc in item.docs:
-                if isinstance(doc, Problem):
-                    report.problems.append(doc)
-                    rejected += 1
+        with ingest_run(kind="mpd", paths=paths, report=report) as run_id:
+            for item in _read_ahead(iter_sources(list(paths))):
+                if isinstance(item, Problem):
+                    report.file_failed(item)
                     continue
-                fingerprint = int(doc["content_hash"][:15], 16) << 20 | file_no
-                previous = seen.get(doc["_id"])
-                if previous is not None:
-                    if previous >> 20 != fingerprint >> 20:
-                        report.problems.append(Problem(
-                            file=source.name, pid=doc["_id"],
-                            reason="pid appears twice in this run with different content "
-                                   f"(first in {files[previous & 0xFFFFF]})"))
+                source, digest = item.source, item.digest
+                report.files += 1
+                if item.problem is not None:
+                    report.file_failed(item.problem)
+                    continue
+                if item.skipped or digest in digests:
+                    report.file_skipped(source.name)
+                    progress.note(f"skipped {source.name.rsplit('/', 1)[-1]} (already ingested)")
+                    continue
+                digests.add(digest)
+                files.append(source.name)
+                file_no = len(files) - 1
+                good: list[dict[str, Any]] = []
+                rejected = 0
+                for doc in item.docs:
+                    if isinstance(doc, Problem):
+                        report.problems.append(doc)
                         rejected += 1
-                    continue
-                seen[doc["_id"]] = fingerprint
-                good.append(doc)
-            n_raw = item.count
-            del item
-            if not marked:
-                bulk = store_is_empty()
-                catalogue_mark(dirty=True, run_id=run_id)
-                marked = True
-                if bulk:
-                    stat_rows = []
-                    deferred = indexes_defer()
-                    log.info("first load into an empty store: indexes of %s built after it", ", ".join(deferred))
-            written = playlist_upsert_many(
-                playlists=good, source={"file": source.name, "sha256": digest, "run_id": run_id}, delta=delta,
-                all_new=bulk,
-            )
-            if stat_rows is not None:
-                stat_rows.extend({k: p[k] for k in _STAT_FIELDS if k in p} for p in good)
-                if len(stat_rows) > STAT_ROWS_MAX:
-                    stat_rows = None
-            del good
-            if len(delta) > FLUSH_TRACKS:
-                stat_rows = None  # the counts are complete only in the store from now on
-                progress.note(f"writing {len(delta):,} tracks' counts")
+                        continue
+                    fingerprint = int(doc["content_hash"][:15], 16) << 20 | file_no
+                    previous = seen.get(doc["_id"])
+                    if previous is not None:
+                        if previous >> 20 != fingerprint >> 20:
+                            report.problems.append(Problem(
+                                file=source.name, pid=doc["_id"],
+                                reason="pid appears twice in this run with different content "
+                                       f"(first in {files[previous & 0xFFFFF]})"))
+                            rejected += 1
+                        continue
+                    seen[doc["_id"]] = fingerprint
+                    good.append(doc)
+                n_raw = item.count
+                del item
+                if not marked:
+                    bulk = store_is_empty()
+                    catalogue_mark(dirty=True, run_id=run_id)
+                    marked = True
+                    if bulk:
+                        stat_rows = []
+                        deferred = indexes_defer()
+                        log.info("first load into an empty store: indexes of %s built after it", ", ".join(deferred))
+                written = playlist_upsert_many(
+                    playlists=good, source={"file": source.name, "sha256": digest, "run_id": run_id}, delta=delta,
+                    all_new=bulk,
+                )
+                if stat_rows is not None:
+                    stat_rows.extend({k: p[k] for k in _STAT_FIELDS if k in p} for p in good)
+                    if len(stat_rows) > STAT_ROWS_MAX:
+                        stat_rows = None
+                del good
+                if len(delta) > FLUSH_TRACKS:
+                    stat_rows = None  # the counts are complete only in the store from now on
+                    progress.note(f"writing {len(delta):,} tracks' counts")
+                    report.new_tracks += catalogue_apply(delta, progress=progress.catalogue, stored=stored_tracks)
+                    delta = CatalogueDelta()
+                    progress.note("")
+                report.new += written.new
+                report.updated += written.updated
+                report.unchanged += written.unchanged
+                report.rejected += rejected
+                ingest_file_record(sha=digest, name=source.name, kind="mpd", run_id=run_id,
+                                   counts={"new": written.new, "updated": written.updated,
+                                           "unchanged": written.unchanged, "rejected": rejected})
+                progress.file(n_raw, {"file": source.name, **report.summary()})
+            if len(delta):
+                progress.phase("catalogue", f"all files read; writing the catalogue ({len(delta):,} tracks)")
                 report.new_tracks += catalogue_apply(delta, progress=progress.catalogue, stored=stored_tracks)
-                delta = CatalogueDelta()
-                progress.note("")
-            report.new += written.new
-            report.updated += written.updated
-            report.unchanged += written.unchanged
-            report.rejected += rejected
-            ingest_file_record(sha=digest, name=source.name, kind="mpd", run_id=run_id,
-                               counts={"new": written.new, "updated": written.updated,
-                                       "unchanged": written.unchanged, "rejected": rejected})
-            progress.file(n_raw, {"file": source.name, **report.summary()})
-        if len(delta):
-            progress.phase("catalogue", f"all files read; writing the catalogue ({len(delta):,} tracks)")
-            report.new_tracks += catalogue_apply(delta, progress=progress.catalogue, stored=stored_tracks)
-        if bulk:
-            indexes_restore(progress=lambda names: progress.phase("indexes", f"building the indexes of {names}"))
-        if marked:
-            catalogue_mark(dirty=False)
-        status = "succeeded" if report.ok else "succeeded_with_errors"
+            if bulk:
+                indexes_restore(progress=lambda names: progress.phase("indexes", f"building the indexes of {names}"))
+            if marked:
+                catalogue_mark(dirty=False)
     except BaseException:
         progress.close()
         raise
-    finally:
-        report.seconds = time.perf_counter() - started
-        ingest_run_finish(run_id=run_id, summary=report.summary(), problems=report.problems, status=status)
     # After the run is recorded, so the statistics are at least as new as every run that changed the store.
     try:
         if report.new or report.updated or get_db()[c.CATALOGUE_STATS].find_one({}, {"_id": 1}) is None:

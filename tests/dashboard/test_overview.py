@@ -130,8 +130,8 @@ def test_ingestion_runs_show_rows_rejections_and_problems(store, slices_with_pro
 def test_kind_filter_picks_the_runs_shown(store, tmp_path):
     from dashboard.pages import overview
     from ingestion.demo import write_demo_slices
+    from ingestion.listens import triplets_ingest
     from ingestion.services import mpd_ingest
-    from ingestion.triplets import triplets_ingest
 
     mpd_ingest(paths=[str(p) for p in write_demo_slices(tmp_path / "mpd", playlists=20, seed=2, slice_size=20)])
     triplets = tmp_path / "triplets.txt"

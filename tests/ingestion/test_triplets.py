@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from ingestion import listens as listens_service
 from ingestion import selectors, triplets
-from ingestion.triplets import parse_file, parse_tasteprofile, parse_user_artist, triplets_ingest
+from ingestion.listens import triplets_ingest
+from ingestion.triplets import parse_file, parse_tasteprofile, parse_user_artist
 
 USERS = [f"{n:040x}" for n in (0xA1, 0xB2, 0xC3)]
 SONGS = ["SOAKIMP12A8C130995", "SOBBMDR12A8C13253B", "SOBXHDL12A81C204C0", "SOBYHAJ12A6701BF1D"]
@@ -85,7 +87,7 @@ def test_tasteprofile_ingest_then_reingest(store, tmp_path):
 
 
 def test_changed_file_updates_weights_and_removes_vanished_rows(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(triplets, "BATCH", 4)  # several batches even on a small file
+    monkeypatch.setattr(listens_service, "BATCH", 4)  # several batches even on a small file
     other = write_tp(tmp_path / "other.txt", [(USERS[0], "SOOTHER", 7)])
     path = write_tp(tmp_path / "train_triplets.txt", TP_ROWS)
     triplets_ingest(paths=[str(other), str(path)], fmt="tasteprofile")
@@ -102,7 +104,7 @@ def test_changed_file_updates_weights_and_removes_vanished_rows(store, tmp_path,
 
 
 def test_changed_file_with_a_row_twice_keeps_the_first(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(triplets, "BATCH", 3)
+    monkeypatch.setattr(listens_service, "BATCH", 3)
     path = write_tp(tmp_path / "train_triplets.txt", TP_ROWS)
     triplets_ingest(paths=[str(path)], fmt="tasteprofile")
     u, s, c = TP_ROWS[1]  # unchanged, so not rewritten: a later copy must still count as a duplicate
@@ -134,7 +136,7 @@ def test_bad_lines_are_reported_and_good_lines_stored(store, tmp_path):
 
 
 def test_same_pair_twice_with_different_counts_keeps_the_first(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(triplets, "BATCH", 2)  # duplicates within a batch and across batches
+    monkeypatch.setattr(listens_service, "BATCH", 2)  # duplicates within a batch and across batches
     u, s = USERS[0], SONGS[0]
     rows = [(u, s, 3), (u, s, 3), (u, s, 4), (u, SONGS[1], 1), (USERS[1], s, 1), (u, s, 5)]
     path = write_tp(tmp_path / "t.txt", rows)

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from ingestion.triplets import FORMATS, triplets_ingest
+from ingestion.listens import triplets_ingest
+from ingestion.triplets import FORMATS
 from recsys_site.mongo import ensure_indexes
 
 
