@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 DATA ?=
 PYTEST_ARGS ?=
+# `make run` is one machine's development stack: it names its settings (there is no default settings module).
+SETTINGS ?= recsys_site.settings.local
 
 .PHONY: install browser run test lint bench bench-scale clean
 
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 run: install
-	$(PY) -m recsys_site.stack run $(if $(DATA),--data $(DATA))
+	DJANGO_SETTINGS_MODULE=$(SETTINGS) $(PY) -m recsys_site.stack run $(if $(DATA),--data $(DATA))
 
 test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,12 +1,20 @@
 #!/usr/bin/env python
 """Django's command-line utility for Buddies."""
 
-import os
 import sys
 
 
 def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
+    # No default settings module: without DJANGO_SETTINGS_MODULE this stops here, saying what to set, instead of
+    # running with the development settings (DEBUG on, a published secret key).
+    from django.core.exceptions import ImproperlyConfigured
+
+    from recsys_site.settings import require_settings_module
+
+    try:
+        require_settings_module("manage.py")
+    except ImproperlyConfigured as exc:
+        sys.exit(f"error: {exc}")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

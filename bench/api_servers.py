@@ -87,6 +87,8 @@ def start_world(args: argparse.Namespace) -> World:
         "VAR_DIR": str(store),
         "MODEL_DIR": str(store / "models"),
         "DATABASE_URL": f"sqlite:///{store / 'django.sqlite3'}",
+        # The load generator sends X-Forwarded-Proto: https as nginx does in front of the deployed web service.
+        "TRUST_X_FORWARDED_PROTO": "true",
         "API_THROTTLE_ANON": THROTTLE,
         "API_THROTTLE_USER": THROTTLE,
         "LOG_LEVEL": "WARNING",

@@ -6,15 +6,29 @@ Tasks live in each package's ``tasks.py`` and stay thin: they call one service. 
 worker died) is ``CELERY_BEAT_SCHEDULE`` in ``recsys_site/settings/base.py``.
 """
 
-import os
-
 from celery import Celery
 from kombu import Queue
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
-
 app = Celery("buddies")
-app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+def __getattr__(name: str):
+    """``celery_app:django_settings``, the app's configuration source: Django's settings, read when the app first
+    needs its configuration. No default settings module: a worker or beat started without DJANGO_SETTINGS_MODULE
+    stops there, saying what to set. Importing ``recsys_site`` (which imports this app) for a helper such as
+    ``recsys_site.embedded`` needs no settings."""
+    if name != "django_settings":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # lazy: recsys_site imports this module, and Django's settings are read only once one is named
+    from django.conf import settings
+
+    from recsys_site.settings import require_settings_module
+
+    require_settings_module("celery_app")
+    return settings
+
+
+app.config_from_object("celery_app:django_settings", namespace="CELERY")
 app.conf.task_default_queue = "default"
 app.conf.task_queues = (Queue("default"), Queue("gpu"))
 app.autodiscover_tasks()

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # One machine's development stack (embedded servers, DEBUG on): it names the local settings unless told otherwise
+    # (`make run` passes them), and exports them to every process it starts.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
 
     django.setup()

@@ -13,7 +13,10 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 from django.core.wsgi import get_wsgi_application  # noqa: E402 (after the thread settings)
 from werkzeug.middleware.dispatcher import DispatcherMiddleware  # noqa: E402
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
+from recsys_site.settings import require_settings_module  # noqa: E402
+
+# No default settings module: a server started without DJANGO_SETTINGS_MODULE stops here, saying what to set.
+require_settings_module("recsys_site.wsgi")
 
 django_application = get_wsgi_application()
 

@@ -14,7 +14,9 @@ env = environ.Env()
 VAR_DIR = Path(env("VAR_DIR", default=str(BASE_DIR / "var")))
 
 # --- Django core -------------------------------------------------------------------------------------------------
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me")
+# Published in this repository: fit for a developer's machine only (recsys_site.settings.production refuses it).
+_DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=_DEV_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
@@ -27,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from here (/static/), never from a CDN
     "rest_framework.authtoken",
     "recsys_site",
     "ingestion",
@@ -98,6 +101,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Organic playlist picks from taste buddies, track picks, buddies, feedback and jobs.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ loads Swagger UI from this server's static files (the drf-spectacular-sidecar package, pinned),
+    # not from a CDN at @latest: it works offline and behind a strict firewall, and cannot change under us.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
                              "ingestion.api.schema_batch_limits"],
 }

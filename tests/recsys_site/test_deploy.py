@@ -127,6 +127,10 @@ def test_each_service_gets_the_production_environment_it_needs(compose):
         assert env["CELERY_BROKER_URL"].startswith("redis://redis:"), name
         assert env["DATABASE_URL"].startswith("postgres://"), f"{name}: one Django database for every web machine"
         assert env["DJANGO_SECRET_KEY"] == OPERATOR["DJANGO_SECRET_KEY"], name
+        # nginx is in front (TLS, X-Forwarded-Proto); the public origin may post forms; one cache for all.
+        assert env["TRUST_X_FORWARDED_PROTO"] == "true", name
+        assert env["CSRF_TRUSTED_ORIGINS"] == f"https://{OPERATOR['BUDDIES_HOST']}", name
+        assert env["CACHE_URL"].startswith("redis://redis:"), name
         assert any(v.split(":")[1] == env["MODEL_DIR"] for v in service["volumes"]), f"{name}: MODEL_DIR on a volume"
     with pytest.raises(KeyError, match="DJANGO_SECRET_KEY"):
         _environment(compose["services"]["web"], {})  # compose refuses to start without the secret

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -82,3 +83,52 @@ def test_server_that_dies_at_start_shows_its_log(tmp_path):
     with pytest.raises(EmbeddedServerError, match=r"(?s)exited with status 1.*no-such-option"):
         server.start(timeout=30)
     assert not server.pid_file.exists()
+
+
+def _redis_list(url: str, key: str, value: bytes | None = None) -> list[bytes]:
+    """The list at ``key`` (after pushing ``value`` onto it, if given)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        if value is not None:
+            client.lpush(key, value)
+        return client.lrange(key, 0, -1)
+    finally:
+        client.close()
+
+
+def test_queued_messages_survive_a_restart_of_the_embedded_redis(tmp_path, monkeypatch):
+    """A job step queued for Celery is still queued after the stack restarts (the supervisor stops Redis with
+    SIGTERM) and after the Redis process is killed outright."""
+    from celery import Celery
+
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # it would win over the app's broker argument
+    port = free_port()
+    server = redis_server(tmp_path, port)
+    url = server.start()
+    try:
+        # Not the current app: every shared task of the session would follow it to this short-lived broker.
+        sender = Celery("persistence-probe", broker=url, set_as_current=False)
+        sender.send_task("recsys_site.start_job", args=["weekly_refresh"], queue="default")
+        sender.close()
+        assert len(_redis_list(url, "default")) == 1  # the message is in the queue's list
+        server.stop()  # as `make run`'s supervisor stops it on Ctrl-C
+
+        server = redis_server(tmp_path, port)
+        url = server.start()
+        queued = _redis_list(url, "default")
+        assert len(queued) == 1 and b"recsys_site.start_job" in queued[0], queued
+        assert (tmp_path / "run" / "redis.aof").stat().st_size > 0, "the append-only file is in var/run"
+
+        # A crash: SIGKILL a second after the write (appendfsync everysec), nothing lost.
+        _redis_list(url, "probe", b"written before the crash")
+        time.sleep(1.5)
+        server.process.kill()
+        server.process.wait(timeout=10)
+        server = redis_server(tmp_path, port)
+        url = server.start()
+        assert _redis_list(url, "probe") == [b"written before the crash"]
+        assert len(_redis_list(url, "default")) == 1
+    finally:
+        server.stop()
