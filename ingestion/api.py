@@ -14,7 +14,7 @@ from recsys_site.api_common import known_user, responses, unstorable
 from recsys_site.errors import error
 
 from .feedback.rules import EVENT_KINDS
-from .feedback.services import EventError, event_record_many
+from .feedback.services import ID_MAX_CHARS, MS_PLAYED_MAX, EventError, event_record_many
 from .mpd import URI_RE
 from .selectors import playlist_get, playlist_search, track_get
 from .services import UserExists, user_create, user_playlist_create
@@ -139,12 +139,19 @@ class UserPlaylistCreateApi(APIView):
 
 
 class EventSerializer(serializers.Serializer):
+    """The schema of one event; ``ingestion.feedback.services._event_doc`` validates it (the same bounds)."""
+
     user = serializers.CharField()
     kind = serializers.ChoiceField(choices=EVENT_KINDS)
     track = serializers.CharField(required=False)
     playlist = serializers.IntegerField(required=False)
-    ms_played = serializers.IntegerField(required=False, min_value=0)
-    rec_id = serializers.CharField(required=False)
+    ms_played = serializers.IntegerField(required=False, min_value=0, max_value=MS_PLAYED_MAX,
+                                         help_text="milliseconds, at most 24 h")
+    rec_id = serializers.CharField(required=False, min_length=1, max_length=ID_MAX_CHARS,
+                                   help_text="the rec_id of the picks this event answers")
+    event_id = serializers.CharField(required=False, min_length=1, max_length=ID_MAX_CHARS,
+                                     help_text="a client-generated id, unique per user: a retried event with the "
+                                               "same one is stored once")
 
 
 EVENT_FIELDS = tuple(EventSerializer().fields)
@@ -170,7 +177,8 @@ class EventCreateApi(APIView):
     permission_classes = [IsAuthenticated]
 
     class EventsStoredSerializer(serializers.Serializer):
-        stored = serializers.IntegerField()
+        stored = serializers.IntegerField(help_text="events stored by this request")
+        duplicates = serializers.IntegerField(help_text="events not stored again: their event_id was already stored")
 
     @extend_schema(request=EVENTS_REQUEST, responses=responses(EventsStoredSerializer, 400, 401, 415, status=201))
     def post(self, request):
@@ -182,9 +190,9 @@ class EventCreateApi(APIView):
         if unfit:
             return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST, fields=unfit)
         try:
-            stored = event_record_many(events=events, check_users=True)
+            written = event_record_many(events=events, check_users=True)
         except EventError as exc:
             return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST,
                          fields={str(i): e for i, e in exc.errors.items()})
         picks_after_feedback(users=[e["user"] for e in events])
-        return Response({"stored": len(stored)}, status=status.HTTP_201_CREATED)
+        return Response({"stored": written.stored, "duplicates": written.duplicates}, status=status.HTTP_201_CREATED)

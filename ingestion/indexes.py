@@ -22,6 +22,10 @@ INDEXES = {
                # events since the catalogue statistics were computed are counted by a range on ``ts``
                IndexModel([("ts", ASCENDING)]),
                # A/B results and engagement join feedback to served lists by ``rec_id``
-               IndexModel([("rec_id", ASCENDING)], sparse=True)],
+               IndexModel([("rec_id", ASCENDING)], sparse=True),
+               # a client's retry of an event (same user and event_id) is stored once; events without an event_id
+               # are not in this index (partial), so any number of them may be stored
+               IndexModel([("user", ASCENDING), ("event_id", ASCENDING)], unique=True, name="user_1_event_id_1",
+                          partialFilterExpression={"event_id": {"$exists": True}})],
     c.INGEST_RUNS: [IndexModel([("started_at", DESCENDING)])],
 }

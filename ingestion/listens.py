@@ -5,17 +5,21 @@ Files are parsed by ``ingestion.triplets``; the run skeleton (run document, file
 A second pass upserts its rows by deterministic ``_id`` in batches: ``insert_many`` for new rows, and for rows that
 already existed one read (``$in`` chunks of 100) to compare, and an update only where the value changed (the run
 remembers the unchanged ones by a 64-bit hash, 8 bytes a row, instead of writing to them). After a file read to the
-end, the rows of that file's source that this run neither wrote nor met (they vanished from the file) are deleted.
+end, the rows of that file's source that this run neither wrote nor met (they vanished from the file) are deleted,
+unless they are more than ``max_removed_share()`` of that source's stored rows (a truncated or wrong file with the
+same name): then nothing is deleted, the file is not recorded as done, and a ``Problem`` says to rerun with
+``allow_removals`` (``ingest_triplets --allow-removals``) if the rows really left the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from pymongo import ReplaceOne, UpdateOne
 from tqdm import tqdm
 
@@ -28,6 +32,21 @@ from .services import _chunks, insert_new_many, user_ensure_many
 from .triplets import FORMATS, HeaderError, TripletFile, expand_paths, parse_file, sha256_file
 
 BATCH = 5000
+# A re-ingested file may remove at most this share of its source's stored rows unless removals are allowed
+# (settings.TRIPLETS_MAX_REMOVED_SHARE overrides it).
+MAX_REMOVED_SHARE = 0.10
+
+
+def max_removed_share() -> float:
+    return float(getattr(settings, "TRIPLETS_MAX_REMOVED_SHARE", MAX_REMOVED_SHARE))
+
+
+class RemovalRefused(Exception):
+    """A file would remove more of its source's stored rows than allowed: nothing was removed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 USER_SOURCE = {"tasteprofile": "tasteprofile", "hetrec": "lastfm"}
 COMPARED = {"listens": ("weight",), "friendships": (), "items": ("name", "url")}
 
@@ -41,6 +60,7 @@ class TripletReport(RunReport):
     RATE = ("rows_per_s", "rows")
 
     rows: int = 0
+    removals: list[tuple[str, str, int]] = field(default_factory=list)  # (file, collection, rows removed)
     listens_new: int = 0
     listens_updated: int = 0
     listens_unchanged: int = 0
@@ -186,8 +206,11 @@ class _Upserter:
                      f"this line: {got})"
         self.problems.append(Problem(file=self.file, line=line, reason=reason))
 
-    def finish(self, *, previously_ingested: bool) -> None:
-        """Delete the rows of this source that this run did not meet (if the source was stored before)."""
+    def finish(self, *, previously_ingested: bool, allow_removals: bool = False) -> None:
+        """Delete the rows of this source that this run did not meet (if the source was stored before).
+
+        ``RemovalRefused`` (and nothing deleted) when they are more than ``max_removed_share()`` of the source's
+        stored rows and ``allow_removals`` is false."""
         self.flush()
         if not (self.seen_before or previously_ingested):
             return
@@ -201,6 +224,16 @@ class _Upserter:
                 vanished += self._not_met(batch)
                 batch = []
         vanished += self._not_met(batch)
+        if not vanished:
+            return
+        stored = coll.count_documents({"source": self.source}) - self.new  # the source's rows before this run
+        share, limit = len(vanished) / max(stored, 1), max_removed_share()
+        if share > limit and not allow_removals:
+            raise RemovalRefused(
+                f"would remove {len(vanished):,} of the {stored:,} rows stored from {self.source} in "
+                f"{self.collection} ({share:.0%}; more than {limit:.0%} needs --allow-removals): nothing was removed "
+                f"and the file is not recorded as ingested. If the file is complete and those rows really left it, "
+                f"rerun with --allow-removals")
         for chunk in _chunks(vanished):
             self.removed += coll.delete_many({"_id": {"$in": chunk}}).deleted_count
 
@@ -215,12 +248,14 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 def triplets_ingest(*, paths: list[str], fmt: str, show_progress: bool = False,
-                    callback: ProgressCallback | None = None) -> TripletReport:
+                    callback: ProgressCallback | None = None, allow_removals: bool = False) -> TripletReport:
     """Ingest listening triplets (and HetRec friendships and artist names); see ``ingest_triplets --help``.
 
     Skips files whose sha256 was already ingested; upserts changed files row by row and removes the
     rows that vanished from them; rejects bad lines one by one (file, line, field) and unusable files one
-    by one, and keeps going.
+    by one, and keeps going. A file that would remove more than ``max_removed_share()`` of its source's stored
+    rows removes nothing and is reported as failed, unless ``allow_removals``; ``report.removals`` says what each
+    file removed.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -268,10 +303,13 @@ def triplets_ingest(*, paths: list[str], fmt: str, show_progress: bool = False,
                     previously = get_db()[c.INGEST_FILES].find_one(
                         {"kind": "triplets", "source": tf.source}, {"_id": 1}) is not None
                     users.ensure(target, writer.flush())
-                    writer.finish(previously_ingested=previously)
-                except (OSError, HeaderError) as exc:
+                    writer.finish(previously_ingested=previously, allow_removals=allow_removals)
+                except (OSError, HeaderError, RemovalRefused) as exc:
                     users.ensure(target, writer.flush())  # keep what was read; the file is not recorded as done
-                    reason = str(exc) if isinstance(exc, HeaderError) else f"cannot read: {exc.strerror or exc}"
+                    if isinstance(exc, OSError):
+                        reason = f"cannot read: {exc.strerror or exc}"
+                    else:
+                        reason = exc.reason if isinstance(exc, RemovalRefused) else str(exc)
                     report.file_failed(Problem(file=tf.name, reason=reason))
                     report.problems.extend(writer.problems)
                     report.rejected += rejected + len(writer.problems)
@@ -284,6 +322,8 @@ def triplets_ingest(*, paths: list[str], fmt: str, show_progress: bool = False,
                 rejected += len(writer.problems)
                 report.rejected += rejected
                 _add_counts(report, target, writer, users)
+                if writer.removed:
+                    report.removals.append((tf.name, writer.collection, writer.removed))
                 counts = {"rows": rows, "new": writer.new, "updated": writer.updated, "unchanged": writer.unchanged,
                           "removed": writer.removed, "rejected": rejected, "users_new": users.new}
                 ingest_file_record(sha=digest, name=tf.name, kind="triplets", run_id=run_id, counts=counts,

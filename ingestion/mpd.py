@@ -22,9 +22,15 @@ from .ownership import owner_of_mpd_playlist
 
 SLICE_GLOB = "mpd.slice.*.json"
 _SLICE_RE = re.compile(r"(?:^|/)mpd\.slice\.(\d+)-(\d+)\.json$")
+# Anchored with ``\Z``, not ``$``: ``$`` also matches before a final newline, so ``.match`` would accept
+# "spotify:track:…\n" (the OpenAPI schema shows ``\Z`` as ``$``). Use ``fullmatch`` all the same.
 URI_RE = {
-    kind: re.compile(rf"^spotify:{kind}:[0-9A-Za-z]{{22}}$") for kind in ("track", "artist", "album")
+    kind: re.compile(rf"^spotify:{kind}:[0-9A-Za-z]{{22}}\Z") for kind in ("track", "artist", "album")
 }
+MAX_INT64 = (1 << 63) - 1  # MongoDB's integers are signed 64-bit: a larger one cannot be stored at all
+# Pids from here up belong to playlists created through the API (``ingestion.services.user_playlist_create``); an
+# MPD file's pid must be below, so that it can never replace one of them.
+API_PID_START = 1_000_000_000
 _OPTIONAL_INTS = ("num_followers", "num_edits", "duration_ms", "num_artists", "num_albums", "num_tracks",
                   "modified_at")  # fmt: skip
 
@@ -62,7 +68,9 @@ class Problem:
         return f"{where}: {self.reason}"
 
     def to_doc(self) -> dict[str, Any]:
-        return {"file": self.file, "pid": self.pid, "line": self.line, "reason": self.reason}
+        # A pid too large for MongoDB is kept as text, so that the run that rejects it can still be recorded.
+        pid = self.pid if self.pid is None or -MAX_INT64 - 1 <= self.pid <= MAX_INT64 else str(self.pid)
+        return {"file": self.file, "pid": pid, "line": self.line, "reason": self.reason}
 
 
 class SliceError(ValueError):
@@ -154,6 +162,8 @@ def _optional_int(obj: dict, key: str, where: str = "") -> int | None:
         raise _Invalid(f"{where}{key}: expected an integer, got {type(value).__name__} {value!r:.40}")
     if value < 0:
         raise _Invalid(f"{where}{key}: must not be negative, got {value}")
+    if value > MAX_INT64:
+        raise _Invalid(f"{where}{key}: {value} is too large (more than 2**63 - 1)")
     return value
 
 
@@ -161,7 +171,7 @@ def _optional_uri(obj: dict, key: str, kind: str, where: str) -> str | None:
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not URI_RE[kind].match(value):
+    if not isinstance(value, str) or not URI_RE[kind].fullmatch(value):
         raise _Invalid(f"{where}{key}: malformed URI {value!r:.60} (expected spotify:{kind}: + 22 base62 characters)")
     return value
 
@@ -171,7 +181,7 @@ def _track(raw: Any, index: int) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise _Invalid(f"tracks[{index}]: expected an object, got {type(raw).__name__}")
     uri = _require_str(raw, "track_uri", where)
-    if not URI_RE["track"].match(uri):
+    if not URI_RE["track"].fullmatch(uri):
         raise _Invalid(f"{where}track_uri: malformed URI {uri!r:.60} (expected spotify:track: + 22 base62 characters)")
     name = _require_str(raw, "track_name", where)
     artist_name = _require_str(raw, "artist_name", where)
@@ -214,6 +224,9 @@ def validate_playlist(raw: Any, *, file: str, index: int) -> dict[str, Any] | Pr
             raise _Invalid(f"playlists[{index}]: pid: expected an integer, got {type(pid).__name__} {pid!r:.40}")
         if pid < 0:
             raise _Invalid(f"pid: must not be negative, got {pid}")
+        if pid >= API_PID_START:
+            raise _Invalid(f"pid: {pid} is not an MPD pid: pids from {API_PID_START:,} up are reserved for playlists "
+                           f"created through the API (an MPD pid is 0 to {API_PID_START - 1:,})")
         name = _require_str(raw, "name", "")
         if "tracks" not in raw or raw["tracks"] is None:
             raise _Invalid("tracks: required field missing")

@@ -2,8 +2,10 @@
 
 ``tracks`` and ``artists`` are *derived* from ``playlists``: a track's ``num_playlists`` is the number
 of playlists that hold it. Ingestion keeps them right with per-run deltas (fast: one write per touched
-track per run). A run marks the catalogue dirty before its first playlist write and clean after its last
-delta; a run that finds it dirty (a crash in between) first rebuilds both collections from the playlists,
+track per run). Every writer (an ingest run, an API playlist create) records itself in the catalogue's
+``writers`` before its first playlist write and removes only its own entry after its last delta; the
+catalogue is dirty while any writer is recorded. A run that finds a writer that died (its ingest run is over,
+or it has not been heard of for ``WRITER_STALE_SECONDS``) first rebuilds both collections from the playlists,
 so counts never drift, whatever happened before. See docs/adr/0002-document-design.md.
 """
 
@@ -13,10 +15,11 @@ import logging
 import queue
 import re
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import InsertOne, ReplaceOne, ReturnDocument, UpdateOne
@@ -27,6 +30,7 @@ from recsys_site.mongo import ensure_indexes, get_db
 
 from . import collections as c
 from .mpd import (
+    API_PID_START,
     Problem,
     SliceError,
     Source,
@@ -164,9 +168,13 @@ def catalogue_rebuild(*, show_progress: bool = False) -> dict[str, int]:
     """Recompute ``tracks`` and ``artists`` from every playlist, then swap them in by rename.
 
     The repair path after a crashed run, and ``ingest_mpd --rebuild-catalogue``. Holds one entry per
-    distinct track in memory.
+    distinct track in memory. Counted in ``catalogue_state`` (``rebuilds_started`` before, ``rebuilds_done``
+    after), so that a writer whose deltas overlapped a rebuild keeps its mark (see ``catalogue_mark``).
     """
     db = get_db()
+    started = db[c.CATALOGUE_STATE].find_one_and_update(
+        {"_id": CATALOGUE}, {"$inc": {"rebuilds_started": 1}}, upsert=True,
+        return_document=ReturnDocument.AFTER)["rebuilds_started"]
     delta = CatalogueDelta()
     cursor = db[c.PLAYLISTS].find({}, {"tracks": 1}, batch_size=500)
     for playlist in tqdm(cursor, desc="rebuild catalogue", unit="playlist", disable=not show_progress):
@@ -197,18 +205,112 @@ def catalogue_rebuild(*, show_progress: bool = False) -> dict[str, int]:
             db[coll].drop()
 
     ensure_indexes()
+    db[c.CATALOGUE_STATE].update_one({"_id": CATALOGUE}, {"$max": {"rebuilds_done": started}})
     return {"tracks": len(delta.meta), "artists": len(artist_docs)}
 
 
-def catalogue_mark(*, dirty: bool, run_id: Any = None) -> None:
-    get_db()[c.CATALOGUE_STATE].update_one(
-        {"_id": "catalogue"}, {"$set": {"dirty": dirty, "run_id": run_id, "at": _now()}}, upsert=True
-    )
+# --- who is writing the catalogue -------------------------------------------------------------------------------
+# ``catalogue_state`` document ``{"_id": "catalogue", "writers": {<writer>: {"run_id", "since", "beat"}}}``: each
+# writer adds and removes only its own entry (one atomic ``$set`` / ``$unset`` of its field), so no writer can clear
+# another's mark. ``dirty: true`` is what stores written before the writers existed may still hold: it counts too.
+CATALOGUE = "catalogue"
+# A writer not heard of for this long is taken for dead. Ingest runs renew their entry after every file and every
+# catalogue write batch (seconds apart), and before building indexes; an API playlist create takes milliseconds.
+WRITER_STALE_SECONDS = 900
+
+
+def catalogue_writer(*, run_id: Any = None) -> str:
+    """A new writer id: ``run:<ingest run id>`` for an ingest run, ``api:<random>`` otherwise."""
+    return f"run:{run_id}" if run_id is not None else f"api:{uuid.uuid4().hex}"
+
+
+def catalogue_mark(*, writer: str, dirty: bool, run_id: Any = None, rebuilds: int | None = None) -> int | None:
+    """``dirty=True``: record ``writer`` as writing the catalogue (again: renews its heartbeat), and return the
+    rebuild count to hand back when done (``rebuilds``), or None if a rebuild is running now. ``dirty=False``:
+    remove ``writer``'s own entry, and nobody else's, if no rebuild started since ``rebuilds`` was returned; if one
+    did (or ``rebuilds`` is None), its deltas may be missing from the rebuilt counts or counted twice, so the entry
+    is left, marked ``overlapped``: a dead writer, which the next run repairs. ``run_id``: the ingest run whose
+    document tells whether the writer is still running (see ``catalogue_writers_dead``)."""
+    field_name = f"writers.{writer}"
+    state = get_db()[c.CATALOGUE_STATE]
+    if dirty:
+        now = _now()
+        doc = state.find_one_and_update(
+            {"_id": CATALOGUE},
+            {"$set": {f"{field_name}.run_id": run_id, f"{field_name}.beat": now},
+             "$min": {f"{field_name}.since": now}}, upsert=True, return_document=ReturnDocument.AFTER,
+            projection={"rebuilds_started": 1, "rebuilds_done": 1})
+        started = int(doc.get("rebuilds_started", 0))
+        return started if started == int(doc.get("rebuilds_done", 0)) else None
+    if rebuilds is not None:
+        no_rebuild_since = [{"rebuilds_started": rebuilds}] + (
+            [{"rebuilds_started": {"$exists": False}}] if rebuilds == 0 else [])
+        if state.update_one({"_id": CATALOGUE, "$or": no_rebuild_since},
+                            {"$unset": {field_name: ""}}).matched_count:
+            return None
+    log.warning("catalogue writer %s overlapped a rebuild of the catalogue: the next ingest rebuilds it again", writer)
+    state.update_one({"_id": CATALOGUE, field_name: {"$exists": True}}, {"$set": {f"{field_name}.overlapped": True}})
+    return None
+
+
+def catalogue_writers() -> dict[str, dict[str, Any]]:
+    """Every writer recorded now (writer id → ``run_id``, ``since``, ``beat``); a legacy ``dirty: true`` shows as
+    the writer ``legacy``."""
+    doc = get_db()[c.CATALOGUE_STATE].find_one({"_id": CATALOGUE}) or {}
+    writers = dict(doc.get("writers") or {})
+    if doc.get("dirty"):
+        writers["legacy"] = {"run_id": doc.get("run_id"), "beat": None}
+    return writers
 
 
 def catalogue_is_dirty() -> bool:
-    doc = get_db()[c.CATALOGUE_STATE].find_one({"_id": "catalogue"})
-    return bool(doc and doc.get("dirty"))
+    """Whether any writer is recorded: the counts may be mid-update (or left so by a writer that died)."""
+    return bool(catalogue_writers())
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def catalogue_writers_dead(writers: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """The recorded writers that died mid-update: an ingest run whose document is missing or no longer
+    ``running`` (it failed, or finished without removing its entry), any writer whose heartbeat is older than
+    ``WRITER_STALE_SECONDS`` (a process killed outright leaves its run ``running``), and any writer that finished
+    while a rebuild overlapped its deltas (``overlapped``). A legacy ``dirty`` flag is dead. The others are still
+    writing: their entries are left alone."""
+    writers = catalogue_writers() if writers is None else writers
+    stale_before = _now() - timedelta(seconds=WRITER_STALE_SECONDS)
+    dead = []
+    for writer, entry in writers.items():
+        beat = _aware(entry.get("beat"))
+        if writer == "legacy" or entry.get("overlapped") or beat is None or beat < stale_before:
+            dead.append(writer)
+            continue
+        run_id = entry.get("run_id")
+        if run_id is not None:
+            run = get_db()[c.INGEST_RUNS].find_one({"_id": run_id}, {"status": 1})
+            if run is None or run.get("status") != "running":
+                dead.append(writer)
+    return dead
+
+
+def catalogue_repair(*, show_progress: bool = False) -> list[str]:
+    """If a writer died mid-update, rebuild ``tracks`` and ``artists`` from the playlists, then forget exactly the
+    dead writers (the live ones keep their entries). Returns the dead writers found."""
+    writers = catalogue_writers()
+    dead = catalogue_writers_dead(writers)
+    if not dead:
+        if writers:
+            log.info("the catalogue is being written by %s: not rebuilding it", ", ".join(writers))
+        return []
+    log.warning("the catalogue was left mid-update by %s: rebuilding it from playlists", ", ".join(dead))
+    catalogue_rebuild(show_progress=show_progress)
+    unset = {f"writers.{w}": "" for w in dead if w != "legacy"}
+    change: dict[str, Any] = {"$unset": unset} if unset else {}
+    if "legacy" in dead:
+        change["$set"] = {"dirty": False}
+    get_db()[c.CATALOGUE_STATE].update_one({"_id": CATALOGUE}, change)
+    return dead
 
 
 # --- playlists ---------------------------------------------------------------------------------------------------
@@ -476,10 +578,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     ``callback`` receives a dict with a ``phase`` key for every step (see ``_Progress``).
     """
     report = IngestReport()
-    if catalogue_is_dirty():
-        log.warning("the catalogue was left mid-update by an interrupted run: rebuilding it from playlists")
-        catalogue_rebuild(show_progress=show_progress)
-        catalogue_mark(dirty=False)
+    catalogue_repair(show_progress=show_progress)
     if indexes_restore():
         log.warning("an interrupted first load had deferred its indexes: rebuilt them")
     # pid -> (first 60 bits of its content hash << 20) | index of its file in ``files``: one int per pid,
@@ -488,6 +587,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     files: list[str] = []
     delta = CatalogueDelta()
     bulk = marked = False
+    rebuilds: int | None = None  # the rebuild count when this run first marked the catalogue
     # A first load whose catalogue fits in one delta hands the statistics the rows it holds (``_stats_rows``)
     # instead of reading back everything it wrote; ``None`` once that stops being true.
     stat_rows: list[dict[str, Any]] | None = None
@@ -496,6 +596,16 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
     digests: set[str] = set()  # files written by this run (a copy later in the run is skipped like a done one)
     try:
         with ingest_run(kind="mpd", paths=paths, report=report) as run_id:
+            writer = catalogue_writer(run_id=run_id)
+
+            def beat() -> None:  # renews this run's entry among the catalogue's writers (it is alive)
+                if marked:
+                    catalogue_mark(writer=writer, dirty=True, run_id=run_id)
+
+            def catalogue_progress(what: str, done: int, total: int) -> None:
+                beat()
+                progress.catalogue(what, done, total)
+
             for item in _read_ahead(iter_sources(list(paths))):
                 if isinstance(item, Problem):
                     report.file_failed(item)
@@ -535,7 +645,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                 del item
                 if not marked:
                     bulk = store_is_empty()
-                    catalogue_mark(dirty=True, run_id=run_id)
+                    rebuilds = catalogue_mark(writer=writer, dirty=True, run_id=run_id)
                     marked = True
                     if bulk:
                         stat_rows = []
@@ -553,7 +663,7 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                 if len(delta) > FLUSH_TRACKS:
                     stat_rows = None  # the counts are complete only in the store from now on
                     progress.note(f"writing {len(delta):,} tracks' counts")
-                    report.new_tracks += catalogue_apply(delta, progress=progress.catalogue, stored=stored_tracks)
+                    report.new_tracks += catalogue_apply(delta, progress=catalogue_progress, stored=stored_tracks)
                     delta = CatalogueDelta()
                     progress.note("")
                 report.new += written.new
@@ -563,14 +673,16 @@ def mpd_ingest(*, paths: list[str], show_progress: bool = False,
                 ingest_file_record(sha=digest, name=source.name, kind="mpd", run_id=run_id,
                                    counts={"new": written.new, "updated": written.updated,
                                            "unchanged": written.unchanged, "rejected": rejected})
+                beat()
                 progress.file(n_raw, {"file": source.name, **report.summary()})
             if len(delta):
                 progress.phase("catalogue", f"all files read; writing the catalogue ({len(delta):,} tracks)")
-                report.new_tracks += catalogue_apply(delta, progress=progress.catalogue, stored=stored_tracks)
+                report.new_tracks += catalogue_apply(delta, progress=catalogue_progress, stored=stored_tracks)
             if bulk:
+                beat()
                 indexes_restore(progress=lambda names: progress.phase("indexes", f"building the indexes of {names}"))
             if marked:
-                catalogue_mark(dirty=False)
+                catalogue_mark(writer=writer, dirty=False, rebuilds=rebuilds)
     except BaseException:
         progress.close()
         raise
@@ -616,7 +728,7 @@ def _catalogue_stats_refresh(**rows: Any) -> None:
 # --- users and their own playlists (API) ------------------------------------------------------------------------
 
 API_USER_PREFIX = "api:"
-API_PID_START = 1_000_000_000  # far above the MPD's pids (0 … 999,999), so the two never collide
+# API_PID_START (ingestion.mpd): pids from there up are the API's; an MPD file's pid there is rejected.
 
 
 class UserExists(ValueError):
@@ -654,8 +766,9 @@ def user_playlist_create(*, user: str, name: str, tracks: list[str]) -> dict[str
                 "num_tracks": len(tracks)}
     playlist["content_hash"] = content_hash(playlist)
     delta = CatalogueDelta()
-    catalogue_mark(dirty=True)
+    writer = catalogue_writer()  # its own entry: removing it leaves an ingest's (or another request's) in place
+    rebuilds = catalogue_mark(writer=writer, dirty=True)
     playlist_upsert_many(playlists=[playlist], source={"kind": "api", "user": user}, delta=delta)
     catalogue_apply(delta)
-    catalogue_mark(dirty=False)
+    catalogue_mark(writer=writer, dirty=False, rebuilds=rebuilds)
     return playlist

@@ -1,9 +1,13 @@
-"""Writes of feedback events: each batch validated whole and stored all or none."""
+"""Writes of feedback events: each batch validated whole and stored all or none; a retried event (same user and
+``event_id``) is stored once."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from pymongo.errors import BulkWriteError
 
 from recsys_site.mongo import get_db
 
@@ -26,7 +30,21 @@ class EventError(ValueError):
         self.errors = errors
 
 
+ID_MAX_CHARS = 64  # rec_id and event_id: 1 to this many printable characters
+MS_PLAYED_MAX = 24 * 60 * 60 * 1000  # one play lasts at most 24 h
+DUPLICATE_KEY = 11000
+
+
+def _text_id_error(value: Any) -> str | None:
+    """Why ``value`` is not a usable id (``rec_id``, ``event_id``), or None. Anything but a short printable string,
+    an object such as ``{"$gt": ""}`` included, is refused: an id is compared and joined on, never interpreted."""
+    if not isinstance(value, str) or not 1 <= len(value) <= ID_MAX_CHARS or not value.isprintable():
+        return f"a string of 1 to {ID_MAX_CHARS} printable characters"
+    return None
+
+
 def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The one place an event is validated: the document to store, or its field errors."""
     if not isinstance(raw, dict):
         return None, {"event": "must be an object"}
     errors: dict[str, str] = {}
@@ -36,27 +54,47 @@ def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
     if kind not in EVENT_KINDS:
         errors["kind"] = f"must be one of {', '.join(EVENT_KINDS)}"
     track, playlist, ms = raw.get("track"), raw.get("playlist"), raw.get("ms_played")
-    if kind in TRACK_KINDS and (not isinstance(track, str) or not URI_RE["track"].match(track)):
+    rec_id, event_id = raw.get("rec_id"), raw.get("event_id")
+    if kind in TRACK_KINDS and (not isinstance(track, str) or not URI_RE["track"].fullmatch(track)):
         errors["track"] = "required for play/skip/like: a spotify:track: URI"
     if kind in ("follow", "unfollow") and (not isinstance(playlist, int) or isinstance(playlist, bool)):
         errors["playlist"] = "required for follow/unfollow: a playlist id (integer)"
-    if ms is not None and (not isinstance(ms, int) or isinstance(ms, bool) or ms < 0):
-        errors["ms_played"] = "a non-negative integer (milliseconds)"
+    if ms is not None and (not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms <= MS_PLAYED_MAX):
+        errors["ms_played"] = f"an integer of milliseconds from 0 to {MS_PLAYED_MAX} (24 h)"
     if kind == "play" and ms is None:
         errors["ms_played"] = "required for play"
+    for name, value in (("rec_id", rec_id), ("event_id", event_id)):
+        if value is not None and (why := _text_id_error(value)):
+            errors[name] = f"optional; {why}"
     if errors:
         return None, errors
-    doc = {"user": user, "kind": kind, "ts": _now(), "rec_id": raw.get("rec_id")}
+    doc = {"user": user, "kind": kind, "ts": _now(), "rec_id": rec_id}
     doc |= {"track": track} if kind in TRACK_KINDS else {"playlist": playlist}
     if ms is not None:
         doc["ms_played"] = ms
+    if event_id is not None:
+        doc["event_id"] = event_id  # unique per user (ingestion/indexes.py): a retry is not stored twice
     return doc, {}
 
 
-def event_record_many(*, events: list[Any], check_users: bool = False) -> list[Any]:
-    """Store feedback events, all or none (each bad item is named with its field errors); the ids of the stored
-    events. ``check_users`` also refuses events of users the store does not know. What the events change downstream
-    (each user's picks) is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
+@dataclass(frozen=True)
+class EventsStored:
+    """What ``event_record_many`` did: ``ids`` of the events stored now; ``duplicates``, how many events were not
+    stored because an event with the same user and ``event_id`` already was (a client's retry)."""
+
+    ids: list[Any] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def stored(self) -> int:
+        return len(self.ids)
+
+
+def event_record_many(*, events: list[Any], check_users: bool = False) -> EventsStored:
+    """Store feedback events, all or none (each bad item is named with its field errors). An event whose user and
+    ``event_id`` are already stored (a retry, or twice in this batch) is not stored again: it is counted in
+    ``duplicates``, not an error. ``check_users`` also refuses events of users the store does not know. What the
+    events change downstream (each user's picks) is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
     docs, errors = [], {}
     for index, raw in enumerate(events):
         doc, problems = _event_doc(raw)
@@ -70,5 +108,13 @@ def event_record_many(*, events: list[Any], check_users: bool = False) -> list[A
     if errors:
         raise EventError(errors)
     if not docs:
-        return []
-    return get_db()[c.EVENTS].insert_many(docs, ordered=True).inserted_ids
+        return EventsStored()
+    try:
+        return EventsStored(ids=get_db()[c.EVENTS].insert_many(docs, ordered=False).inserted_ids)
+    except BulkWriteError as exc:
+        failed = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in failed):
+            raise
+        duplicate = {e["index"] for e in failed}
+        return EventsStored(ids=[d["_id"] for i, d in enumerate(docs) if i not in duplicate],
+                            duplicates=len(duplicate))

@@ -44,7 +44,7 @@ def test_users_playlists_and_a_like_that_changes_picks(app_client, live):
 
     liked = app_client.post("/api/v1/events", [{"user": "api:alice", "kind": "like", "track": t} for t in tracks[3:]],
                             format="json")
-    assert liked.status_code == 201 and liked.json() == {"stored": 2}
+    assert liked.status_code == 201 and liked.json() == {"stored": 2, "duplicates": 0}
     warm = app_client.get("/api/v1/users/api:alice/tracks/recommended", {"k": 10}).json()
     assert warm["source"] == "model" and not {t["uri"] for t in warm["tracks"]} & set(tracks)
     mine = app_client.get("/api/v1/users/api:alice/playlists/recommended", {"k": 3}).json()

@@ -117,7 +117,7 @@ def test_interrupted_run_is_repaired_by_the_next(store, slice_writer):
     mpd_ingest(paths=[str(slice_writer(0, playlists))])
     # Simulate a crash after playlist writes but before the catalogue deltas: counts are wrong, state is dirty.
     store.tracks.update_many({}, {"$set": {"num_playlists": 0, "num_occurrences": 0}})
-    catalogue_mark(dirty=True)
+    catalogue_mark(writer="run:crashed", dirty=True, run_id="crashed")  # a run whose document is gone
     mpd_ingest(paths=[str(slice_writer(1000, []))])
     assert stored_counts(store) == expected_counts(playlists)
 
@@ -349,3 +349,123 @@ def test_a_track_only_believed_stored_is_still_stored_with_its_artist(store):
     assert store.tracks.find_one({"_id": uri("track", 2)})["name"] == "Song 2"
     assert {a["_id"]: a["num_tracks"] for a in store.artists.find()} == {"name:artist 1": 1, "name:artist 2": 1}
     assert stored == {hash(uri("track", 1)), hash(uri("track", 2))}
+
+
+# --- issue 15: pids reserved for the API; the catalogue's writers -------------------------------------------------
+
+def api_counted(playlist: dict) -> dict:
+    """An API playlist as ``expected_counts`` reads playlists."""
+    return {"tracks": [{"track_uri": t["uri"]} for t in playlist["tracks"]]}
+
+
+def test_mpd_pids_reserved_for_the_api_are_rejected_and_never_replace_an_api_playlist(store, slice_writer):
+    from ingestion.services import API_PID_START, user_create, user_playlist_create
+
+    first = [make_playlist(pid, [pid % 3]) for pid in range(3)]
+    mpd_ingest(paths=[str(slice_writer(0, first))])
+    mine = user_playlist_create(user=user_create(name="owner"), name="mine", tracks=[uri("track", 0)])
+    assert mine["_id"] >= API_PID_START
+    bad = [make_playlist(mine["_id"], [1, 2], name="intruder"), make_playlist(2**63, [1]),
+           make_playlist(2**64, [2])]
+    good = [make_playlist(1000 + i, [i, 5]) for i in range(3)]
+    path = str(slice_writer(1000, [*bad, *good]))
+    report = mpd_ingest(paths=[path])  # the run goes on past every bad pid, 2**63 and beyond included
+    assert (report.new, report.rejected) == (3, 3), report.problems
+    assert sorted((p.file, p.pid) for p in report.problems) == [(path, mine["_id"]), (path, 2**63), (path, 2**64)]
+    assert all("reserved for playlists created through the API" in p.reason for p in report.problems)
+    stored = store.playlists.find_one({"_id": mine["_id"]})
+    assert (stored["name"], stored["owner"], stored["origin"]) == ("mine", "api:owner", "api")
+    run = store.ingest_runs.find_one({"_id": report.run_id})
+    assert run["status"] == "succeeded_with_errors" and run["problem_count"] == 3
+    assert sorted(str(p["pid"]) for p in run["problems"]) == sorted(str(p) for p in (mine["_id"], 2**63, 2**64))
+    assert stored_counts(store) == expected_counts([*first, *good, api_counted(mine)])
+
+
+def test_an_api_playlist_created_during_an_ingest_leaves_the_ingests_mark(store, slice_writer):
+    from ingestion.services import catalogue_is_dirty, user_create, user_playlist_create
+
+    first = [make_playlist(pid, [pid % 3, 9]) for pid in range(6)]
+    mpd_ingest(paths=[str(slice_writer(0, first))])
+    user = user_create(name="racer")
+    second = [make_playlist(1000 + pid, [pid % 3, 20]) for pid in range(4)]
+    created: list[dict] = []
+
+    def api_write_then_die(event):
+        if event["phase"] == "playlists":  # the ingest has marked the catalogue and written this file's playlists
+            created.append(user_playlist_create(user=user, name="mine", tracks=[uri("track", 9), uri("track", 1)]))
+            assert catalogue_is_dirty(), "the API's playlist create cleared the running ingest's mark"
+            raise KeyboardInterrupt("killed before its catalogue deltas")
+
+    with pytest.raises(KeyboardInterrupt):
+        mpd_ingest(paths=[str(slice_writer(1000, second))], callback=api_write_then_die)
+    assert catalogue_is_dirty()  # the dead ingest's mark is still there, so the next run repairs
+    third = [make_playlist(2000, [9])]
+    mpd_ingest(paths=[str(slice_writer(2000, third))])
+    assert not catalogue_is_dirty()
+    assert stored_counts(store) == expected_counts([*first, *second, api_counted(created[0]), *third])
+
+
+def test_a_live_writer_is_left_alone_and_one_that_died_is_repaired(store, slice_writer):
+    from datetime import datetime
+
+    from ingestion.services import catalogue_is_dirty, catalogue_writers
+
+    playlists = [make_playlist(pid, [pid % 3, 9]) for pid in range(6)]
+    mpd_ingest(paths=[str(slice_writer(0, playlists))])
+    other = store.ingest_runs.insert_one({"kind": "mpd", "status": "running", "paths": []}).inserted_id
+    catalogue_mark(writer=f"run:{other}", dirty=True, run_id=other)  # another ingest, still running
+    # counts mid-update, as that run leaves them until its deltas are written
+    store.tracks.update_one({"_id": uri("track", 9)}, {"$inc": {"num_playlists": 100}})
+    more = [make_playlist(1000, [9])]
+    mpd_ingest(paths=[str(slice_writer(1000, more))])
+    assert list(catalogue_writers()) == [f"run:{other}"] and catalogue_is_dirty()
+    assert store.tracks.find_one({"_id": uri("track", 9)})["num_playlists"] == 107  # not rebuilt under its feet
+    # that run is killed outright: its run document still says running, but it is no longer heard of
+    long_ago = datetime(2000, 1, 1)
+    store.catalogue_state.update_one({"_id": "catalogue"}, {"$set": {f"writers.run:{other}.beat": long_ago}})
+    mpd_ingest(paths=[str(slice_writer(2000, []))])
+    assert catalogue_writers() == {} and not catalogue_is_dirty()
+    assert stored_counts(store) == expected_counts([*playlists, *more])
+
+
+def test_a_legacy_dirty_flag_is_still_repaired(store, slice_writer):
+    playlists = [make_playlist(pid, [pid % 3, 9]) for pid in range(6)]
+    mpd_ingest(paths=[str(slice_writer(0, playlists))])
+    store.tracks.update_many({}, {"$set": {"num_playlists": 0}})
+    store.catalogue_state.update_one({"_id": "catalogue"}, {"$set": {"dirty": True}}, upsert=True)  # old code's mark
+    mpd_ingest(paths=[str(slice_writer(1000, []))])
+    assert stored_counts(store) == expected_counts(playlists)
+
+
+def test_an_api_write_that_overlaps_a_rebuild_keeps_its_mark_until_the_next_run_rebuilds(store, slice_writer):
+    from ingestion.services import catalogue_is_dirty, catalogue_writers, user_create, user_playlist_create
+
+    playlists = [make_playlist(pid, [pid % 3, 9]) for pid in range(6)]
+    mpd_ingest(paths=[str(slice_writer(0, playlists))])
+    user = user_create(name="overlap")
+    # another process is rebuilding the catalogue right now (started, not done): an API write's deltas may be
+    # missed by its scan or counted twice, so the write must not leave the catalogue clean
+    store.catalogue_state.update_one({"_id": "catalogue"}, {"$inc": {"rebuilds_started": 1}}, upsert=True)
+    mine = user_playlist_create(user=user, name="mine", tracks=[uri("track", 9)])
+    assert catalogue_is_dirty() and [w["overlapped"] for w in catalogue_writers().values()] == [True]
+    store.tracks.update_one({"_id": uri("track", 9)}, {"$inc": {"num_playlists": 5}})  # what the overlap broke
+    mpd_ingest(paths=[str(slice_writer(1000, []))])
+    assert not catalogue_is_dirty()
+    assert stored_counts(store) == expected_counts([*playlists, api_counted(mine)])
+
+
+def test_a_writer_whose_deltas_a_rebuild_overlapped_is_repaired(store, slice_writer):
+    from ingestion.services import catalogue_is_dirty, catalogue_rebuild
+
+    playlists = [make_playlist(pid, [pid % 3, 9]) for pid in range(6)]
+    mpd_ingest(paths=[str(slice_writer(0, playlists))])
+    rebuilds = catalogue_mark(writer="api:slow", dirty=True)
+    assert rebuilds is not None
+    catalogue_rebuild()  # a rebuild between this writer's mark and its last delta
+    catalogue_mark(writer="api:slow", dirty=False, rebuilds=rebuilds)
+    assert catalogue_is_dirty()
+    mpd_ingest(paths=[str(slice_writer(1000, []))])
+    assert not catalogue_is_dirty()
+    again = catalogue_mark(writer="api:quick", dirty=True)  # no rebuild in between: the writer's own entry goes
+    catalogue_mark(writer="api:quick", dirty=False, rebuilds=again)
+    assert not catalogue_is_dirty()

@@ -79,3 +79,52 @@ def test_sources_expand_folders_in_pid_order_and_report_missing_paths(tmp_path, 
 
 def test_normalize_name():
     assert normalize_name("  Café   Vibes!! 🎉 ") == "cafe vibes"
+
+
+# --- issue 15: URIs matched in full, pids outside the MPD's range, integers MongoDB cannot store ------------------
+
+def test_a_uri_with_a_trailing_newline_is_rejected_everywhere():
+    from ingestion.mpd import URI_RE
+
+    good = uri("track", 1)
+    assert URI_RE["track"].match(good) and URI_RE["track"].fullmatch(good)
+    # ``$`` would match before the final newline: every user of the patterns (``match``, ``search`` as DRF's
+    # RegexField does, ``fullmatch``) must refuse it
+    for method in ("match", "search", "fullmatch"):
+        assert getattr(URI_RE["track"], method)(good + "\n") is None, method
+    raw = make_playlist(1, [1])
+    raw["tracks"][0]["track_uri"] += "\n"
+    problem = validate_playlist(raw, file="f", index=0)
+    assert isinstance(problem, Problem) and "tracks[0].track_uri: malformed URI" in problem.reason
+    raw = make_playlist(1, [1])
+    raw["tracks"][0]["artist_uri"] = uri("artist", 1) + "\n"
+    problem = validate_playlist(raw, file="f", index=0)
+    assert isinstance(problem, Problem) and "tracks[0].artist_uri: malformed URI" in problem.reason
+
+
+@pytest.mark.parametrize("pid", [1_000_000_000, 1_000_000_001, 2**63 - 1, 2**63, 2**64 + 5])
+def test_a_pid_in_the_range_reserved_for_the_api_is_rejected_with_the_pid(pid):
+    problem = validate_playlist(make_playlist(pid, [1]), file="f.json", index=3)
+    assert isinstance(problem, Problem), problem
+    assert problem.pid == pid and problem.file == "f.json"
+    assert "reserved for playlists created through the API" in problem.reason and str(pid) in problem.reason
+    import bson
+
+    bson.encode(problem.to_doc())  # the run that rejects it can record it, whatever its size
+
+
+def test_the_largest_mpd_pid_is_accepted():
+    from ingestion.mpd import API_PID_START
+
+    doc = validate_playlist(make_playlist(API_PID_START - 1, [1]), file="f", index=0)
+    assert not isinstance(doc, Problem) and doc["_id"] == API_PID_START - 1
+
+
+def test_an_integer_field_too_large_for_mongodb_is_rejected():
+    raw = make_playlist(1, [1], num_followers=2**63)
+    problem = validate_playlist(raw, file="f", index=0)
+    assert isinstance(problem, Problem) and "num_followers" in problem.reason and "too large" in problem.reason
+    raw = make_playlist(1, [1])
+    raw["tracks"][0]["duration_ms"] = 2**64
+    problem = validate_playlist(raw, file="f", index=0)
+    assert isinstance(problem, Problem) and "duration_ms" in problem.reason and "too large" in problem.reason

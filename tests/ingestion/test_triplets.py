@@ -94,7 +94,7 @@ def test_changed_file_updates_weights_and_removes_vanished_rows(store, tmp_path,
     changed = [(u, s, c * 10 if i == 0 else c) for i, (u, s, c) in enumerate(TP_ROWS) if i != 4]
     changed.append((USERS[2], "SONEW", 2))
     write_tp(path, changed)
-    report = triplets_ingest(paths=[str(path)], fmt="tasteprofile")
+    report = triplets_ingest(paths=[str(path)], fmt="tasteprofile", allow_removals=True)  # 1 of 9 rows: > 10 %
     assert report.ok, report.problems
     assert (report.listens_new, report.listens_updated, report.listens_unchanged, report.listens_removed) == (
         1, 1, 7, 1)
@@ -109,7 +109,7 @@ def test_changed_file_with_a_row_twice_keeps_the_first(store, tmp_path, monkeypa
     triplets_ingest(paths=[str(path)], fmt="tasteprofile")
     u, s, c = TP_ROWS[1]  # unchanged, so not rewritten: a later copy must still count as a duplicate
     write_tp(path, [*TP_ROWS[:8], (u, s, c), (u, s, c + 1)])
-    report = triplets_ingest(paths=[str(path)], fmt="tasteprofile")
+    report = triplets_ingest(paths=[str(path)], fmt="tasteprofile", allow_removals=True)
     assert [(p.line, "listed twice" in p.reason) for p in report.problems] == [(10, True)]
     assert (report.listens_unchanged, report.listens_removed) == (8, 1)
     assert listens(store) == expected_tp(TP_ROWS[:8])
@@ -191,7 +191,8 @@ def test_hetrec_folder_ingest_then_reingest(store, tmp_path):
     assert selectors.friendship_count() == 5 and selectors.listen_count() == 5
 
 
-def test_hetrec_single_files_and_changes(store, tmp_path):
+def test_hetrec_single_files_and_changes(store, tmp_path, settings):
+    settings.TRIPLETS_MAX_REMOVED_SHARE = 0.5  # the change below removes 2 of the 5 friendships stored
     folder = write_hetrec(tmp_path / "hetrec", artists=False)
     triplets_ingest(paths=[str(folder / "user_friends.dat")], fmt="hetrec")
     assert selectors.friendship_count() == len(UF_ROWS) and selectors.listen_count() == 0
@@ -258,6 +259,40 @@ def test_command_exit_status_and_messages(store, tmp_path):
     assert "listens: 2 new" in out and "1 rejected" in out
     code, out, err = run_command(str(path), "--format", "tasteprofile")
     assert code == 0 and f"skipped {path}: already ingested" in out and "nothing new" in out and not err
+
+
+# --- issue 15: a re-ingest that would remove much stops before deleting -------------------------------------------
+def test_a_truncated_file_removes_nothing_unless_removals_are_allowed(store, tmp_path):
+    path = write_tp(tmp_path / "train_triplets.txt", TP_ROWS)  # 9 rows
+    assert triplets_ingest(paths=[str(path)], fmt="tasteprofile").listens_new == len(TP_ROWS)
+    write_tp(path, TP_ROWS[:3])  # truncated, same name: 6 of the 9 stored rows are no longer in it
+    report = triplets_ingest(paths=[str(path)], fmt="tasteprofile")
+    assert not report.ok and (report.listens_removed, report.files_failed, report.removals) == (0, 1, [])
+    [problem] = report.problems
+    assert problem.file == str(path) and problem.line is None
+    assert "would remove 6 of the 9 rows stored from tasteprofile:train_triplets.txt" in problem.reason
+    assert "rerun with --allow-removals" in problem.reason
+    assert listens(store) == expected_tp(TP_ROWS)  # nothing deleted
+    assert store.ingest_runs.find_one({"_id": report.run_id})["problems"][0]["file"] == str(path)
+    code, out, err = run_command(str(path), "--format", "tasteprofile")  # not recorded as done: refused again
+    assert code == 1 and f"skipped {path}" not in out and "would remove 6 of the 9 rows" in err
+    assert listens(store) == expected_tp(TP_ROWS)
+    code, out, err = run_command(str(path), "--format", "tasteprofile", "--allow-removals")
+    assert code == 0, err
+    assert f"removed 6 rows from listens: stored from {path}, no longer in it" in out and "6 removed" in out
+    assert listens(store) == expected_tp(TP_ROWS[:3])
+    assert triplets_ingest(paths=[str(path)], fmt="tasteprofile").files_skipped == 1  # now recorded as done
+
+
+def test_a_small_removal_goes_through_and_is_reported_per_file(store, tmp_path):
+    rows = [(USERS[i % 3], f"SO{i:04d}", 1 + i) for i in range(20)]
+    path = write_tp(tmp_path / "big.txt", rows)
+    triplets_ingest(paths=[str(path)], fmt="tasteprofile")
+    write_tp(path, rows[:-1])  # 1 of 20 stored rows left the file: 5 %, under the 10 % that needs the flag
+    report = triplets_ingest(paths=[str(path)], fmt="tasteprofile")
+    assert report.ok, report.problems
+    assert (report.listens_removed, report.removals) == (1, [(str(path), "listens", 1)])
+    assert listens(store) == expected_tp(rows[:-1])
 
 
 # --- real data ---------------------------------------------------------------------------------------------------
