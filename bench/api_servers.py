@@ -89,6 +89,8 @@ def start_world(args: argparse.Namespace) -> World:
         "DATABASE_URL": f"sqlite:///{store / 'django.sqlite3'}",
         "API_THROTTLE_ANON": THROTTLE,
         "API_THROTTLE_USER": THROTTLE,
+        "API_THROTTLE_APP": THROTTLE,
+        "API_TRUSTED_PROXIES": "1",  # the generator stands in for nginx: X-Forwarded-For names each client
         "LOG_LEVEL": "WARNING",
     }
     os.environ.update(world.env)

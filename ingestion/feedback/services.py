@@ -53,10 +53,11 @@ def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
     return doc, {}
 
 
-def event_record_many(*, events: list[Any], check_users: bool = False) -> list[Any]:
+def event_record_many(*, events: list[Any], check_users: bool = False, credential: str | None = None) -> list[Any]:
     """Store feedback events, all or none (each bad item is named with its field errors); the ids of the stored
-    events. ``check_users`` also refuses events of users the store does not know. What the events change downstream
-    (each user's picks) is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
+    events. ``check_users`` also refuses events of users the store does not know; ``credential`` (``app:NAME``,
+    ``user:ID``, ``staff:NAME``) is recorded with each event. What the events change downstream (each user's picks)
+    is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
     docs, errors = [], {}
     for index, raw in enumerate(events):
         doc, problems = _event_doc(raw)
@@ -71,4 +72,7 @@ def event_record_many(*, events: list[Any], check_users: bool = False) -> list[A
         raise EventError(errors)
     if not docs:
         return []
+    if credential:
+        for doc in docs:
+            doc["credential"] = credential
     return get_db()[c.EVENTS].insert_many(docs, ordered=True).inserted_ids

@@ -16,13 +16,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-
         parser.add_argument("paths", nargs="+", metavar="PATH")
         parser.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, paths, fmt, no_progress, verbosity, **options):
-
         ensure_indexes()
         report = triplets_ingest(paths=paths, fmt=fmt, show_progress=not no_progress and verbosity > 0)
         for name in report.skipped:
