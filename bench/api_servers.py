@@ -91,6 +91,8 @@ def start_world(args: argparse.Namespace) -> World:
         "TRUST_X_FORWARDED_PROTO": "true",
         "API_THROTTLE_ANON": THROTTLE,
         "API_THROTTLE_USER": THROTTLE,
+        "API_THROTTLE_APP": THROTTLE,
+        "API_TRUSTED_PROXIES": "1",  # the generator stands in for nginx: X-Forwarded-For names each client
         "LOG_LEVEL": "WARNING",
     }
     os.environ.update(world.env)

@@ -80,7 +80,6 @@ def visit_all(base_url: str, *, username: str, password: str, out_dir: Path,
     """Log in through Django's login page, then open each (path, title) under /dashboard/ and report on it."""
     from playwright.sync_api import sync_playwright  # lazy: an optional tool: only the browser check needs it
 
-
     pages = pages or [(page.PATH, page.TITLE) for page in PAGES]
     actions = actions or {}
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,6 @@ def cached(seconds: float, maxsize: int = 256) -> Callable[[F], F]:
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-
             key = (settings.MONGO_DB, args, tuple(sorted(kwargs.items())))
             with lock:
                 if key in cache:

@@ -11,6 +11,14 @@ from rest_framework.views import APIView
 
 from ranker.picks.precompute import picks_after_feedback
 from recsys_site.api_common import known_user, responses, unstorable
+from recsys_site.auth import (
+    EVENTS_WRITE,
+    USERS_WRITE,
+    app_creating_users,
+    check_acts_for,
+    credential_create,
+    credential_label,
+)
 from recsys_site.errors import error
 
 from .feedback.rules import EVENT_KINDS
@@ -92,7 +100,10 @@ class TrackDetailApi(APIView):
 # -- writes (token auth) ------------------------------------------------------------------------------------------
 
 class UserCreateApi(APIView):
-    """POST /api/v1/users ``{"name": "alice"}`` → 201 ``{"id": "api:alice"}``; 409 if taken."""
+    """POST /api/v1/users ``{"name": "alice"}`` → 201 ``{"id": "api:alice", "token": "…"}``; 409 if taken.
+
+    An app token with ``users:write`` (or staff): the user belongs to that app, and the answer carries the user's
+    own token (shown this once), which acts for that user only."""
 
     permission_classes = [IsAuthenticated]
 
@@ -101,17 +112,20 @@ class UserCreateApi(APIView):
 
     class UserCreatedSerializer(serializers.Serializer):
         id = serializers.CharField()
+        token = serializers.CharField(help_text="the user's own token: it acts for this user only")
 
     @extend_schema(request=UserCreateInputSerializer,
-                   responses=responses(UserCreatedSerializer, 400, 401, 409, 415, status=201))
+                   responses=responses(UserCreatedSerializer, 400, 401, 403, 409, 415, status=201))
     def post(self, request):
+        app = app_creating_users(request)
         data = self.UserCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            user = user_create(name=data.validated_data["name"])
+            user = user_create(name=data.validated_data["name"], app=app)
         except UserExists as exc:
             return error("user_exists", str(exc), status.HTTP_409_CONFLICT)
-        return Response({"id": user}, status=status.HTTP_201_CREATED)
+        _, token = credential_create(kind="user", user=user, app=app or "")
+        return Response({"id": user, "token": token}, status=status.HTTP_201_CREATED)
 
 
 class UserPlaylistCreateApi(APIView):
@@ -125,8 +139,9 @@ class UserPlaylistCreateApi(APIView):
                                        max_length=1000)
 
     @extend_schema(request=PlaylistCreateInputSerializer,
-                   responses=responses(PlaylistDetailSerializer, 400, 401, 404, 415, status=201))
+                   responses=responses(PlaylistDetailSerializer, 400, 401, 403, 404, 415, status=201))
     def post(self, request, user: str):
+        check_acts_for(request, [user], USERS_WRITE)
         data = self.PlaylistCreateInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
@@ -180,7 +195,8 @@ class EventCreateApi(APIView):
         stored = serializers.IntegerField(help_text="events stored by this request")
         duplicates = serializers.IntegerField(help_text="events not stored again: their event_id was already stored")
 
-    @extend_schema(request=EVENTS_REQUEST, responses=responses(EventsStoredSerializer, 400, 401, 415, status=201))
+    @extend_schema(request=EVENTS_REQUEST,
+                   responses=responses(EventsStoredSerializer, 400, 401, 403, 415, status=201))
     def post(self, request):
         events = request.data if isinstance(request.data, list) else [request.data]
         if not events or len(events) > MAX_EVENTS:
@@ -189,8 +205,10 @@ class EventCreateApi(APIView):
                  and (bad := {f: why for f in EVENT_FIELDS if f in e and (why := unstorable(e[f]))})}
         if unfit:
             return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST, fields=unfit)
+        check_acts_for(request, [e["user"] for e in events if isinstance(e, dict) and isinstance(e.get("user"), str)],
+                       EVENTS_WRITE)
         try:
-            written = event_record_many(events=events, check_users=True)
+            written = event_record_many(events=events, check_users=True, credential=credential_label(request))
         except EventError as exc:
             return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST,
                          fields={str(i): e for i, e in exc.errors.items()})

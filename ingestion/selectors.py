@@ -140,6 +140,16 @@ _known_users: LRUCache = LRUCache(maxsize=200_000)
 _known_lock = threading.Lock()
 
 
+def users_app(*, users: list[str]) -> dict[str, str | None]:
+    """The app that created each user through the API (None: a user from the MPD, triplets or an app-less call);
+    users the store does not know are missing."""
+    out: dict[str, str | None] = {}
+    for start in range(0, len(users), 100):  # short $in lists: long ones are slow on some servers
+        for doc in get_db()[c.USERS].find({"_id": {"$in": users[start:start + 100]}}, {"app": 1}):
+            out[doc["_id"]] = doc.get("app")
+    return out
+
+
 def user_exists(*, user: str) -> bool:
     key = (settings.MONGO_DB, user)
     with _known_lock:

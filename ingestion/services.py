@@ -358,10 +358,12 @@ def playlist_upsert_many(*, playlists: list[dict[str, Any]], source: dict[str, A
     return result
 
 
-def user_ensure_many(*, user_ids: list[str], source: str) -> int:
-    """Create the users that do not exist yet; return how many were created."""
+def user_ensure_many(*, user_ids: list[str], source: str, app: str | None = None) -> int:
+    """Create the users that do not exist yet (created by ``app``, when an app's token asked); return how many were
+    created."""
     now = _now()
-    docs = [{"_id": u, "source": source, "created_at": now} for u in dict.fromkeys(user_ids)]
+    docs = [{"_id": u, "source": source, "created_at": now, **({"app": app} if app else {})}
+            for u in dict.fromkeys(user_ids)]
     return len(docs) - len(insert_new_many(c.USERS, docs))
 
 
@@ -735,13 +737,14 @@ class UserExists(ValueError):
     pass
 
 
-def user_create(*, name: str) -> str:
-    """Create user ``api:<name>``; ``UserExists`` if taken. Names are 1–64 letters, digits, ``_ . -``."""
+def user_create(*, name: str, app: str | None = None) -> str:
+    """Create user ``api:<name>`` for ``app`` (the app whose token asked: it may then act for the user);
+    ``UserExists`` if taken. Names are 1–64 letters, digits, ``_ . -``."""
 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", name):
         raise ValueError("name must be 1-64 letters, digits, '_', '.' or '-'")
     user = f"{API_USER_PREFIX}{name}"
-    if user_ensure_many(user_ids=[user], source="api") == 0:
+    if user_ensure_many(user_ids=[user], source="api", app=app) == 0:
         raise UserExists(f"user {user} already exists")
     return user
 

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from recsys_site.api_common import KSerializer, known_user, responses
+from recsys_site.auth import check_reads
 
 from .selectors import buddies_for_user, buddies_state
 
@@ -26,8 +27,9 @@ class UserBuddiesApi(APIView):
         model_version = serializers.CharField(allow_null=True)
         buddies = BuddySerializer(many=True)
 
-    @extend_schema(parameters=[OpenApiParameter("k", int)], responses=responses(BuddiesSerializer, 400, 404))
+    @extend_schema(parameters=[OpenApiParameter("k", int)], responses=responses(BuddiesSerializer, 400, 401, 403, 404))
     def get(self, request, user: str):
+        check_reads(request, user)
         query = KSerializer(data=request.query_params, default=10, maximum=50)
         query.is_valid(raise_exception=True)
         buddies = buddies_for_user(user=known_user(user), k=query.validated_data["k"]) or []

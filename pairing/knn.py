@@ -218,7 +218,6 @@ def _torch_exact(vectors: np.ndarray, k: int, *, queries: np.ndarray | None, exc
     """:func:`exact_topk` in torch: the non-zero rows on ``device``, then batched ``Q @ X.T`` and ``torch.topk``."""
     import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
-
     if k < 1 or batch_size < 1:
         raise ValueError(f"k and batch_size must be positive, got k={k}, batch_size={batch_size}")
     dev = resolve_device(device)  # a clear error for cuda without a GPU

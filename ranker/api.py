@@ -13,6 +13,7 @@ from ranker.experiments.assign import experiment_results
 from ranker.picks.serve import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
 from ranker.training.selectors import live_version, model_list
 from recsys_site.api_common import KSerializer, responses
+from recsys_site.auth import check_reads, check_staff
 
 K_PARAM = OpenApiParameter("k", int, description="how many picks")
 
@@ -54,20 +55,22 @@ PLAYLIST_PICKS_OUT = PlaylistPicksSerializer()
 
 
 class UserTrackPicksApi(APIView):
-    @extend_schema(parameters=[K_PARAM], responses=responses(TrackPicksSerializer, 400, 404))
+    @extend_schema(parameters=[K_PARAM], responses=responses(TrackPicksSerializer, 400, 401, 403, 404))
     def get(self, request, user: str):
+        exposure = check_reads(request, user)
         query = KSerializer(data=request.query_params, default=50, maximum=MAX_K)
         query.is_valid(raise_exception=True)
-        picks = serve_track_picks(user=user, k=query.validated_data["k"])  # UnknownUser: 404
+        picks = serve_track_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
         return Response(TRACK_PICKS_OUT.to_representation(picks))
 
 
 class UserPlaylistPicksApi(APIView):
-    @extend_schema(parameters=[K_PARAM], responses=responses(PlaylistPicksSerializer, 400, 404))
+    @extend_schema(parameters=[K_PARAM], responses=responses(PlaylistPicksSerializer, 400, 401, 403, 404))
     def get(self, request, user: str):
+        exposure = check_reads(request, user)
         query = KSerializer(data=request.query_params, default=10, maximum=100)
         query.is_valid(raise_exception=True)
-        picks = serve_playlist_picks(user=user, k=query.validated_data["k"])  # UnknownUser: 404
+        picks = serve_playlist_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
         return Response(PLAYLIST_PICKS_OUT.to_representation(picks))
 
 
@@ -129,16 +132,15 @@ class ModelListApi(APIView):
 
 
 class ExperimentResultsApi(APIView):
-    """Per variant: users, picks served, click-through, skip rate, listening minutes, with 95 % intervals."""
+    """Per variant: users, picks served, click-through, skip rate, listening minutes, with 95 % intervals (staff)."""
 
     class ExperimentResultsSerializer(serializers.Serializer):
         experiment = serializers.CharField()
         variants = serializers.DictField(child=serializers.DictField())
 
-    @extend_schema(responses=responses(ExperimentResultsSerializer, 404))
+    @extend_schema(responses=responses(ExperimentResultsSerializer, 401, 403, 404))
     def get(self, request, name: str):
-
-
+        check_staff(request)
         try:
             results = experiment_results(name=name)
         except KeyError as exc:

@@ -224,7 +224,6 @@ class EmbeddedMongo(EmbeddedServer):
         return f"mongodb://{self.host}:{self.port}"
 
     def ping(self) -> bool:
-
         client = MongoClient(self.url(), serverSelectionTimeoutMS=500, connectTimeoutMS=500)
         try:
             client.admin.command("ping")

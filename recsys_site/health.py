@@ -27,7 +27,6 @@ def mongo_status() -> dict[str, Any]:
 
 
 def broker_status() -> dict[str, Any]:
-
     def check() -> None:
         with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)

@@ -6,10 +6,12 @@ so that a scrape of any worker sums them all (prometheus_client's multiprocess m
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 
-from django.http import HttpResponse
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -48,6 +50,14 @@ class MetricsMiddleware:
 
 
 def metrics_view(request):
+    """Prometheus metrics, for the scraper (``Authorization: Bearer $METRICS_TOKEN``) and staff; public only where
+    ``METRICS_PUBLIC`` is on (the local stack)."""
+    token = settings.METRICS_TOKEN
+    scraper = bool(token) and hmac.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}")
+    staff = request.user.is_authenticated and request.user.is_staff
+    if not (scraper or staff or settings.METRICS_PUBLIC):
+        return JsonResponse({"code": "not_authenticated", "message": "metrics: send the METRICS_TOKEN as a Bearer "
+                             "token, or log in as staff"}, status=401)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

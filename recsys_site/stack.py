@@ -74,8 +74,6 @@ class Stack:
 
     # --- phases --------------------------------------------------------------------------------------------------
     def start_servers(self) -> None:
-
-
         if not os.environ.get("MONGO_URI"):
             server = mongo_server(self.var_dir, settings.MONGO_PORT)
             self.servers.append(server)
@@ -121,7 +119,6 @@ class Stack:
                             "--schedule", str(self.var_dir / "run" / "celerybeat-schedule")])
 
     def wait_web(self, port: int, timeout: float = 60) -> None:
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -175,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsys_site.settings.local")
 
     django.setup()
-
 
     var_dir = Path(settings.VAR_DIR)
     (var_dir / "run").mkdir(parents=True, exist_ok=True)

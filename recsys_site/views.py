@@ -5,8 +5,13 @@ from .health import health
 
 
 def healthz(request):
-    """JSON status of MongoDB, the broker and the scheduler; 503 when MongoDB or the broker is down."""
+    """JSON status of MongoDB, the broker and the scheduler; 503 when MongoDB or the broker is down. The errors'
+    text (hosts, ports, driver messages) is for staff; a probe sees which part is down, not why."""
     report = health()
+    if not (request.user.is_authenticated and request.user.is_staff):
+        for part in report.values():
+            if isinstance(part, dict):
+                part.pop("error", None)
     return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
 
 

@@ -90,11 +90,13 @@ class EventsStored:
         return len(self.ids)
 
 
-def event_record_many(*, events: list[Any], check_users: bool = False) -> EventsStored:
+def event_record_many(*, events: list[Any], check_users: bool = False, credential: str | None = None
+                      ) -> EventsStored:
     """Store feedback events, all or none (each bad item is named with its field errors). An event whose user and
     ``event_id`` are already stored (a retry, or twice in this batch) is not stored again: it is counted in
-    ``duplicates``, not an error. ``check_users`` also refuses events of users the store does not know. What the
-    events change downstream (each user's picks) is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
+    ``duplicates``, not an error. ``check_users`` also refuses events of users the store does not know;
+    ``credential`` (``app:NAME``, ``user:ID``, ``staff:NAME``) is recorded with each event. What the events change
+    downstream (each user's picks) is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
     docs, errors = [], {}
     for index, raw in enumerate(events):
         doc, problems = _event_doc(raw)
@@ -109,6 +111,9 @@ def event_record_many(*, events: list[Any], check_users: bool = False) -> Events
         raise EventError(errors)
     if not docs:
         return EventsStored()
+    if credential:
+        for doc in docs:
+            doc["credential"] = credential
     try:
         return EventsStored(ids=get_db()[c.EVENTS].insert_many(docs, ordered=False).inserted_ids)
     except BulkWriteError as exc:

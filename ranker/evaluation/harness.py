@@ -180,7 +180,6 @@ def recommend_cases(model: Recommender | None, split: Split, *, k: int = K, batc
 
 
 def _topk_positive(scores: np.ndarray, k: int) -> tuple[list[np.ndarray], None]:
-
     ids, top = topk(scores, k)
     return [row[s > 0] for row, s in zip(ids, top, strict=True)], None
 

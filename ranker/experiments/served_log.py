@@ -105,7 +105,6 @@ class ServedLog:
 
 
 def _dropped(n: int) -> None:
-
     SERVED_LOG_DROPPED.inc(n)
     log.error("served log: buffer full (%d lists): dropped the %d oldest", settings.SERVED_LOG_MAX_BUFFER, n)
 

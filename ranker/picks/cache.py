@@ -69,7 +69,6 @@ def get(name: str) -> Any | None:
 
 
 def _count(result: str) -> None:
-
     PICKS_CACHE.labels(result).inc()
 
 

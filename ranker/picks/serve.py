@@ -298,7 +298,6 @@ def serve_track_picks(*, user: str, k: int, record: bool = True) -> dict:
 
 
 def serve_playlist_picks(*, user: str, k: int, record: bool = True) -> dict:
-
     def compute(model, changes):
         weights = changes.get("playlist_weights")
         stored = picks_for_user(user=user)

@@ -85,7 +85,6 @@ class BPR(Recommender):
             show_progress: bool = False, callback: Callback | None = None) -> BPR:
         import torch  # lazy: torch takes 2.9 s to import (measured); only training and search need it
 
-
         if self.threads:
             torch.set_num_threads(self.threads)
         threads = self.threads or torch.get_num_threads()

@@ -320,8 +320,6 @@ def _sha256_file(path: Path) -> str:
 # -- the store: the ``model_files`` GridFS bucket ------------------------------------------------------------------
 
 def _bucket() -> Any:
-
-
     return gridfs.GridFSBucket(get_db(), bucket_name=c.MODEL_FILES)
 
 
@@ -331,7 +329,6 @@ def _stored(bucket: Any, version: str, name: str) -> Any:
 
 
 def _read_manifest(grid_out: Any, version: str) -> tuple[bytes, dict[str, Any]]:
-
     try:
         raw = grid_out.read()
         return raw, json.loads(raw)

@@ -3,6 +3,7 @@
 Every URL, secret and path is read once, here, through the single ``env`` object.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -31,6 +32,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files served from here (/static/), never from a CDN
     "rest_framework.authtoken",
+    "axes",
     "recsys_site",
     "ingestion",
     "ranker",
@@ -48,7 +50,15 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out login
 ]
+# Failed logins (the admin's, which is also the dashboard's) are counted per username and address; past the limit,
+# that pair is locked out for the cool-off (django-axes), the right password included.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "recsys_site.urls"
 WSGI_APPLICATION = "recsys_site.wsgi.application"
@@ -82,18 +92,31 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "/admin/login/"  # staff log in through the admin; the dashboard sends visitors there
 
+# Who may call what (recsys_site/auth.py). Per-user reads (picks, buddies) need a token with picks:read unless
+# this is on: a public demo. Anonymous reads are never logged as A/B exposures.
+API_PUBLIC_READS = env.bool("API_PUBLIC_READS", default=False)
+# /metrics answers the Prometheus scraper that sends this as a Bearer token, and staff; or anyone if public.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=False)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "recsys_site.auth.CredentialAuthentication",
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "EXCEPTION_HANDLER": "recsys_site.errors.api_exception_handler",
     # The API speaks JSON: a form body is a 415, not a second encoding whose repeated keys and coercions differ.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle",
-                                 "rest_framework.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="3000/min"),
-                               "user": env("API_THROTTLE_USER", default="30000/min")},
+    # Counted in Django's cache: Redis shared by every process in production (CACHE_URL). Anonymous callers per
+    # address, a token per token: an app's (which acts for many users) has its own, larger budget.
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle", "recsys_site.auth.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="120/min"),
+                               "user": env("API_THROTTLE_USER", default="600/min"),
+                               "app": env("API_THROTTLE_APP", default="12000/min")},
+    # How many proxies in front of the web processes append to X-Forwarded-For (nginx: 1). With 0 the address is the
+    # connection's own and X-Forwarded-For, which a client can write, is ignored.
+    "NUM_PROXIES": env.int("API_TRUSTED_PROXIES", default=0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {

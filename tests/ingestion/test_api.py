@@ -12,11 +12,23 @@ TRACK = "spotify:track:" + "A" * 22
 
 @pytest.fixture
 def app_client():
-    from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
+    """An app's token with every scope: it acts for the users it creates."""
+    from recsys_site.auth import credential_create
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('app')).key}")
+    _, token = credential_create(kind="app", app="app", scopes=["users:write", "events:write", "picks:read"])
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def _first_party() -> APIClient:
+    """An app that may act for every user (``any_user``), with every scope."""
+    from recsys_site.auth import credential_create
+
+    client = APIClient()
+    _, token = credential_create(kind="app", app="site", scopes=["users:write", "events:write", "picks:read"],
+                                 any_user=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client
 
 
@@ -28,7 +40,7 @@ def test_writes_need_a_token(live):
 
 def test_users_playlists_and_a_like_that_changes_picks(app_client, live):
     created = app_client.post("/api/v1/users", {"name": "alice"}, format="json")
-    assert created.status_code == 201 and created.json() == {"id": "api:alice"}
+    assert created.status_code == 201 and created.json()["id"] == "api:alice" and created.json()["token"]
     assert app_client.post("/api/v1/users", {"name": "alice"}, format="json").status_code == 409
     assert app_client.post("/api/v1/users", {"name": "no spaces"}, format="json").status_code == 400
 
@@ -61,12 +73,16 @@ def test_a_playlist_of_unknown_tracks_is_refused_and_nothing_is_written(app_clie
     malformed = app_client.post("/api/v1/users/api:bob/playlists", {"name": "x", "tracks": ["nope"]}, format="json")
     assert malformed.status_code == 400 and "tracks" in malformed.json()["fields"]
     assert app_client.post("/api/v1/users/nobody:9/playlists", {"name": "x", "tracks": [TRACK]},
-                           format="json").status_code == 404
+                           format="json").status_code == 403  # not this app's user (recsys_site/auth.py)
+    assert _first_party().post("/api/v1/users/nobody:9/playlists", {"name": "x", "tracks": [TRACK]},
+                               format="json").status_code == 404
     assert playlist_count() == before
 
 
-def test_an_event_batch_is_all_or_nothing_with_errors_per_item(app_client, live):
+def test_an_event_batch_is_all_or_nothing_with_errors_per_item(live):
     from ingestion.feedback.selectors import event_iter
+
+    app_client = _first_party()  # the users are MPD pseudo-users: no app created them
 
     user = str(live.user_ids[0])
     good = {"user": user, "kind": "play", "track": str(live.item_ids[0]), "ms_played": 40_000}

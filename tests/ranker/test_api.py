@@ -12,7 +12,13 @@ BOGUS = "spotify:track:" + "Z" * 22
 
 @pytest.fixture
 def api():
-    return APIClient()
+    """A first-party app that may read every user's picks."""
+    from recsys_site.auth import credential_create
+
+    client = APIClient()
+    _, token = credential_create(kind="app", app="site", scopes=["picks:read"], any_user=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
 
 
 def _user_with_tracks(live, n=10):

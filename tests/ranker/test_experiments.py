@@ -29,14 +29,20 @@ def test_wilson_interval_by_hand():
     assert _wilson(0, 0) is None
 
 
-def test_results_join_feedback_to_the_served_variant(live, settings):
-    from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
+def _app(scope: str) -> APIClient:
+    """A first-party app's client (it may act for every user) with one scope."""
+    from recsys_site.auth import credential_create
 
+    _, token = credential_create(kind="app", app="site", scopes=[scope], any_user=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+def test_results_join_feedback_to_the_served_variant(live, settings):
     settings.EXPERIMENTS = SPEC
-    api = APIClient()
-    writer = APIClient()
-    writer.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('w')).key}")
+    api = _app("picks:read")
+    writer = _app("events:write")
     served = {}
     for user in [str(u) for u in live.user_ids[:40]]:
         body = api.get(f"/api/v1/users/{user}/playlists/recommended", {"k": 3}).json()
@@ -72,10 +78,10 @@ def test_the_discovery_variant_favours_new_tracks(live):
     assert sum(discovery) / len(discovery) > sum(control) / len(control)
 
 
-def test_results_endpoint(live, settings):
+def test_results_endpoint(live, settings, admin_client):
     settings.EXPERIMENTS = SPEC
-    api = APIClient()
-    api.get(f"/api/v1/users/{live.user_ids[0]}/playlists/recommended")
+    _app("picks:read").get(f"/api/v1/users/{live.user_ids[0]}/playlists/recommended")
+    api = admin_client  # results are for staff
     body = api.get("/api/v1/experiments/rerank/results").json()
     assert set(body["variants"]) == {"control", "discovery"}
     assert sum(v["picks_served"] for v in body["variants"].values()) >= 1
@@ -97,7 +103,7 @@ def test_an_admin_experiment_pinning_a_model_version_serves_that_version(live, s
                               variants={"candidate": {"weight": 1.0, "model_version": candidate.version}})
     experiments_clear()
     user = str(live.user_ids[5])
-    body = APIClient().get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
+    body = _app("picks:read").get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
     assert (body["experiment"], body["variant"], body["model_version"]) == ("pinned", "candidate", candidate.version)
     expected = recommend_tracks(user=user, k=20, model=candidate).tracks
     assert [t["uri"] for t in body["tracks"]] == list(expected)
@@ -105,7 +111,7 @@ def test_an_admin_experiment_pinning_a_model_version_serves_that_version(live, s
 
     Experiment.objects.filter(name="pinned").update(active=False)
     experiments_clear()
-    after = APIClient().get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
+    after = _app("picks:read").get(f"/api/v1/users/{user}/tracks/recommended", {"k": 20}).json()
     assert after["experiment"] is None and after["model_version"] == live.version
 
 

@@ -22,7 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args, paths, rebuild_catalogue, stats, no_progress, verbosity, **options):
-
         if not paths and not rebuild_catalogue and not stats:
             raise CommandError("give at least one PATH (slice file, folder or MPD zip), or --rebuild-catalogue, "
                                "or --stats")
@@ -56,7 +55,6 @@ class Command(BaseCommand):
             self.stdout.write("nothing new: the store already holds everything in these files")
 
     def _stats(self) -> None:
-
         doc = catalogue_stats_compute()
         counts = doc["counts"]
         self.stdout.write(f"catalogue statistics stored: {counts['playlists']:,} playlists, {counts['tracks']:,} "

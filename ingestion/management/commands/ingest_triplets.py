@@ -18,7 +18,6 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-
         parser.add_argument("paths", nargs="+", metavar="PATH")
         parser.add_argument("--format", dest="fmt", required=True, choices=FORMATS)
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -27,7 +26,6 @@ class Command(BaseCommand):
                             "than TRIPLETS_MAX_REMOVED_SHARE (10 %%) of the rows stored from it")
 
     def handle(self, *args, paths, fmt, no_progress, allow_removals, verbosity, **options):
-
         ensure_indexes()
         report = triplets_ingest(paths=paths, fmt=fmt, show_progress=not no_progress and verbosity > 0,
                                  allow_removals=allow_removals)

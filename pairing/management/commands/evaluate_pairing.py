@@ -25,7 +25,6 @@ class Command(BaseCommand):
                             help="do not keep the result in MongoDB (by default the dashboard shows the latest)")
 
     def handle(self, *args, hetrec, k, json_out, seed, no_progress, no_record, verbosity, **options):
-
         folder = Path(hetrec)
         if not folder.is_dir():
             raise CommandError(f"--hetrec {hetrec}: no such folder")

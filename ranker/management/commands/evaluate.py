@@ -38,7 +38,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **opts):
-
         for noisy in ("ranker", "pairing", "faiss"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         show = not opts["no_progress"]

@@ -11,5 +11,4 @@ class Command(BaseCommand):
             "(used by `make run` to decide on demo data and a first training).")
 
     def handle(self, *args, **options):
-
         self.stdout.write(json.dumps({**catalogue_counts(), "live_model": live_version()}))
