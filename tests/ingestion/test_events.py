@@ -19,11 +19,12 @@ MS_PLAYED_MAX = 24 * 60 * 60 * 1000
 
 @pytest.fixture
 def app_client(store):
-    from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
+    """A first-party app's token: it may send events for every user (recsys_site/auth.py)."""
+    from recsys_site.auth import credential_create
 
+    _, token = credential_create(kind="app", app="site", scopes=["events:write"], any_user=True)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('app')).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client
 
 
