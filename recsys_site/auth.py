@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.throttling import UserRateThrottle
@@ -190,3 +191,14 @@ def credential_label(request) -> str:
     if credential is not None:
         return credential.label
     return f"staff:{request.user.get_username()}"
+
+
+class CredentialScheme(OpenApiAuthenticationExtension):
+    """The API schema's description of ``CredentialAuthentication``: an HTTP bearer token."""
+
+    target_class = "recsys_site.auth.CredentialAuthentication"
+    name = "bearerAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer",
+                "description": "an app token (acts for its users within its scopes) or a user token (that user)"}
