@@ -9,7 +9,7 @@ from recsys_site.mongo import get_db
 
 from .. import collections as c
 from ..mpd import URI_RE
-from ..selectors import user_exists
+from ..selectors import users_existing
 from .rules import EVENT_KINDS, TRACK_KINDS
 
 
@@ -57,11 +57,19 @@ def event_record_many(*, events: list[Any], check_users: bool = False) -> list[A
     """Store feedback events, all or none (each bad item is named with its field errors); the ids of the stored
     events. ``check_users`` also refuses events of users the store does not know. What the events change downstream
     (each user's picks) is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
+    return [doc["_id"] for doc in event_record_batch(events=events, check_users=check_users)]
+
+
+def event_record_batch(*, events: list[Any], check_users: bool = False) -> list[dict[str, Any]]:
+    """``event_record_many``, returning the stored documents (``user``, ``kind``, ``rec_id``, ``ms_played``, ...),
+    which ``picks_after_feedback`` folds into the A/B results. The users are checked with one query per batch."""
     docs, errors = [], {}
+    named = [raw.get("user") for raw in events if isinstance(raw, dict)]
+    known = users_existing(users=[u for u in named if isinstance(u, str) and u.strip()]) if check_users else set()
     for index, raw in enumerate(events):
         doc, problems = _event_doc(raw)
         user = raw.get("user") if isinstance(raw, dict) else None
-        if check_users and isinstance(user, str) and user.strip() and not user_exists(user=user):
+        if check_users and isinstance(user, str) and user.strip() and user not in known:
             problems["user"] = f"unknown user {user!r}"
         if problems:
             errors[index] = problems
@@ -71,4 +79,12 @@ def event_record_many(*, events: list[Any], check_users: bool = False) -> list[A
         raise EventError(errors)
     if not docs:
         return []
-    return get_db()[c.EVENTS].insert_many(docs, ordered=True).inserted_ids
+    get_db()[c.EVENTS].insert_many(docs, ordered=True)  # sets each document's ``_id``
+    return docs
+
+
+def event_delete_before(*, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` events stored before ``before`` (oldest first, by the ``ts`` index); how many went.
+    The retention cleanup calls it until it returns less than ``batch``."""
+    ids = [d["_id"] for d in get_db()[c.EVENTS].find({"ts": {"$lt": before}}, {"_id": 1}).sort("ts", 1).limit(batch)]
+    return get_db()[c.EVENTS].delete_many({"_id": {"$in": ids}}).deleted_count if ids else 0
