@@ -24,7 +24,7 @@ from recsys_site.errors import error
 from .feedback.rules import EVENT_KINDS
 from .feedback.services import ID_MAX_CHARS, MS_PLAYED_MAX, EventError, event_record_many
 from .mpd import URI_RE
-from .selectors import playlist_get, playlist_search, track_get
+from .selectors import PageTooDeep, playlist_get, playlist_search_page, track_get
 from .services import UserExists, user_create, user_playlist_create
 
 
@@ -64,7 +64,11 @@ class PlaylistListApi(APIView):
         page_size = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
 
     class PlaylistPageSerializer(serializers.Serializer):
-        count = serializers.IntegerField()
+        count = serializers.IntegerField(help_text="matching playlists; see count_is")
+        count_is = serializers.ChoiceField(
+            ["exact", "at_least", "estimated"],
+            help_text="exact; at_least: counted up to PLAYLIST_SEARCH_MAX_ROWS and there may be more; estimated: "
+                      "the catalogue's size from metadata (no search)")
         page = serializers.IntegerField()
         results = PlaylistSummarySerializer(many=True)
 
@@ -74,8 +78,11 @@ class PlaylistListApi(APIView):
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         v = query.validated_data
-        docs, total = playlist_search(text=v.get("search", ""), page=v["page"], page_size=v["page_size"])
-        return Response(self.PlaylistPageSerializer({"count": total, "page": v["page"], "results": docs}).data)
+        try:
+            found = playlist_search_page(text=v.get("search", ""), page=v["page"], page_size=v["page_size"])
+        except PageTooDeep as exc:
+            raise ValidationError({"page": [str(exc)]}) from None
+        return Response(self.PlaylistPageSerializer({**found, "page": v["page"]}).data)
 
 
 class TrackDetailApi(APIView):
@@ -212,5 +219,5 @@ class EventCreateApi(APIView):
         except EventError as exc:
             return error("invalid", "no event was stored: some are invalid", status.HTTP_400_BAD_REQUEST,
                          fields={str(i): e for i, e in exc.errors.items()})
-        picks_after_feedback(users=[e["user"] for e in events])
+        picks_after_feedback(users=[e["user"] for e in written.docs], events=written.docs)
         return Response({"stored": written.stored, "duplicates": written.duplicates}, status=status.HTTP_201_CREATED)

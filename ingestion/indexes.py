@@ -1,4 +1,7 @@
+from django.conf import settings
 from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from recsys_site.mongo import retention_index
 
 from . import collections as c
 
@@ -19,8 +22,9 @@ INDEXES = {
     c.FRIENDSHIPS: [IndexModel([("user", ASCENDING)]), IndexModel([("source", ASCENDING)])],
     c.INGEST_FILES: [IndexModel([("sha256", ASCENDING)], unique=True)],
     c.EVENTS: [IndexModel([("user", ASCENDING), ("ts", ASCENDING)]), IndexModel([("kind", ASCENDING)]),
-               # events since the catalogue statistics were computed are counted by a range on ``ts``
-               IndexModel([("ts", ASCENDING)]),
+               # events since the catalogue statistics were computed are counted by a range on ``ts``; events
+               # older than EVENTS_RETENTION_DAYS expire (and the weekly cleanup deletes them where no TTL runs)
+               retention_index("ts", settings.EVENTS_RETENTION_DAYS),
                # A/B results and engagement join feedback to served lists by ``rec_id``
                IndexModel([("rec_id", ASCENDING)], sparse=True),
                # a client's retry of an event (same user and event_id) is stored once; events without an event_id

@@ -162,23 +162,63 @@ def user_exists(*, user: str) -> bool:
     return found
 
 
+def users_existing(*, users: list[str]) -> set[str]:
+    """Which of ``users`` the store knows: ``user_exists`` for a batch, with one query for the ids this process has
+    not seen yet (an event batch of 1,000 users is one round trip, not 1,000)."""
+    wanted = set(users)
+    with _known_lock:
+        known = {u for u in wanted if (settings.MONGO_DB, u) in _known_users}
+    ask = list(wanted - known)
+    for start in range(0, len(ask), 1000):
+        found = [d["_id"] for d in get_db()[c.USERS].find({"_id": {"$in": ask[start:start + 1000]}}, {"_id": 1})]
+        with _known_lock:
+            for user in found:
+                _known_users[(settings.MONGO_DB, user)] = True
+        known.update(found)
+    return known
+
+
+class PageTooDeep(ValueError):
+    """A search page beyond ``PLAYLIST_SEARCH_MAX_ROWS`` rows (the API answers 400 naming the limit)."""
+
+
 def playlist_search(*, text: str = "", page: int = 1, page_size: int = 20) -> tuple[list[dict[str, Any]], int]:
+    """``playlist_search_page`` as (page of summaries, count)."""
+    found = playlist_search_page(text=text, page=page, page_size=page_size)
+    return found["results"], found["count"]
+
+
+def playlist_search_page(*, text: str = "", page: int = 1, page_size: int = 20) -> dict[str, Any]:
     """Playlists whose normalised name starts with, or equals, the normalised ``text`` (all when empty), by
-    followers; returns (page of summaries, total). A prefix on an indexed field: no text index needed.
+    followers: ``results`` (one page of summaries), ``count`` and ``count_is``. A prefix on an indexed field: no
+    text index needed.
 
     The prefix is a range, not an anchored ``$regex``: SecantusDB answers a regex by reading every playlist
-    (3–6 s on the 7k sample), a range through the ``name_norm`` index in about 25 ms."""
+    (3–6 s on the 7k sample), a range through the ``name_norm`` index in about 25 ms.
 
+    Work per request is bounded: a page may end at most ``PLAYLIST_SEARCH_MAX_ROWS`` rows deep (``PageTooDeep``
+    beyond), and the count is never a full count: without a search it is the collection's estimated size
+    (``count_is`` "estimated", from metadata), with one it is counted up to the same limit ("exact" below it,
+    "at_least" when it reached it)."""
+
+    limit = settings.PLAYLIST_SEARCH_MAX_ROWS
+    if page * page_size > limit:
+        raise PageTooDeep(f"a search reaches at most {limit:,} rows (page × page_size ≤ {limit:,}; "
+                          "PLAYLIST_SEARCH_MAX_ROWS): refine the search instead")
     query: dict[str, Any] = {}
     needle = normalize_name(text)
     if needle:
         query["name_norm"] = {"$gte": needle, "$lt": needle + "\U0010ffff"}  # every string that starts with it
     fields = {"name": 1, "owner": 1, "num_followers": 1, "num_tracks": 1}
     coll = get_db()[c.PLAYLISTS]
-    total = coll.count_documents(query)
+    if query:
+        total = coll.count_documents(query, limit=limit)
+        count_is = "at_least" if total >= limit else "exact"
+    else:
+        total, count_is = coll.estimated_document_count(), "estimated"
     docs = list(coll.find(query, fields).sort([("num_followers", DESCENDING), ("_id", 1)])
                 .skip((page - 1) * page_size).limit(page_size))
-    return docs, total
+    return {"results": docs, "count": total, "count_is": count_is}
 
 
 # --- catalogue statistics (dashboard) ----------------------------------------------------------------------------

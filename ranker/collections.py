@@ -10,3 +10,7 @@ EVALUATIONS = "evaluations"  # one document per ``manage.py evaluate`` run: the 
 PICKS = "picks"  # one document per user: precomputed track and playlist picks of the live model
 PICKS_STATE = "picks_state"  # one document: which model version the precomputed picks come from, and when
 SERVED = "served"  # one document per served pick list (rec_id, user, variant, items): joined to feedback for A/B
+# A/B results kept up to date as lists are served and feedback arrives (ranker.experiments.stats): no scan per read.
+EXPERIMENT_STATS = "experiment_stats"  # one document per (experiment, variant): lists, users, clicks, plays, minutes
+EXPERIMENT_USERS = "experiment_users"  # one per (experiment, variant, user): exposed or not, summed ms_played
+EXPERIMENT_PENDING = "experiment_pending"  # feedback whose served list was not logged yet, claimed once it is

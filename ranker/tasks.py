@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 from pymongo.errors import AutoReconnect, ConnectionFailure
 
+from ranker.picks import cache
 from ranker.picks.precompute import picks_refresh_user
 
 
@@ -13,4 +14,5 @@ from ranker.picks.precompute import picks_refresh_user
 def refresh_user(user: str) -> None:
     """Recompute one user's picks from what they like now (sent when their feedback arrives)."""
 
+    cache.refresh_started(user)  # feedback arriving from now on queues another refresh
     picks_refresh_user(user=user)

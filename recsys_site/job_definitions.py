@@ -5,15 +5,17 @@ Imported when the app is ready (``RecsysSiteConfig.ready``), which registers the
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 
+from ingestion.feedback.services import event_delete_before
 from ingestion.services import catalogue_stats_compute
 from pairing.selectors import buddies_state
 from pairing.services import buddies_compute
 from ranker.experiments.assign import pinned_versions
+from ranker.experiments.served_log import served_delete_before
 from ranker.picks.precompute import picks_discard, picks_plan, picks_shard, picks_swap
 from ranker.picks.selectors import picks_state
 from ranker.training.selectors import live_model_clear, live_version, model_get
@@ -100,11 +102,33 @@ def _metrics(ctx: Context) -> dict[str, Any]:
 
 
 def _cleanup(ctx: Context) -> dict[str, Any]:
-    """Model versions nobody needs any more, out of the store and this machine's cache (ADR 0004, ADR 0010)."""
+    """Model versions nobody needs any more, out of the store and this machine's cache (ADR 0004, ADR 0010); then
+    served lists and feedback events past their retention."""
     pinned = pinned_versions()
     removed = model_files_cleanup(keep=pinned, min_age=timedelta(hours=settings.MODEL_CLEANUP_MIN_AGE_HOURS))
     ctx.log(f"cleanup: removed {len(removed)} ({', '.join(removed) or 'nothing'}); kept the pinned {sorted(pinned)}")
-    return {"removed": removed, "pinned": sorted(pinned)}
+    return {"removed": removed, "pinned": sorted(pinned), **_retention(ctx)}
+
+
+def _retention(ctx: Context) -> dict[str, int]:
+    """Served lists older than ``SERVED_RETENTION_DAYS`` and events older than ``EVENTS_RETENTION_DAYS`` go, through
+    their owners' services, ``RETENTION_BATCH`` documents per delete (the TTL indexes do the same where the store
+    runs them; this step makes it happen on any store, and at once)."""
+    now = datetime.now(UTC)
+    out = {}
+    for label, days, delete in (("served_deleted", settings.SERVED_RETENTION_DAYS, served_delete_before),
+                                ("events_deleted", settings.EVENTS_RETENTION_DAYS, event_delete_before)):
+        total = 0
+        if days > 0:
+            before = now - timedelta(days=days)
+            while (n := delete(before=before, batch=settings.RETENTION_BATCH)) > 0:
+                total += n
+                ctx.progress(0.5, f"cleanup: {total:,} {label.split('_')[0]} older than {days:g} days deleted")
+                if n < settings.RETENTION_BATCH:
+                    break
+        out[label] = total
+    ctx.log(f"cleanup: retention deleted {out['served_deleted']:,} served lists and {out['events_deleted']:,} events")
+    return out
 
 
 def _set_run_fields(ctx: Context, **fields: Any) -> None:

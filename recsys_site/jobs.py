@@ -145,6 +145,12 @@ def lock_renew(*, job: str, run_id: str) -> bool:
     return result.matched_count == 1
 
 
+def lock_hold(*, job: str, run_id: str, ttl: timedelta) -> bool:
+    """Set the lock's expiry to ``ttl`` from now (a run whose next step waits in a queue); False if not ours."""
+    result = get_db()[JOB_LOCKS].update_one({"_id": job, "run_id": run_id}, {"$set": {"expires_at": _now() + ttl}})
+    return result.matched_count == 1
+
+
 def lock_release(*, job: str, run_id: str) -> None:
     get_db()[JOB_LOCKS].delete_one({"_id": job, "run_id": run_id})
 
@@ -291,6 +297,10 @@ def job_start(*, name: str, params: dict[str, Any] | None = None, sync: bool = F
 
 
 def _send_step(job: Job, run_id: str, index: int) -> None:
+    # Between steps nobody renews the lock, and the next step may wait behind other work in its queue: the lock
+    # lasts as long as a queued run's (as at the start) until the step starts, which shortens it again to
+    # JOB_LOCK_TTL_SECONDS under its renewer. A worker that dies mid-step is still noticed within that TTL.
+    lock_hold(job=job.name, run_id=run_id, ttl=timedelta(seconds=settings.JOB_QUEUED_LOCK_TTL_SECONDS))
     current_app.send_task(RUN_STEP_TASK, args=[run_id, index], queue=job.steps[index].queue, ignore_result=True,
                           time_limit=settings.JOB_STEP_TIME_LIMIT, soft_time_limit=settings.JOB_STEP_SOFT_TIME_LIMIT)
 
@@ -303,6 +313,12 @@ class _Renewer(threading.Thread):
         super().__init__(daemon=True, name=f"lock-{job}")
         self.job, self.run_id, self.shard, self.owner = job, run_id, shard, owner
         self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Stop renewing and wait for a renewal under way, so that none lands after what the caller writes next
+        (e.g. the longer expiry of a run whose next step is queued)."""
+        self.stopped.set()
+        self.join(timeout=10)
 
     def run(self) -> None:
         interval = max(settings.JOB_LOCK_TTL_SECONDS / 3.0, 0.2)
@@ -358,7 +374,7 @@ def execute_step(*, run_id: str, index: int, inline: bool = False) -> bool:
                 tb=traceback.format_exc())
         return False
     finally:
-        renewer.stopped.set()
+        renewer.stop()
     _step_done(run_id, index, started, metrics, "succeeded", step.name)
     if index + 1 == len(job.steps):
         _finish(run_id, job.name, "succeeded", message="done")
@@ -448,7 +464,7 @@ def execute_shard(*, run_id: str, index: int, n: int) -> bool:
             raise
         return _shard_failed(ctx, job, shard, f"{type(exc).__name__}: {exc}", traceback.format_exc())
     finally:
-        renewer.stopped.set()
+        renewer.stop()
     ended = _now()
     done = db[JOB_SHARDS].find_one_and_update(
         {"_id": shard["_id"], "owner": me, "status": "running"},

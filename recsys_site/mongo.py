@@ -14,8 +14,10 @@ import threading
 
 from django.apps import apps
 from django.conf import settings
-from pymongo import MongoClient
+from pymongo import ASCENDING, IndexModel, MongoClient
+from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import OperationFailure
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,39 @@ def ensure_indexes() -> dict[str, list[str]]:
             continue
         for collection, models in module.INDEXES.items():
             if models:
-                created[collection] = db[collection].create_indexes(models)
+                try:
+                    created[collection] = db[collection].create_indexes(models)
+                except OperationFailure as exc:
+                    if exc.code not in _INDEX_CONFLICT:
+                        raise
+                    created[collection] = [_create_or_retune(db[collection], model) for model in models]
     log.info("indexes ensured on %d collections", len(created))
     return created
+
+
+_INDEX_CONFLICT = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict: same keys, other options
+
+
+def retention_index(field: str, days: float) -> IndexModel:
+    """An index on the date ``field`` that also expires documents older than ``days`` (a TTL index; none when
+    ``days`` is 0). Changing the retention later retunes the existing index (``collMod``) in ``ensure_indexes``."""
+    options = {"expireAfterSeconds": int(days * 86400)} if days > 0 else {}
+    return IndexModel([(field, ASCENDING)], **options)
+
+
+def _create_or_retune(collection: Collection, model: IndexModel) -> str:
+    doc = model.document
+    try:
+        return collection.create_indexes([model])[0]
+    except OperationFailure as exc:
+        if exc.code not in _INDEX_CONFLICT:
+            raise
+        if "expireAfterSeconds" not in doc:
+            log.warning("index %s on %s exists with other options (a TTL?); left as it is", doc["name"],
+                        collection.name)
+            return doc["name"]
+    collection.database.command("collMod", collection.name, index={"keyPattern": dict(doc["key"]),
+                                                                   "expireAfterSeconds": doc["expireAfterSeconds"]})
+    log.info("index %s on %s now expires documents after %d s", doc["name"], collection.name,
+             doc["expireAfterSeconds"])
+    return doc["name"]

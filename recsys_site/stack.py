@@ -114,7 +114,7 @@ class Stack:
         self.spawn("web", gunicorn_command(port=port, workers=workers, threads=threads),
                    env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
         self.spawn("worker", [str(bin_dir / "celery"), "-A", "celery_app", "worker", "--loglevel", "INFO",
-                              "--queues", "default,gpu", "--concurrency", "1", "--hostname", "buddies@%h"])
+                              "--queues", "default,gpu,refresh", "--concurrency", "1", "--hostname", "buddies@%h"])
         self.spawn("beat", [str(bin_dir / "celery"), "-A", "celery_app", "beat", "--loglevel", "INFO",
                             "--schedule", str(self.var_dir / "run" / "celerybeat-schedule")])
 

@@ -33,12 +33,12 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def celery_worker(settings, model_dir, name: str) -> subprocess.Popen:
-    """A real Celery worker (solo pool, both queues) on the test's store, broker and ``MODEL_DIR``, named
+    """A real Celery worker (solo pool, every queue) on the test's store, broker and ``MODEL_DIR``, named
     ``{name}-{pid of the test process}@host``; its pid is the process that runs the tasks."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "recsys_site.settings.test", "MONGO_URI": settings.MONGO_URI,
            "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir), "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
            "JOB_LOCK_TTL_SECONDS": str(settings.JOB_LOCK_TTL_SECONDS)}
     celery = str(Path(sys.executable).parent / "celery")
-    return subprocess.Popen([celery, "-A", "celery_app", "worker", "--pool", "solo", "--queues", "default,gpu",
+    return subprocess.Popen([celery, "-A", "celery_app", "worker", "--pool", "solo", "--queues", "default,gpu,refresh",
                              "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -140,7 +140,8 @@ def engagement_summary() -> dict[str, Any]:
 
 @cached(CACHE_SECONDS)
 def ab_results(name: str) -> dict[str, Any] | None:
-    """``experiment_results`` of a configured experiment, memoised (it reads every list the experiment served)."""
+    """``experiment_results`` of a configured experiment, memoised (one kept document per variant, flushing this
+    process's served log first)."""
     return experiment_results(name=name) if name in experiments() else None
 
 

@@ -13,7 +13,7 @@ from recsys_site.mongo import get_db
 
 from .. import collections as c
 from ..mpd import URI_RE
-from ..selectors import user_exists
+from ..selectors import users_existing
 from .rules import EVENT_KINDS, TRACK_KINDS
 
 
@@ -79,29 +79,37 @@ def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
 
 @dataclass(frozen=True)
 class EventsStored:
-    """What ``event_record_many`` did: ``ids`` of the events stored now; ``duplicates``, how many events were not
-    stored because an event with the same user and ``event_id`` already was (a client's retry)."""
+    """What ``event_record_many`` did: ``docs``, the events stored now (``user``, ``kind``, ``rec_id``, ``ms_played``,
+    … with their ``_id``: ``picks_after_feedback`` folds them into the A/B results); ``duplicates``, how many events
+    were not stored because an event with the same user and ``event_id`` already was (a client's retry)."""
 
-    ids: list[Any] = field(default_factory=list)
+    docs: list[dict[str, Any]] = field(default_factory=list)
     duplicates: int = 0
 
     @property
+    def ids(self) -> list[Any]:
+        return [doc["_id"] for doc in self.docs]
+
+    @property
     def stored(self) -> int:
-        return len(self.ids)
+        return len(self.docs)
 
 
 def event_record_many(*, events: list[Any], check_users: bool = False, credential: str | None = None
                       ) -> EventsStored:
     """Store feedback events, all or none (each bad item is named with its field errors). An event whose user and
     ``event_id`` are already stored (a retry, or twice in this batch) is not stored again: it is counted in
-    ``duplicates``, not an error. ``check_users`` also refuses events of users the store does not know;
-    ``credential`` (``app:NAME``, ``user:ID``, ``staff:NAME``) is recorded with each event. What the events change
-    downstream (each user's picks) is the caller's: ``ranker.picks.precompute.picks_after_feedback``."""
+    ``duplicates``, not an error. ``check_users`` also refuses events of users the store does not know (one query
+    per batch); ``credential`` (``app:NAME``, ``user:ID``, ``staff:NAME``) is recorded with each event. What the
+    events change downstream (each user's picks, the A/B results) is the caller's:
+    ``ranker.picks.precompute.picks_after_feedback``."""
     docs, errors = [], {}
+    named = [raw.get("user") for raw in events if isinstance(raw, dict)]
+    known = users_existing(users=[u for u in named if isinstance(u, str) and u.strip()]) if check_users else set()
     for index, raw in enumerate(events):
         doc, problems = _event_doc(raw)
         user = raw.get("user") if isinstance(raw, dict) else None
-        if check_users and isinstance(user, str) and user.strip() and not user_exists(user=user):
+        if check_users and isinstance(user, str) and user.strip() and user not in known:
             problems["user"] = f"unknown user {user!r}"
         if problems:
             errors[index] = problems
@@ -115,11 +123,18 @@ def event_record_many(*, events: list[Any], check_users: bool = False, credentia
         for doc in docs:
             doc["credential"] = credential
     try:
-        return EventsStored(ids=get_db()[c.EVENTS].insert_many(docs, ordered=False).inserted_ids)
+        get_db()[c.EVENTS].insert_many(docs, ordered=False)  # sets each document's ``_id``
+        return EventsStored(docs=docs)
     except BulkWriteError as exc:
         failed = exc.details.get("writeErrors", [])
         if any(e.get("code") != DUPLICATE_KEY for e in failed):
             raise
         duplicate = {e["index"] for e in failed}
-        return EventsStored(ids=[d["_id"] for i, d in enumerate(docs) if i not in duplicate],
-                            duplicates=len(duplicate))
+        return EventsStored(docs=[d for i, d in enumerate(docs) if i not in duplicate], duplicates=len(duplicate))
+
+
+def event_delete_before(*, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` events stored before ``before`` (oldest first, by the ``ts`` index); how many went.
+    The retention cleanup calls it until it returns less than ``batch``."""
+    ids = [d["_id"] for d in get_db()[c.EVENTS].find({"ts": {"$lt": before}}, {"_id": 1}).sort("ts", 1).limit(batch)]
+    return get_db()[c.EVENTS].delete_many({"_id": {"$in": ids}}).deleted_count if ids else 0

@@ -24,13 +24,12 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from ingestion.feedback.selectors import events_for_recs
-from ranker import collections as c
 from ranker.models import Experiment
 from recsys_site.mongo import get_db
 
 from .served_log import SERVED_LOG
 from .spec import spec_errors
+from .stats import stats_feedback, stats_read
 
 log = logging.getLogger(__name__)
 _ADMIN_SECONDS = 5.0  # how stale the admin's experiments may be in a serving process
@@ -143,37 +142,44 @@ def _mean_ci(values: list[float], z: float = 1.96) -> tuple[float, list[float] |
     return mean, [round(mean - half, 6), round(mean + half, 6)]
 
 
+def _mean_ci_from_sums(n: int, total: float, squares: float, z: float = 1.96
+                       ) -> tuple[float, list[float] | None]:
+    """``_mean_ci`` from the count, sum and sum of squares of the values (what ``experiment_stats`` keeps)."""
+    if n == 0:
+        return 0.0, None
+    mean = total / n
+    if n < 2:
+        return mean, None
+    sd = math.sqrt(max(squares - n * mean * mean, 0.0) / (n - 1))
+    half = z * sd / math.sqrt(n)
+    return mean, [round(mean - half, 6), round(mean + half, 6)]
+
+
 def experiment_results(*, name: str) -> dict[str, Any]:
     """Per variant: users, pick lists served, click-through (a follow or a play after a pick), skip rate and
-    listening minutes per user, each with a 95 % confidence interval. ``KeyError`` for an unknown experiment."""
+    listening minutes per user, each with a 95 % confidence interval. ``KeyError`` for an unknown experiment.
+
+    Read from the counters kept as lists are logged and feedback is stored (``ranker.experiments.stats``): one
+    small document per variant, whatever the number of lists and events behind it."""
     spec = experiments()[name]
     SERVED_LOG.flush()  # this process's buffered lists count too
-    db = get_db()
-    served = list(db[c.SERVED].find({"experiment": name}, {"user": 1, "variant": 1}))
-    variant_of = {s["_id"]: s["variant"] for s in served}
+    kept = stats_read(get_db(), experiment=name)
     out: dict[str, Any] = {}
     for variant in spec["variants"]:
-        lists = [s for s in served if s["variant"] == variant]
-        users = {s["user"] for s in lists}
-        out[variant] = {"users": len(users), "picks_served": len(lists), "_clicked": set(), "_plays": 0,
-                        "_skips": 0, "_ms": dict.fromkeys(users, 0)}
-    rec_ids = list(variant_of)
-    for event in events_for_recs(rec_ids=rec_ids):
-        row = out[variant_of[event["rec_id"]]]
-        kind = event["kind"]
-        if kind in ("follow", "play", "like"):
-            row["_clicked"].add(event["rec_id"])
-        if kind == "play":
-            row["_plays"] += 1
-            row["_ms"][event["user"]] = row["_ms"].get(event["user"], 0) + (event.get("ms_played") or 0)
-        elif kind == "skip":
-            row["_skips"] += 1
-    for row in out.values():
-        clicked, plays, skips, ms = row.pop("_clicked"), row.pop("_plays"), row.pop("_skips"), row.pop("_ms")
-        row["click_through"] = round(len(clicked) / row["picks_served"], 6) if row["picks_served"] else 0.0
-        row["click_through_ci"] = _wilson(len(clicked), row["picks_served"])
-        row["skip_rate"] = round(skips / (plays + skips), 6) if plays + skips else 0.0
-        row["skip_rate_ci"] = _wilson(skips, plays + skips)
-        minutes, minutes_ci = _mean_ci([v / 60_000 for v in ms.values()])
-        row["listening_minutes_per_user"], row["listening_minutes_ci"] = round(minutes, 6), minutes_ci
+        row = kept.get(variant, {})
+        served, users = int(row.get("picks_served", 0)), int(row.get("users", 0))
+        clicked, plays, skips = int(row.get("clicked", 0)), int(row.get("plays", 0)), int(row.get("skips", 0))
+        out[variant] = {"users": users, "picks_served": served,
+                        "click_through": round(clicked / served, 6) if served else 0.0,
+                        "click_through_ci": _wilson(clicked, served),
+                        "skip_rate": round(skips / (plays + skips), 6) if plays + skips else 0.0,
+                        "skip_rate_ci": _wilson(skips, plays + skips)}
+        minutes, minutes_ci = _mean_ci_from_sums(int(row.get("ms_users", 0)), float(row.get("min_sum", 0.0)),
+                                                 float(row.get("min_sq", 0.0)))
+        out[variant]["listening_minutes_per_user"], out[variant]["listening_minutes_ci"] = round(minutes, 6), minutes_ci
     return {"experiment": name, "variants": out}
+
+
+def experiment_feedback(*, events: list[dict[str, Any]]) -> None:
+    """Fold stored feedback events (those carrying a ``rec_id``) into the kept results; bounded by the batch."""
+    stats_feedback(get_db(), events)

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -27,6 +28,8 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from ranker import collections as c
 from recsys_site.metrics import SERVED_LOG_DROPPED
 from recsys_site.mongo import get_client, get_db
+
+from .stats import stats_pending_delete_before, stats_served
 
 log = logging.getLogger(__name__)
 DUPLICATE_KEY = 11000  # a retried batch whose first try reached the store in part
@@ -43,6 +46,7 @@ class ServedLog:
     def record(self, doc: dict[str, Any]) -> None:
         if settings.SERVED_LOG_FLUSH_SECONDS <= 0:
             get_db()[c.SERVED].insert_one(doc)
+            _count_served(get_db(), [doc])
             return
         with self._lock:
             self._pending.append((settings.MONGO_DB, doc))
@@ -75,19 +79,26 @@ class ServedLog:
                     batch = []
                     while self._pending and self._pending[0][0] == database and len(batch) < 1000:
                         batch.append(self._pending.popleft())
+                docs = [doc for _, doc in batch]
+                db = get_client()[database]
                 try:
-                    get_client()[database][c.SERVED].insert_many([doc for _, doc in batch], ordered=False)
+                    db[c.SERVED].insert_many(docs, ordered=False)
+                    inserted = docs
                 except BulkWriteError as exc:
-                    others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+                    errors = exc.details.get("writeErrors", [])
+                    others = [e for e in errors if e.get("code") != DUPLICATE_KEY]
                     if others:
                         log.error("served log: %d of %d lists not written: %s", len(others), len(batch),
                                   others[0].get("errmsg"))
+                    failed = {e.get("index") for e in errors}  # a duplicate was counted when it first landed
+                    inserted = [doc for i, doc in enumerate(docs) if i not in failed]
                 except PyMongoError as exc:
                     with self._lock:
                         self._pending.extendleft(reversed(batch))
                     log.warning("served log: store unavailable, %d lists kept for the next try: %s",
                                 len(batch), exc)
                     return written
+                _count_served(db, inserted)
                 written += len(batch)
 
     def _run(self) -> None:
@@ -102,6 +113,24 @@ class ServedLog:
     def _after_fork(self) -> None:
         # A forked child (a Celery or gunicorn worker) has a copy of the buffer but not the thread: start empty.
         self.__init__()
+
+
+def served_delete_before(*, before: datetime, batch: int) -> int:
+    """Delete up to ``batch`` served lists logged before ``before`` (oldest first, by the ``ts`` index), and the
+    feedback still waiting for lists that old; how many lists went. The A/B counters keep what they counted."""
+    db = get_db()
+    ids = [d["_id"] for d in db[c.SERVED].find({"ts": {"$lt": before}}, {"_id": 1}).sort("ts", 1).limit(batch)]
+    stats_pending_delete_before(db, before=before, batch=batch)
+    return db[c.SERVED].delete_many({"_id": {"$in": ids}}).deleted_count if ids else 0
+
+
+def _count_served(db, docs: list[dict[str, Any]]) -> None:
+    """Fold the lists just written into the kept A/B results (``ranker.experiments.stats``); a failure there is
+    logged, never lets the log retry the batch (the lists are written)."""
+    try:
+        stats_served(db, docs)
+    except PyMongoError as exc:
+        log.error("served log: %d lists written but not counted in the experiment results: %s", len(docs), exc)
 
 
 def _dropped(n: int) -> None:

@@ -102,6 +102,61 @@ def forget_user(user: str) -> None:
         log.warning("picks cache: could not forget %s in redis: %s", user, exc)
 
 
+def forget_users(users: list[str]) -> None:
+    """``forget_user`` for a batch: one pass over this process's entries and two Redis round trips (the union of
+    the users' key sets, then one delete), whatever the number of users."""
+    users = list(dict.fromkeys(users))
+    if not users:
+        return
+    wanted = set(users)
+    with _lock:
+        # A key is picks:{kind}:{version}:{variant}:{digest}:{user}:{k} (a user id may hold ":" itself).
+        for name in [n for n in _local if n.split(":", 5)[-1].rsplit(":", 1)[0] in wanted]:
+            _local.pop(name, None)
+    try:
+        client = _redis()
+        if client is not None:
+            sets = [_user_set(u) for u in users]
+            names = client.sunion(sets)
+            client.delete(*names, *sets)
+    except Exception as exc:
+        log.warning("picks cache: could not forget %d users in redis: %s", len(users), exc)
+
+
+_PENDING_SECONDS = 600  # a refresh queued longer ago than this (lost with the broker) no longer blocks a new one
+
+
+def _pending(user: str) -> str:
+    return f"refresh-pending:{user}"
+
+
+def refresh_claim(users: list[str]) -> list[str]:
+    """The users among ``users`` with no refresh already queued, now marked as queued (one Redis round trip): a
+    backlog holds at most one refresh per user however many events they send. Without Redis, all of them."""
+    users = list(dict.fromkeys(users))
+    try:
+        client = _redis()
+        if client is None or not users:
+            return users
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            pipe.set(_pending(user), 1, nx=True, ex=_PENDING_SECONDS)
+        return [u for u, fresh in zip(users, pipe.execute(), strict=True) if fresh]
+    except Exception as exc:
+        log.debug("picks cache: refresh claim failed: %s", exc)
+        return users
+
+
+def refresh_started(user: str) -> None:
+    """A worker starts the user's refresh: feedback from now on queues another one."""
+    try:
+        client = _redis()
+        if client is not None:
+            client.delete(_pending(user))
+    except Exception as exc:
+        log.debug("picks cache: refresh mark not cleared: %s", exc)
+
+
 def stats() -> dict[str, int]:
     return dict(_stats)
 

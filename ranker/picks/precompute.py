@@ -16,10 +16,12 @@ import numpy as np
 from celery import current_app
 from django.conf import settings
 from pymongo import ReplaceOne
+from pymongo.errors import PyMongoError
 from tqdm.auto import tqdm
 
 from ingestion.selectors import user_liked_tracks
 from ranker import collections as c
+from ranker.experiments.assign import experiment_feedback
 from ranker.picks import cache
 from ranker.picks.serve import TrackPicks, recommend_playlists, recommend_playlists_many, recommend_tracks
 from ranker.recommenders.base import Callback
@@ -219,18 +221,28 @@ def picks_refresh_user(*, user: str) -> dict[str, Any] | None:
     return doc
 
 
-def picks_after_feedback(*, users: list[str], refresh: bool = True) -> None:
+def picks_after_feedback(*, users: list[str], refresh: bool = True, events: list[dict[str, Any]] | None = None
+                         ) -> None:
     """What stored feedback (or a new playlist of their own) changes for ``users``: their cached picks are forgotten,
     so the next read recomputes or reads the refreshed ones and never a stale copy, and with ``refresh`` a worker is
-    asked to recompute each one's picks (``ranker.refresh_user``). Called after the events are stored: a broker that
-    is down loses the refresh, never the events (the weekly run picks them up)."""
+    asked to recompute each one's picks (``ranker.refresh_user``, on the ``refresh`` queue, at most one waiting per
+    user). ``events``, the stored documents, are folded into the A/B results. Called after the events are stored: a
+    broker that is down loses the refresh, never the events (the weekly run picks them up). Bounded per batch: one
+    pass over the cache, one round trip to claim the refreshes, one message per distinct user."""
 
-    for user in dict.fromkeys(users):
-        cache.forget_user(user)
+    if events:
+        try:
+            experiment_feedback(events=events)
+        except PyMongoError as exc:  # the events are stored; only the kept A/B counters miss them
+            log.error("could not count %d events in the experiment results: %s", len(events), exc)
+    users = list(dict.fromkeys(users))
+    cache.forget_users(users)
     if not refresh:
         return
-    for user in dict.fromkeys(users):
+    for user in cache.refresh_claim(users):
         try:
-            current_app.send_task("ranker.refresh_user", args=[user], queue="default", ignore_result=True)
+            current_app.send_task("ranker.refresh_user", args=[user], queue=settings.REFRESH_QUEUE,
+                                  ignore_result=True)
         except Exception as exc:  # the events are stored; the weekly run will pick them up
+            cache.refresh_started(user)
             log.warning("could not queue a picks refresh for %s: %s", user, exc)

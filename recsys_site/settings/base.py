@@ -153,6 +153,16 @@ PICKS_CACHE_REDIS_SECONDS = env.int("PICKS_CACHE_REDIS_SECONDS", default=3600)
 SERVED_LOG_FLUSH_SECONDS = env.float("SERVED_LOG_FLUSH_SECONDS", default=0.5)
 SERVED_LOG_BATCH = env.int("SERVED_LOG_BATCH", default=500)
 SERVED_LOG_MAX_BUFFER = env.int("SERVED_LOG_MAX_BUFFER", default=100_000)
+# Retention (days; 0 keeps forever): served lists and feedback events older than this go, by a TTL index where the
+# store honours one and by the weekly refresh's cleanup step, RETENTION_BATCH documents per delete. The A/B results
+# are kept counters (ranker.experiments.stats) and survive the lists and events they were counted from.
+SERVED_RETENTION_DAYS = env.float("SERVED_RETENTION_DAYS", default=90.0)
+EVENTS_RETENTION_DAYS = env.float("EVENTS_RETENTION_DAYS", default=365.0)
+RETENTION_BATCH = env.int("RETENTION_BATCH", default=5000)
+# Per-user picks refreshes after feedback have a queue of their own, so a burst of feedback never delays job steps.
+REFRESH_QUEUE = "refresh"
+# Playlist search: pages reach at most this many rows (page × page_size), and the total is counted up to it.
+PLAYLIST_SEARCH_MAX_ROWS = env.int("PLAYLIST_SEARCH_MAX_ROWS", default=10_000)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -1,6 +1,7 @@
-"""The Engagement page against a real store: pick lists served through ``ranker.picks``, feedback posted through
-``event_record_many`` with their rec_ids, and a second model version for the score drift. Every figure is checked
-against numbers computed here from what was posted or recorded."""
+"""The Engagement page against a real store: pick lists served through ``ranker.picks``, feedback with their rec_ids
+stored and composed as ``POST /api/v1/events`` does (``event_record_many``, ``picks_after_feedback``), and a second
+model version for the score drift. Every figure is checked against numbers computed here from what was posted or
+recorded."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def world(live, django_db_setup, django_db_blocker):
     from django.conf import settings
 
     from ingestion.feedback.services import event_record_many
+    from ranker.picks.precompute import picks_after_feedback
     from ranker.picks.serve import serve_playlist_picks, serve_track_picks
     from ranker.training.services import ranker_train
 
@@ -55,7 +57,8 @@ def world(live, django_db_setup, django_db_blocker):
                        "rec_id": track_picks["rec_id"]})
         events.append({"user": user, "kind": "play", "track": track, "ms_played": 20_000})  # no rec_id: elsewhere
         events.append({"user": user, "kind": "skip", "track": track})
-    event_record_many(events=events)
+    stored = event_record_many(events=events).docs  # what POST /api/v1/events does, but the refreshes
+    picks_after_feedback(users=[e["user"] for e in stored], events=stored, refresh=False)
     newer = ranker_train(params=FAST, random_state=1)
     yield {"users": users, "lists": lists, "tracks": tracks, "events": events, "newer": newer.version,
            "old": live.version}

@@ -113,6 +113,7 @@ def test_the_file_describes_every_part_of_the_many_machine_setup(compose):
     assert queues["worker"] == {"default"} and buddies["worker"]["deploy"]["replicas"] > 1
     gpu = buddies["worker-gpu"]
     assert queues["worker-gpu"] == {"gpu"}
+    assert queues["worker-refresh"] == {"refresh"}  # feedback refreshes never queue ahead of job steps
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert _environment(gpu, OPERATOR)["RECSYS_DEVICE"] == "cuda"
     beats = [s for s in buddies.values() if "beat" in s["command"]]
