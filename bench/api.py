@@ -52,7 +52,20 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO  # bench/ is on sys.path when a script runs
-from api_load import CACHED, CONT50, CONT500, FLY, PEER, SHORT, SLUG, Generator, request_maker, request_material, warm
+from api_load import (
+    CACHED,
+    CONT50,
+    CONT500,
+    FLY,
+    OVERLOAD,
+    PEER,
+    SHORT,
+    SLUG,
+    Generator,
+    request_maker,
+    request_material,
+    warm,
+)
 from api_report import finish_profiles, fmt_ms, print_profiles, report, summarise
 from api_servers import (
     THROTTLE,
@@ -106,6 +119,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", action="append", default=[], metavar="SCENARIO@RATE",
                         help="py-spy the gunicorn workers and SecantusDB during that step, e.g. cached@300 "
                         "(repeatable); prints the top functions, raw stacks go to the store's run/ folder")
+    parser.add_argument("--overload-rate", type=float, default=270.0,
+                        help="requests/s of the overload scenario: 3x the ~90/s on-the-fly capacity (default 270)")
     parser.add_argument("--prepare-only", action="store_true", help="prepare the world and stop")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write JSON (default {DEFAULT_JSON})")
     args = parser.parse_args()
@@ -132,7 +147,8 @@ def parse_args() -> argparse.Namespace:
 
 def run_steps(world: World, web: Web, scenario: str, rates: list[float], args: argparse.Namespace,
               material: dict[str, Any], counter: dict[str, int]) -> list[dict[str, Any]]:
-    gen = Generator(web.port, args.timeout, args.max_inflight, args.clients)
+    gen = Generator(web.port, args.timeout, args.max_inflight, args.clients, token=world.token,
+                    stamp=scenario == OVERLOAD)
     make = request_maker(scenario, gen, material, counter)
     rows = []
     for rate in rates:
@@ -142,7 +158,7 @@ def run_steps(world: World, web: Web, scenario: str, rates: list[float], args: a
             web.stop()
             web.start()
             warm(gen, request_maker(CACHED, gen, material, counter), 20)
-            if scenario == FLY:
+            if scenario in (FLY, OVERLOAD):
                 warm(gen, make, 16)
         pids = server_pids(world, web)
         load = os.getloadavg()
@@ -204,7 +220,7 @@ def main() -> int:
             web = Web(world, "product", args.port_base + 10, args.workers, args.threads, args.web_env)
             world.webs.append(web)
             web.start()
-            gen = Generator(web.port, 30, 1000, args.clients)
+            gen = Generator(web.port, 30, 1000, args.clients, token=world.token)
             if CACHED in product:
                 say(f"warm-up: one request per cached-pool user ({len(material['cached']):,}), 4 at a time, fills "
                     "the picks cache ...")
@@ -219,7 +235,8 @@ def main() -> int:
                 warmups[FLY] = warm(gen, request_maker(FLY, gen, material, counter), 16)
                 say(f"  on-the-fly warm-up: {warmups[FLY]}")
             for scenario in product:
-                rates = cont_rates if scenario in (CONT500, CONT50) else args.rates
+                rates = (cont_rates if scenario in (CONT500, CONT50) else [args.overload_rate] if scenario == OVERLOAD
+                         else args.rates)
                 rows += run_steps(world, web, scenario, rates, args, material, counter)
             web.stop()
             world.webs.remove(web)
@@ -228,7 +245,7 @@ def main() -> int:
                       {**args.web_env, "PICKS_CACHE_URL": "", "PICKS_CACHE_LOCAL_SECONDS": "0"})
             world.webs.append(web)
             web.start()
-            gen = Generator(web.port, 30, 1000, args.clients)
+            gen = Generator(web.port, 30, 1000, args.clients, token=world.token)
             warmups[PEER] = warm(gen, request_maker(PEER, gen, material, counter), 200)
             say(f"  no-cache warm-up: {warmups[PEER]}")
             rows += run_steps(world, web, PEER, args.rates, args, material, counter)

@@ -21,11 +21,13 @@ from api_servers import fly_user
 
 CACHED, PEER, FLY, CONT500, CONT50 = ("picks cached", "picks no cache (peer)", "picks on the fly",
                                       "continuation k=500", "continuation k=50")
-SCENARIOS = [CACHED, PEER, FLY, CONT500, CONT50]
-SHORT = {"cached": CACHED, "peer": PEER, "fly": FLY, "cont500": CONT500, "cont50": CONT50}
+OVERLOAD = "picks on the fly, overload"  # FLY's requests stamped with X-Request-Start as nginx does (deadline shed)
+SCENARIOS = [CACHED, PEER, FLY, CONT500, CONT50, OVERLOAD]
+SHORT = {"cached": CACHED, "peer": PEER, "fly": FLY, "cont500": CONT500, "cont50": CONT50, "overload": OVERLOAD}
 SLUG = {v: k for k, v in SHORT.items()}
 SEED_COUNTS = (5, 10, 25, 100)
 SOURCE_RE = re.compile(rb'"source":"([a-z_]+)"')
+FALLBACK_RE = re.compile(rb'"fallback":"overload"')
 CACHED_RE = re.compile(rb'"cached":(true|false)')
 
 
@@ -66,8 +68,10 @@ class Outcome:
 
 
 class Generator:
-    def __init__(self, port: int, timeout: float, max_inflight: int, clients: int = 1) -> None:
+    def __init__(self, port: int, timeout: float, max_inflight: int, clients: int = 1, token: str | None = None,
+                 stamp: bool = False) -> None:
         self.port, self.timeout, self.max_inflight, self.clients = port, timeout, max_inflight, clients
+        self.token, self.stamp = token, stamp
         self.inflight = 0
         self.built = 0
 
@@ -75,6 +79,10 @@ class Generator:
         # As nginx passes it (deploy/nginx.conf): the production settings redirect plain HTTP to HTTPS.
         head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n"
                 "X-Forwarded-Proto: https\r\n")
+        if self.token:
+            head += f"Authorization: Bearer {self.token}\r\n"
+        if self.stamp:  # when nginx received it: the deadline counts the wait from here (recsys_site/deadline.py)
+            head += f"X-Request-Start: t={time.time():.3f}\r\n"
         if self.clients > 1:
             # One throttle history per client, as with real traffic; from one address, DRF's throttle keeps a
             # single history of every request of the last minute and unpickles it on each request.
@@ -112,7 +120,7 @@ class Generator:
         if ok:
             body = data[:4096]
             if m := SOURCE_RE.search(body):
-                outcome.source = m.group(1).decode()
+                outcome.source = m.group(1).decode() + ("/shed" if FALLBACK_RE.search(body) else "")
             if m := CACHED_RE.search(body):
                 outcome.cached = m.group(1).decode()
         out.append(outcome)
@@ -150,7 +158,7 @@ def request_maker(scenario: str, gen: Generator, material: dict[str, Any], count
     if scenario in (CACHED, PEER):
         users = material["cached"]
         return lambda i: gen.build("GET", f"/api/v1/users/{users[i % len(users)]}/playlists/recommended?k=10", None)
-    if scenario == FLY:
+    if scenario in (FLY, OVERLOAD):
         users = material["fly"]
 
         def fly(i: int) -> bytes:

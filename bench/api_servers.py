@@ -45,6 +45,7 @@ class World:
     webs: list = field(default_factory=list)
     embedded: bool = True
     retry_writes: bool = False
+    token: str | None = None  # an app token that reads every user's picks (prepare makes it)
 
     def stop(self) -> None:
         for web in reversed(self.webs):
@@ -154,6 +155,9 @@ def prepare(world: World, data: Path) -> dict[str, Any]:
         say("precomputed picks of the live model are there")
     from recsys_site.mongo import get_db
 
+    # The picks are read as a first-party app reads them (recsys_site/auth.py): a token with picks:read for every user.
+    world.token = manage(world, "create_credential", "--app", "bench", "--scopes", "picks:read", "--any-user",
+                         capture=True).strip().splitlines()[-1]
     db = get_db()
     users = [u["_id"] for u in db["users"].find({}, {"_id": 1})]
     fly = [u for u in users if fly_user(u)]

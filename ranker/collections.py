@@ -8,6 +8,7 @@ MODEL_FILES = "model_files"  # GridFS bucket (``model_files.files``, ``.chunks``
 MODEL_LIVE = "model_live"  # one document per model kind: the version serving now (swapped atomically)
 EVALUATIONS = "evaluations"  # one document per ``manage.py evaluate`` run: the JSON report, for the dashboard
 PICKS = "picks"  # one document per user: precomputed track and playlist picks of the live model
+PICKS_REFRESHES = "picks_refreshes"  # one document per user whose picks a refresh rewrote: when (the swap replays)
 PICKS_STATE = "picks_state"  # one document: which model version the precomputed picks come from, and when
 SERVED = "served"  # one document per served pick list (rec_id, user, variant, items): joined to feedback for A/B
 # A/B results kept up to date as lists are served and feedback arrives (ranker.experiments.stats): no scan per read.

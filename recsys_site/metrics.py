@@ -29,6 +29,8 @@ PICKS_SERVED = Counter("buddies_picks_served_total", "pick lists served", ["kind
 PICKS_CACHE = Counter("buddies_picks_cache_total", "picks cache lookups", ["result"])
 SERVED_LOG_DROPPED = Counter("buddies_served_log_dropped_total",
                              "served pick lists dropped because the store was down longer than the buffer holds")
+REQUESTS_SHED = Counter("buddies_requests_shed_total", "requests answered at once because they waited past their "
+                        "deadline (REQUEST_DEADLINE_SECONDS)", ["answer"])
 MODEL_INFO = Gauge("buddies_live_model_info", "the model version this process serves", ["version"],
                    multiprocess_mode="max")
 

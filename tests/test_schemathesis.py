@@ -147,6 +147,14 @@ def known(live, request):
                 reporter.write_line(f"  {label}: {dict(sorted(statuses.items()))}")
 
 
+@pytest.fixture(autouse=True)
+def unthrottled(monkeypatch):
+    """Thousands of generated requests a minute from one token: the limits (tested in test_auth.py) stand aside."""
+    from rest_framework.throttling import SimpleRateThrottle
+
+    monkeypatch.setattr(SimpleRateThrottle, "THROTTLE_RATES", {"anon": None, "user": None, "app": None})
+
+
 @pytest.fixture
 def staff_token(db):
     from django.contrib.auth.models import User

@@ -159,18 +159,34 @@ def picks_swap(*, plan: dict[str, Any], shard_metrics: list[dict[str, Any]] | No
     if written != plan["users"]:
         raise RuntimeError(f"picks precompute {plan['side']} holds {written:,} of {plan['users']:,} users; "
                            "the previous picks keep serving")
+    started = datetime.fromisoformat(plan["computed_at"])
     if written:
         db[plan["side"]].rename(c.PICKS, dropTarget=True)
+    replayed = _replay_refreshes(since=started)
     sources: dict[str, int] = {}
     for metrics in shard_metrics or []:
         for source, count in (metrics.get("playlist_sources") or {}).items():
             sources[source] = sources.get(source, 0) + count
     summary = {"users": written, "model_version": plan["version"], "track_k": plan["track_k"],
-               "playlist_k": plan["playlist_k"], "playlist_sources": sources, "shards": len(plan["shards"])}
+               "playlist_k": plan["playlist_k"], "playlist_sources": sources, "shards": len(plan["shards"]),
+               "refreshes_replayed": replayed}
     db[c.PICKS_STATE].replace_one({"_id": "picks"}, {"_id": "picks", **summary,
                                                      "computed_at": datetime.fromisoformat(plan["computed_at"])},
                                   upsert=True)
     return summary
+
+
+def _replay_refreshes(*, since: datetime) -> int:
+    """Refresh again the users whose picks a feedback refresh rewrote while the precompute ran: the swap has just
+    replaced their fresh picks with ones computed before that feedback. Older refresh records are dropped."""
+    db = get_db()
+    users = [d["_id"] for d in db[c.PICKS_REFRESHES].find({"at": {"$gte": since}}, {"_id": 1})]
+    db[c.PICKS_REFRESHES].delete_many({"at": {"$lt": since}})
+    for user in users:
+        picks_refresh_user(user=user)
+    if users:
+        log.info("picks: %d users refreshed during the precompute were refreshed again after the swap", len(users))
+    return len(users)
 
 
 def picks_discard(*, plan: dict[str, Any]) -> None:
@@ -217,6 +233,7 @@ def picks_refresh_user(*, user: str) -> dict[str, Any] | None:
     playlists = recommend_playlists(user=user, k=PICKS_PLAYLISTS, model=model, user_tracks=liked)
     doc = _picks_doc(user, model.version, tracks, playlists, _now()) | {"refreshed": True, "liked_tracks": len(liked)}
     get_db()[c.PICKS].replace_one({"_id": user}, doc, upsert=True)
+    get_db()[c.PICKS_REFRESHES].replace_one({"_id": user}, {"_id": user, "at": doc["computed_at"]}, upsert=True)
     cache.forget_user(user)
     return doc
 

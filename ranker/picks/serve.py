@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+from cachetools import TTLCache
 
 from ingestion.feedback.selectors import users_followed_playlists
 from ingestion.selectors import (
@@ -276,6 +278,30 @@ def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
     served_record(rec_id=out["rec_id"], user=user, kind=kind, experiment=experiment, variant=variant,
                   model_version=out["model_version"], source=out["source"], items=items)
     return out
+
+
+_overload: TTLCache = TTLCache(maxsize=2, ttl=60)
+_overload_lock = threading.Lock()
+
+
+def overload_picks(*, kind: str, k: int) -> dict:
+    """What a picks read shed for overload gets (``recsys_site.deadline``): the most popular tracks or the
+    most-followed playlists, as a user with no history gets them, from a list kept in memory a minute; flagged
+    ``"fallback": "overload"`` and never logged as an A/B exposure."""
+    with _overload_lock:
+        items = _overload.get(kind)
+    if items is None:
+        if kind == "tracks":
+            items = [{"uri": t["_id"], "score": float(t.get("num_playlists") or 0)} for t in track_top(limit=100)]
+        else:
+            items = [{"pid": p["_id"], "name": p.get("name"), "owner": p.get("owner"),
+                      "score": float(p.get("num_followers") or 0), "why": {"most_followed": True}}
+                     for p in playlist_most_followed(limit=100)]
+        with _overload_lock:
+            _overload[kind] = items
+    return {"rec_id": None, "model_version": None, "variant": "control", "experiment": None,
+            "source": "popularity" if kind == "tracks" else "most_followed", "fallback": "overload",
+            kind: items[:k]}
 
 
 def serve_track_picks(*, user: str, k: int, record: bool = True) -> dict:

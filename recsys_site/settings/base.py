@@ -42,6 +42,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "recsys_site.metrics.MetricsMiddleware",
+    "recsys_site.deadline.DeadlineMiddleware",  # sheds a request that waited past its budget (X-Request-Start)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -91,6 +92,10 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "/admin/login/"  # staff log in through the admin; the dashboard sends visitors there
+
+# A request that waited longer than this in the queue (since nginx's X-Request-Start stamp) is shed: picks get the
+# popular fallback, anything else a 503 with Retry-After (recsys_site/deadline.py). 0 turns it off.
+REQUEST_DEADLINE_SECONDS = env.float("REQUEST_DEADLINE_SECONDS", default=0.5)
 
 # Who may call what (recsys_site/auth.py). Per-user reads (picks, buddies) need a token with picks:read unless
 # this is on: a public demo. Anonymous reads are never logged as A/B exposures.

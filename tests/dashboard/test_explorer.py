@@ -26,7 +26,13 @@ def forget(user: str) -> None:
 
 @pytest.fixture
 def api():
-    return APIClient()
+    """A first-party app's client: it reads every user's picks, as the dashboard's explorer shows them."""
+    from recsys_site.auth import credential_create
+
+    _, token = credential_create(kind="app", app="site", scopes=["picks:read"], any_user=True)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
 
 
 @pytest.fixture

@@ -18,11 +18,12 @@ USERS = 50
 
 @pytest.fixture
 def writer():
-    from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
+    """A first-party app's token: it may send events for every user (recsys_site/auth.py)."""
+    from recsys_site.auth import credential_create
 
+    _, token = credential_create(kind="app", app="site", scopes=["events:write"], any_user=True)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('w')).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client
 
 

@@ -29,12 +29,13 @@ def _serve(user: str) -> dict:
 def post_events(settings):
     """POST /api/v1/events with a token; the refreshes it queues are removed from the broker afterwards."""
     import redis
-    from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from recsys_site.auth import credential_create
+
+    _, token = credential_create(kind="app", app="ab", scopes=["events:write"], any_user=True)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=User.objects.create_user('ab')).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     before = {q: broker.llen(q) for q in ("refresh", "default")}
 

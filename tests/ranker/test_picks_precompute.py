@@ -75,3 +75,27 @@ def test_a_shard_outside_the_model_is_refused(live):
         picks_shard(plan=plan, start=0, stop=len(live.user_ids) + 1)
     with pytest.raises(ValueError, match="shard_users must be at least 1"):
         picks_plan(model=live, shard_users=-3)
+
+
+def test_a_refresh_made_while_the_weekly_picks_ran_survives_the_swap(live):
+    """Issue 15, finding 14: the swap of the weekly picks overwrote a user's refresh made while they were computed
+    (their new like was lost until next week). The users refreshed during the precompute are refreshed again."""
+    from ingestion.feedback.services import event_record_many
+    from ranker.picks.precompute import picks_plan, picks_refresh_user, picks_shard, picks_swap
+    from ranker.picks.selectors import picks_for_user
+
+    user = str(live.user_ids[3])
+    plan = picks_plan(model=live)
+    for shard in plan["shards"]:
+        picks_shard(plan=plan, **shard)  # the weekly picks are written, not yet swapped in
+    liked = str(live.item_ids[int(np.flatnonzero(live.user_items[3].toarray().ravel() == 0)[0])])
+    event_record_many(events=[{"user": user, "kind": "like", "track": liked}])
+    refreshed = picks_refresh_user(user=user)  # what the refresh task does as the like arrives
+    assert refreshed["refreshed"] and liked not in [t["uri"] for t in refreshed["tracks"]]
+    summary = picks_swap(plan=plan)
+    after = picks_for_user(user=user)
+    assert summary["refreshes_replayed"] >= 1
+    assert after["refreshed"] and after["liked_tracks"] == refreshed["liked_tracks"]
+    assert liked not in [t["uri"] for t in after["tracks"]]
+    other = picks_for_user(user=str(live.user_ids[4]))
+    assert not other.get("refreshed") and other["computed_at"] == summary.get("computed_at", other["computed_at"])
