@@ -26,8 +26,8 @@ SCENARIOS = [CACHED, PEER, FLY, CONT500, CONT50, OVERLOAD]
 SHORT = {"cached": CACHED, "peer": PEER, "fly": FLY, "cont500": CONT500, "cont50": CONT50, "overload": OVERLOAD}
 SLUG = {v: k for k, v in SHORT.items()}
 SEED_COUNTS = (5, 10, 25, 100)
-SOURCE_RE = re.compile(rb'"source":"([a-z_]+)"')
-FALLBACK_RE = re.compile(rb'"fallback":"overload"')
+SOURCE_RE = re.compile(rb'"source": ?"([a-z_]+)"')
+FALLBACK_RE = re.compile(rb'"fallback": ?"overload"')
 CACHED_RE = re.compile(rb'"cached":(true|false)')
 
 

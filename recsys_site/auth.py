@@ -27,7 +27,7 @@ from django.conf import settings
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.throttling import UserRateThrottle
+from rest_framework.throttling import SimpleRateThrottle
 
 from ingestion.selectors import users_app
 
@@ -110,8 +110,44 @@ class CredentialAuthentication(BaseAuthentication):
         return "Bearer"
 
 
-class TokenRateThrottle(UserRateThrottle):
+class CountingThrottle(SimpleRateThrottle):
+    """A window of the rate's duration from a caller's first request, counted with one atomic increment in the
+    shared cache. DRF's own throttles keep, unpickle and pickle back the time of every request in the window: at an
+    app token's 12,000 a minute that list cost more than a cached pick (bench/api.py: p99 83 ms at 300/s)."""
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        self.cache.add(self.key, 0, timeout=self.duration)
+        try:
+            count = self.cache.incr(self.key)
+        except ValueError:  # the window ended between add and incr
+            self.cache.add(self.key, 1, timeout=self.duration)
+            count = 1
+        return count <= self.num_requests
+
+    def wait(self) -> float:
+        return float(self.duration)
+
+
+class AnonThrottle(CountingThrottle):
+    """Per client address (``API_TRUSTED_PROXIES`` says how far X-Forwarded-For is believed), callers with no token."""
+
+    scope = "anon"
+
+    def get_cache_key(self, request, view):
+        if request.user and request.user.is_authenticated:
+            return None
+        return f"throttle:anon:{self.get_ident(request)}"
+
+
+class TokenRateThrottle(CountingThrottle):
     """Per token (or staff account): the ``app`` rate for an app's token, which acts for many users; ``user`` else."""
+
+    scope = "user"
 
     def allow_request(self, request, view) -> bool:
         credential = credential_of(request)
@@ -119,6 +155,11 @@ class TokenRateThrottle(UserRateThrottle):
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)
+
+    def get_cache_key(self, request, view):
+        if not (request.user and request.user.is_authenticated):
+            return None
+        return f"throttle:{self.scope}:{request.user.pk}"
 
 
 def credential_of(request) -> Credential | None:

@@ -60,24 +60,40 @@ def stats_served(db: Database, docs: list[dict[str, Any]]) -> None:
     incs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for doc in docs:
         incs[(doc["experiment"], doc["variant"])]["picks_served"] += 1
-    for key in {(d["experiment"], d["variant"], d["user"]) for d in docs}:
-        uid = _user_id(*key)
+    with _exposed_lock:
+        keys = [k for k in {(d["experiment"], d["variant"], d["user"]) for d in docs}
+                if (db.name, _user_id(*k)) not in _exposed]
+    if keys:
+        # One bulk write for the batch's users: an upsert creates the ones first seen now (exposed at once); then
+        # one update per variant marks exposed those that feedback had created first. Round trips per batch, not
+        # per user (one each on the flush thread was most of the store's load at 300 picks/s).
+        result = db[c.EXPERIMENT_USERS].bulk_write(
+            [UpdateOne({"_id": _user_id(*k)}, {"$setOnInsert": {"experiment": k[0], "variant": k[1], "user": k[2],
+                                                                "ms": 0, "exposed": True}}, upsert=True)
+             for k in keys], ordered=False)
+        created = set(result.upserted_ids)
+        existing: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for n, k in enumerate(keys):
+            if n in created:
+                incs[k[:2]]["ms_users"] += 1
+                incs[k[:2]]["users"] += 1
+            else:
+                existing[k[:2]].append(_user_id(*k))
+        for variant_key, uids in existing.items():
+            for start in range(0, len(uids), 100):  # short $in lists: long ones are slow on some servers
+                marked = db[c.EXPERIMENT_USERS].update_many(
+                    {"_id": {"$in": uids[start:start + 100]}, "exposed": {"$ne": True}}, {"$set": {"exposed": True}})
+                incs[variant_key]["users"] += marked.modified_count
         with _exposed_lock:
-            if (db.name, uid) in _exposed:
-                continue
-        before = db[c.EXPERIMENT_USERS].find_one_and_update(
-            {"_id": uid}, {"$set": {"exposed": True},
-                           "$setOnInsert": {"experiment": key[0], "variant": key[1], "user": key[2], "ms": 0}},
-            upsert=True, projection={"exposed": 1}, return_document=ReturnDocument.BEFORE)
-        if before is None:
-            incs[key[:2]]["ms_users"] += 1
-        if not (before or {}).get("exposed"):
-            incs[key[:2]]["users"] += 1
-        with _exposed_lock:
-            _exposed[(db.name, uid)] = True
+            for k in keys:
+                _exposed[(db.name, _user_id(*k))] = True
     _inc_stats(db, incs)
     by_rec = {d["_id"]: d for d in docs}
-    for pending in list(db[c.EXPERIMENT_PENDING].find({"_id": {"$in": list(by_rec)}}, {"_id": 1})):
+    if db[c.EXPERIMENT_PENDING].find_one({}, {"_id": 1}) is None:
+        return  # nothing waits for a list (the usual case): no lookup of the batch's rec_ids
+    for pending in (doc for start in range(0, len(by_rec), 100)
+                    for doc in db[c.EXPERIMENT_PENDING].find({"_id": {"$in": list(by_rec)[start:start + 100]}},
+                                                             {"_id": 1})):
         claimed = db[c.EXPERIMENT_PENDING].find_one_and_delete({"_id": pending["_id"]})
         if claimed is not None:
             served = by_rec[claimed["_id"]]

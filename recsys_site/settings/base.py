@@ -95,7 +95,7 @@ LOGIN_URL = "/admin/login/"  # staff log in through the admin; the dashboard sen
 
 # A request that waited longer than this in the queue (since nginx's X-Request-Start stamp) is shed: picks get the
 # popular fallback, anything else a 503 with Retry-After (recsys_site/deadline.py). 0 turns it off.
-REQUEST_DEADLINE_SECONDS = env.float("REQUEST_DEADLINE_SECONDS", default=0.5)
+REQUEST_DEADLINE_SECONDS = env.float("REQUEST_DEADLINE_SECONDS", default=0.25)
 
 # Who may call what (recsys_site/auth.py). Per-user reads (picks, buddies) need a token with picks:read unless
 # this is on: a public demo. Anonymous reads are never logged as A/B exposures.
@@ -115,7 +115,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     # Counted in Django's cache: Redis shared by every process in production (CACHE_URL). Anonymous callers per
     # address, a token per token: an app's (which acts for many users) has its own, larger budget.
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.AnonRateThrottle", "recsys_site.auth.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["recsys_site.auth.AnonThrottle", "recsys_site.auth.TokenRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"anon": env("API_THROTTLE_ANON", default="120/min"),
                                "user": env("API_THROTTLE_USER", default="600/min"),
                                "app": env("API_THROTTLE_APP", default="12000/min")},
