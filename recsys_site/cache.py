@@ -68,6 +68,13 @@ class SharedRedisCache(RedisCache):
             _failed("add", exc)
             return False
 
+    def incr(self, key, delta=1, version=None):
+        try:
+            return super().incr(key, delta, version)
+        except RedisError as exc:
+            _failed("incr", exc)
+            return 0  # a throttle counting against an unreachable Redis lets the request through
+
     def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
         try:
             return super().set_many(data, timeout, version)

@@ -205,6 +205,9 @@ JOB_REAP_SECONDS = env.float("JOB_REAP_SECONDS", default=30.0)
 # The weekly refresh's cleanup leaves model versions younger than this alone: one may be a candidate whose run is
 # still going (the live one, the one before it and those an experiment pins are kept at any age).
 MODEL_CLEANUP_MIN_AGE_HOURS = env.float("MODEL_CLEANUP_MIN_AGE_HOURS", default=24.0)
+# A triplets re-ingest that would remove more than this share of a source's stored rows stops and asks for
+# --allow-removals (ingestion/listens.py).
+TRIPLETS_MAX_REMOVED_SHARE = env.float("TRIPLETS_MAX_REMOVED_SHARE", default=0.10)
 PICKS_SHARD_USERS = env.int("PICKS_SHARD_USERS", default=1000)
 # Above this many tracks, precomputed track picks come from candidates re-scored exactly
 # (ranker/recommenders/candidates.py) instead of scoring every track for every user.
