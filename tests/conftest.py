@@ -149,3 +149,16 @@ def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and exitstatus == 0 and not reporter.stats.get("passed"):
         session.exitstatus = 1
+
+
+def app_client(*scopes: str, app: str = "site", any_user: bool = True):
+    """A REST client holding an app token with ``scopes`` (``recsys_site/auth.py``); ``any_user``: a first-party app
+    that acts for every user, else only for the users it creates."""
+    from rest_framework.test import APIClient
+
+    from recsys_site.auth import credential_create
+
+    _, token = credential_create(kind="app", app=app, scopes=list(scopes), any_user=any_user)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client

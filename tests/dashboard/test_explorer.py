@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from dashboard.components import MAIN_CHART, _fmt
 from dashboard.pages import explorer as page
+from tests.conftest import app_client
 from tests.dashboard.layout import find, rows_of, text_of
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +27,7 @@ def forget(user: str) -> None:
 @pytest.fixture
 def api():
     """A first-party app's client: it reads every user's picks, as the dashboard's explorer shows them."""
-    from recsys_site.auth import credential_create
-
-    _, token = credential_create(kind="app", app="site", scopes=["picks:read"], any_user=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return app_client("picks:read")
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from tests.conftest import app_client as make_app_client
+
 pytestmark = pytest.mark.django_db
 
 TRACK = "spotify:track:" + "A" * 22
@@ -13,23 +15,12 @@ TRACK = "spotify:track:" + "A" * 22
 @pytest.fixture
 def app_client():
     """An app's token with every scope: it acts for the users it creates."""
-    from recsys_site.auth import credential_create
-
-    client = APIClient()
-    _, token = credential_create(kind="app", app="app", scopes=["users:write", "events:write", "picks:read"])
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return make_app_client("users:write", "events:write", "picks:read", app="app", any_user=False)
 
 
 def _first_party() -> APIClient:
     """An app that may act for every user (``any_user``), with every scope."""
-    from recsys_site.auth import credential_create
-
-    client = APIClient()
-    _, token = credential_create(kind="app", app="site", scopes=["users:write", "events:write", "picks:read"],
-                                 any_user=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return make_app_client("users:write", "events:write", "picks:read")
 
 
 def test_writes_need_a_token(live):

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 import redis
-from rest_framework.test import APIClient
 
 from tests.commands import redis_calls, store_commands
+from tests.conftest import app_client
 
 pytestmark = pytest.mark.django_db
 
@@ -19,12 +19,7 @@ USERS = 50
 @pytest.fixture
 def writer():
     """A first-party app's token: it may send events for every user (recsys_site/auth.py)."""
-    from recsys_site.auth import credential_create
-
-    _, token = credential_create(kind="app", app="site", scopes=["events:write"], any_user=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return app_client("events:write")
 
 
 @pytest.fixture

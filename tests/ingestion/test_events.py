@@ -4,11 +4,11 @@ against the real store."""
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
 
 from ingestion.feedback.selectors import event_iter
 from ingestion.feedback.services import EventError, event_record_many
 from ingestion.services import user_create
+from tests.conftest import app_client as make_app_client
 
 pytestmark = pytest.mark.django_db
 
@@ -20,12 +20,7 @@ MS_PLAYED_MAX = 24 * 60 * 60 * 1000
 @pytest.fixture
 def app_client(store):
     """A first-party app's token: it may send events for every user (recsys_site/auth.py)."""
-    from recsys_site.auth import credential_create
-
-    _, token = credential_create(kind="app", app="site", scopes=["events:write"], any_user=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return make_app_client("events:write")
 
 
 @pytest.fixture

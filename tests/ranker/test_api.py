@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rest_framework.test import APIClient
+
+from tests.conftest import app_client
 
 pytestmark = pytest.mark.django_db
 
@@ -13,12 +14,7 @@ BOGUS = "spotify:track:" + "Z" * 22
 @pytest.fixture
 def api():
     """A first-party app that may read every user's picks."""
-    from recsys_site.auth import credential_create
-
-    client = APIClient()
-    _, token = credential_create(kind="app", app="site", scopes=["picks:read"], any_user=True)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return app_client("picks:read")
 
 
 def _user_with_tracks(live, n=10):

@@ -29,13 +29,10 @@ def _serve(user: str) -> dict:
 def post_events(settings):
     """POST /api/v1/events with a token; the refreshes it queues are removed from the broker afterwards."""
     import redis
-    from rest_framework.test import APIClient
 
-    from recsys_site.auth import credential_create
+    from tests.conftest import app_client
 
-    _, token = credential_create(kind="app", app="ab", scopes=["events:write"], any_user=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    client = app_client("events:write", app="ab")
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     before = {q: broker.llen(q) for q in ("refresh", "default")}
 

@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from ranker.experiments.assign import _wilson, assign, experiment_results
+from tests.conftest import app_client
 
 pytestmark = pytest.mark.django_db
 
@@ -31,12 +32,7 @@ def test_wilson_interval_by_hand():
 
 def _app(scope: str) -> APIClient:
     """A first-party app's client (it may act for every user) with one scope."""
-    from recsys_site.auth import credential_create
-
-    _, token = credential_create(kind="app", app="site", scopes=[scope], any_user=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return app_client(scope)
 
 
 def test_results_join_feedback_to_the_served_variant(live, settings):

@@ -12,6 +12,8 @@ import uuid
 import pytest
 from rest_framework.test import APIClient
 
+from tests.conftest import app_client
+
 pytestmark = pytest.mark.django_db
 
 TRACK = "spotify:track:" + "A" * 22
@@ -25,9 +27,7 @@ def _client(token: str | None = None, scheme: str = "Bearer") -> APIClient:
 
 
 def _app(name: str, scopes: str, any_user: bool = False) -> APIClient:
-    from recsys_site.auth import credential_create
-
-    return _client(credential_create(kind="app", app=name, scopes=scopes.split(","), any_user=any_user)[1])
+    return app_client(*scopes.split(","), app=name, any_user=any_user)
 
 
 @pytest.fixture

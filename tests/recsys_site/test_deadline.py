@@ -9,16 +9,13 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
+from tests.conftest import app_client
+
 pytestmark = pytest.mark.django_db
 
 
 def _site() -> APIClient:
-    from recsys_site.auth import credential_create
-
-    _, token = credential_create(kind="app", app="site", scopes=["picks:read"], any_user=True)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
+    return app_client("picks:read")
 
 
 def _stamp(seconds_ago: float, ms: bool = False) -> str:
