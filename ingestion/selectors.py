@@ -162,6 +162,13 @@ def user_exists(*, user: str) -> bool:
     return found
 
 
+def user_ids_of_source(*, source: str, batch_size: int = 1000) -> Iterator[str]:
+    """Ids of the users created by one ``source`` (``api``, ``mpd``, a triplets source), in store order, through
+    the ``source`` index."""
+    for doc in get_db()[c.USERS].find({"source": source}, {"_id": 1}, batch_size=batch_size):
+        yield doc["_id"]
+
+
 def users_existing(*, users: list[str]) -> set[str]:
     """Which of ``users`` the store knows: ``user_exists`` for a batch, with one query for the ids this process has
     not seen yet (an event batch of 1,000 users is one round trip, not 1,000)."""

@@ -11,14 +11,15 @@ from typing import Any
 from django.conf import settings
 
 from ingestion.feedback.services import event_delete_before
+from ingestion.selectors import user_ids_of_source
 from ingestion.services import catalogue_stats_compute
 from pairing.selectors import buddies_state
 from pairing.services import buddies_compute
 from ranker.experiments.assign import pinned_versions
 from ranker.experiments.served_log import served_delete_before
-from ranker.picks.precompute import picks_discard, picks_plan, picks_shard, picks_swap
+from ranker.picks.precompute import picks_discard, picks_plan, picks_refresh_user, picks_shard, picks_swap
 from ranker.picks.selectors import picks_state
-from ranker.training.selectors import live_model_clear, live_version, model_get
+from ranker.training.selectors import live_model, live_model_clear, live_version, model_get
 from ranker.training.served import served_params
 from ranker.training.services import PromotionRefused, model_files_cleanup, model_promote, ranker_train
 
@@ -40,6 +41,29 @@ def _train(ctx: Context) -> dict[str, Any]:
 
 
 def _promote(ctx: Context) -> dict[str, Any]:
+    """``train_ranker``'s last step: a refused candidate ends the run there (successfully, saying so)."""
+    try:
+        return _promote_candidate(ctx)
+    except PromotionRefused as exc:
+        version = ctx.state["model_version"]
+        raise StopJob(f"candidate {version} not promoted; the live model keeps serving: {exc}") from exc
+
+
+def _promote_or_keep(ctx: Context) -> dict[str, Any]:
+    """The weekly refresh's promotion: a refused candidate does not end the run. The live model keeps serving and
+    the buddies and picks are recomputed with it, so users and playlists that arrived since it was trained still
+    get theirs (the picks step folds in the users it does not know)."""
+    try:
+        return _promote_candidate(ctx)
+    except PromotionRefused as exc:
+        version, live = ctx.state["model_version"], live_version()
+        ctx.remember(refused=version)
+        ctx.log(f"candidate {version} refused; the live model {live} keeps serving, and the buddies and picks are "
+                f"recomputed with it: {exc}")
+        return {"live": live, "refused": version, "reason": str(exc)}
+
+
+def _promote_candidate(ctx: Context) -> dict[str, Any]:
     version = ctx.state["model_version"]
     if not ctx.params.get("promote", True):
         ctx.log(f"{version} registered as a candidate (promote=false)")
@@ -48,7 +72,7 @@ def _promote(ctx: Context) -> dict[str, Any]:
         promotion = model_promote(version=version, force=bool(ctx.params.get("force")))
     except PromotionRefused as exc:
         ctx.log(str(exc))
-        raise StopJob(f"candidate {version} not promoted; the live model keeps serving: {exc}") from exc
+        raise
     live_model_clear()
     ctx.log(f"{version} is live (was {promotion.previous})")
     return {"live": version, "previous": promotion.previous}
@@ -76,8 +100,27 @@ def _picks_swap(ctx: Context, shard_metrics: list[dict[str, Any]]) -> dict[str, 
     plan = {**ctx.state["picks_plan"], "shards": shard_metrics}
     summary = picks_swap(plan=plan, shard_metrics=shard_metrics)
     summary["shard_seconds"] = round(sum(m.get("seconds", 0.0) for m in shard_metrics), 3)
+    summary["unknown_users_folded_in"] = _picks_unknown_users(ctx)
     ctx.log(f"picks: {summary}")
     return summary
+
+
+def _picks_unknown_users(ctx: Context) -> int:
+    """Users created through the API that the serving model has never seen (they arrived after its training, e.g.
+    when this week's candidate was refused) get their picks folded in from what they like now, as a per-user
+    refresh does: the swap has just replaced the picks collection with the model's own users. Bounded by the API
+    users the model does not know."""
+    model = live_model()
+    if model is None:
+        return 0
+    known = model.user_index
+    unknown = [u for u in user_ids_of_source(source="api") if u not in known]
+    for n, user in enumerate(unknown, start=1):
+        picks_refresh_user(user=user)
+        ctx.progress(1.0, f"picks: {n:,} of {len(unknown):,} users the model does not know folded in")
+    if unknown:
+        ctx.log(f"picks: {len(unknown):,} API users unknown to {model.version} folded in")
+    return len(unknown)
 
 
 def _picks_abort(ctx: Context) -> None:
@@ -137,6 +180,8 @@ def _set_run_fields(ctx: Context, **fields: Any) -> None:
 
 TRAIN = Step("train", _train, queue="gpu", weight=6)
 PROMOTE = Step("promote", _promote, weight=0.2)
+# The weekly refresh goes on when its candidate is refused: the live model's buddies and picks are recomputed.
+PROMOTE_OR_KEEP = Step("promote", _promote_or_keep, weight=0.2)
 BUDDIES = Step("buddies", _buddies, queue="gpu", weight=1)
 # Sharded: every worker on the default queue takes a share; the new picks are swapped in after the last shard.
 PICKS = Step("picks", _picks_plan, weight=3, shard=_picks_shard, gather=_picks_swap, abort=_picks_abort)
@@ -144,7 +189,8 @@ METRICS = Step("metrics", _metrics, weight=0.1)
 CLEANUP = Step("cleanup", _cleanup, weight=0.1)
 
 register(Job("weekly_refresh", "Train the ranker, promote it if not worse, recompute buddies and every user's picks, "
-             "then remove the model versions nobody needs.", (TRAIN, PROMOTE, BUDDIES, PICKS, METRICS, CLEANUP),
+             "then remove the model versions nobody needs (a refused candidate leaves the live model serving: the "
+             "buddies and picks are recomputed with it).", (TRAIN, PROMOTE_OR_KEEP, BUDDIES, PICKS, METRICS, CLEANUP),
              params={"ranker": {}, "force": False, "shard_users": None}))
 register(Job("train_ranker", "Train the ranker and promote it if not worse (unless promote is false).",
              (TRAIN, PROMOTE), params={"ranker": {}, "force": False, "promote": True}))

@@ -250,3 +250,49 @@ def test_a_start_with_the_broker_down_fails_the_run_instead_of_leaving_it_queued
     again = job_start(name="precompute_picks", trigger="test")  # the job is free again
     assert again["status"] == "queued"
     run_cancel(run_id=again["_id"])
+
+
+@pytest.mark.slow
+def test_a_refused_candidate_still_recomputes_buddies_and_picks_with_the_live_model(demo_store, model_dir, settings,
+                                                                                   monkeypatch):
+    """The weekly refresh goes on past a refused promotion: the live model keeps serving, its buddies and picks are
+    recomputed, and a user created after the last refresh (unknown to the live model) has picks afterwards."""
+    from ingestion.selectors import track_top
+    from ingestion.services import user_create, user_playlist_create
+    from pairing.selectors import buddies_state
+    from ranker.picks.selectors import picks_for_user, picks_state
+    from ranker.training.selectors import live_model, live_model_clear, live_version, model_get
+    from recsys_site.jobs import FINISHED, job_start, run_get
+
+    first = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, sync=True, trigger="test")
+    assert first["status"] == "succeeded", first.get("traceback")
+    live = live_version()
+    buddies_before, picks_before = buddies_state()["computed_at"], picks_state()["computed_at"]
+    user = user_create(name="after-the-refresh")
+    user_playlist_create(user=user, name="my mix", tracks=[t["_id"] for t in track_top(limit=15)])
+    live_model_clear()
+    assert user not in live_model().user_index and picks_for_user(user=user) is None
+
+    # A tolerance below -1 asks a candidate for more than twice the live hit rate: the worker refuses it.
+    monkeypatch.setenv("RANKER_PROMOTION_TOLERANCE", "-1.5")
+    worker = celery_worker(settings, model_dir, "refused")
+    try:
+        run = job_start(name="weekly_refresh", params=PARAMS, trigger="test")
+        final = wait_until(lambda: (r := run_get(run_id=run["_id"]))["status"] in FINISHED and r, 300,
+                           "the refused run to finish")
+    finally:
+        stop(worker)
+    assert final["status"] == "succeeded", final.get("traceback") or final.get("error")
+    assert [s["status"] for s in final["steps"]] == ["succeeded"] * len(final["steps"])
+    promote = final["metrics"]["promote"]
+    assert promote["live"] == live == live_version()
+    assert promote["refused"] == final["model_version"] != live
+    assert "not promoted" in promote["reason"] and model_get(version=promote["refused"])["status"] == "rejected"
+    assert any(f"candidate {promote['refused']} refused" in line and "keeps serving" in line for line in final["log"])
+    assert buddies_state()["computed_at"] > buddies_before and buddies_state()["model_version"] == live
+    state = picks_state()
+    assert state["computed_at"] > picks_before and state["model_version"] == live
+    assert final["metrics"]["picks"]["unknown_users_folded_in"] == 1
+    picks = picks_for_user(user=user)
+    assert picks is not None and picks["model_version"] == live
+    assert len(picks["tracks"]) == 50 and picks["playlists"]
