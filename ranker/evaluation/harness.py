@@ -252,16 +252,52 @@ def format_table(results: dict[str, MethodResult], *, served: str | None = None)
 
 # -- playlist picks ---------------------------------------------------------------------------------------------
 
-PLAYLIST_METRICS = ("hit_rate_10", "coverage_10", "novelty_10", "diversity_10")
+PLAYLIST_METRICS = ("hit_rate_10", "coverage_10", "novelty_10", "diversity_10", "precision_10")
+CONTENT_BATCH = 64  # test playlists per sparse product in the content peer (bounds its cases × candidates overlap)
+
+
+def content_peer_picks(split: Split, cases: list[Case], *, candidates: np.ndarray, fallback: np.ndarray,
+                       k: int = 10) -> list[np.ndarray]:
+    """The content peer: for each case, the ``k`` candidate playlists nearest its seeds by track-set cosine.
+
+    cosine(S, P) = |S ∩ P| / sqrt(|S| · |P|) between the case's seed set S and a candidate's track set P (its
+    training row, binary); no buddies, no model, no title. Ties go to the lower row. Candidates sharing no track
+    are never picked by similarity: a list shorter than ``k`` is topped up from ``fallback`` (a ranking of
+    candidate rows, e.g. most followed first), as the cold start is. Returns each case's playlist rows, best first.
+    """
+    items = split.train[candidates]
+    sizes = np.diff(items.indptr).astype(np.float64)
+    out: list[np.ndarray] = []
+    for start in range(0, len(cases), CONTENT_BATCH):
+        batch = cases[start:start + CONTENT_BATCH]
+        seeds = rows_matrix([c.seeds for c in batch], split.playlists.n_items)
+        overlap = (seeds @ items.T).tocsr()
+        for n, case in enumerate(batch):
+            cols = overlap.indices[overlap.indptr[n]:overlap.indptr[n + 1]]
+            shared = overlap.data[overlap.indptr[n]:overlap.indptr[n + 1]].astype(np.float64)
+            keep = shared > 0
+            cols, shared = cols[keep], shared[keep]
+            cosine = shared / np.sqrt(len(case.seeds) * sizes[cols])
+            order = np.lexsort((candidates[cols], -cosine))[:k]
+            rows = candidates[cols[order]]
+            if len(rows) < k:
+                extra = fallback[~np.isin(fallback, rows) & (fallback != case.row)]
+                rows = np.concatenate([rows, extra[:k - len(rows)]])
+            out.append(rows.astype(np.int64))
+    return out
 
 
 def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 10,
                        show_progress: bool = False) -> dict[str, dict[str, float]]:
-    """HitRate/Coverage/Novelty/Diversity@10 of buddy playlist picks against the most-followed baseline.
+    """HitRate/Coverage/Novelty/Diversity/Precision@10 of buddy playlist picks against two baselines on the same
+    test playlists: the content peer (nearest playlists by track-set cosine, ``content_peer_picks``) and the most
+    followed.
 
     Each test playlist's owner is the user; its seeds are all the user has. Candidates are the training
     playlists (test playlists are never picked: their training rows hold only seeds). MPD users own one
-    playlist each, so a buddy's playlists are that buddy's one playlist.
+    playlist each, so a buddy's playlists are that buddy's one playlist. Only test playlists with seeds are
+    scored (every method on the same ones). ``precision_10`` is ``metrics.playlist_metrics``': the mean over the
+    picks of the share of each picked playlist's tracks that are hidden tracks of the test playlist.
     """
 
     w = weights or PlaylistWeights()
@@ -272,9 +308,11 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
                           item_artist=pl.item_artist, item_artist_name=pl.item_artist_name,
                           owners=np.asarray(pl.owners, dtype=str), candidate_mask=candidate)
     cand_rows = np.flatnonzero(candidate)
-    by_followers = cand_rows[np.argsort(-pl.followers[cand_rows], kind="stable")][:k]
-    results: dict[str, list[dict[str, float]]] = {"buddies": [], "most_followed": []}
+    ranked_by_followers = cand_rows[np.argsort(-pl.followers[cand_rows], kind="stable")]
+    by_followers = ranked_by_followers[:k]
+    results: dict[str, list[dict[str, float]]] = {"buddies": [], "content": [], "most_followed": []}
     cases = [c for c in split.cases if len(c.seeds)]
+    content = content_peer_picks(split, cases, candidates=cand_rows, fallback=ranked_by_followers[:2 * k], k=k)
     vectors = np.stack([user_vector(bpr.item_factors, c.seeds) for c in cases]) if cases else None
     buddies = exact_topk(space.vectors[cand_rows], w.buddies, queries=vectors) if cases else None
     for n, case in enumerate(tqdm(cases, disable=not show_progress, unit="playlist", leave=False)):
@@ -284,7 +322,8 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
         candidates = np.concatenate([buddy_rows, space.nearest(vectors[n], w.neighbours)])
         picks = space.rank(user_vector=vectors[n], user_tracks=case.seeds, candidates=candidates,
                            exclude={case.row}, buddy_of=buddy_of, weights=w, k=k)
-        for name, rows in (("buddies", [p.row for p in picks]), ("most_followed", by_followers.tolist())):
+        for name, rows in (("buddies", [p.row for p in picks]), ("content", content[n].tolist()),
+                           ("most_followed", by_followers.tolist())):
             sets = [space.tracks(r).tolist() for r in rows]
             results[name].append(metrics.playlist_metrics(sets, case.seeds.tolist(), case.hidden.tolist(), k=k))
     return {name: metrics.mean_metrics(rows) for name, rows in results.items()}

@@ -145,6 +145,8 @@ def playlist_metrics(
     * ``coverage_10``  = |G ∩ (∪ P)| / |G|.
     * ``novelty_10``   = mean over p in P of |p \\ seeds| / |p| (an empty pick adds 0.0); 0.0 when P is empty.
     * ``diversity_10`` = 1 - mean over pairs {p, q} of P of |p ∩ q| / |p ∪ q|; 0.0 when |P| < 2.
+    * ``precision_10`` = mean over p in P of |p ∩ G| / |p| (an empty pick adds 0.0): the share of a picked
+      playlist's tracks that are hidden tracks; 0.0 when P is empty.
 
     The keys keep the ``_10`` suffix whatever k is: it is the name the report uses. Raises
     ValueError when ``hidden`` is empty.
@@ -155,9 +157,11 @@ def playlist_metrics(
     union = set().union(*chosen)
     novelty = [len(p - seed_set) / len(p) if p else 0.0 for p in chosen]
     pairs = [_jaccard(p, q) for p, q in combinations(chosen, 2)]
+    precision = [len(p & g) / len(p) if p else 0.0 for p in chosen]
     return {
         "hit_rate_10": 1.0 if union & g else 0.0,
         "coverage_10": len(union & g) / len(g),
         "novelty_10": sum(novelty) / len(novelty) if novelty else 0.0,
         "diversity_10": 1.0 - sum(pairs) / len(pairs) if pairs else 0.0,
+        "precision_10": sum(precision) / len(precision) if precision else 0.0,
     }

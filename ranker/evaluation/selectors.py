@@ -27,7 +27,7 @@ def evaluation_versions() -> set[str]:
 
 
 TRACK_METRIC_NAMES = ("r_precision", "r_precision_artist", "ndcg_g", "ndcg", "clicks")
-PLAYLIST_METRIC_NAMES = ("hit_rate_10", "coverage_10", "novelty_10", "diversity_10")
+PLAYLIST_METRIC_NAMES = ("hit_rate_10", "coverage_10", "novelty_10", "diversity_10", "precision_10")
 
 
 def model_metrics(*, version: str) -> dict[str, float | None]:

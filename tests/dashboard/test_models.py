@@ -119,8 +119,10 @@ def test_evaluation_tables_match_the_recorded_report(versions):
             label = f"{method} (served)" if method == served else method
             assert categories[cat][label] == fmt(result["per_category"][cat]["ndcg"])
     playlists = {r["method"]: r for r in rows_of(find(detail, "models-eval-playlists"))}
-    assert set(playlists) == {"buddies (served)", "most_followed"}
-    assert playlists["most_followed"]["hit_rate_10"] == fmt(report["playlists"]["most_followed"]["hit_rate_10"])
+    assert set(playlists) == {"buddies (served)", "content", "most_followed"}
+    for method in ("content", "most_followed"):
+        for metric in ("hit_rate_10", "precision_10"):
+            assert playlists[method][metric] == fmt(report["playlists"][method][metric])
 
 
 def test_a_version_without_evaluation_says_so(versions):

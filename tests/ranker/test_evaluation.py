@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from ranker.evaluation.harness import CATEGORIES, CATEGORY_NAMES, MIN_HIDDEN, complete, split
+from ranker.evaluation.harness import (
+    CATEGORIES,
+    CATEGORY_NAMES,
+    MIN_HIDDEN,
+    complete,
+    content_peer_picks,
+    evaluate_playlists,
+    split,
+)
+from ranker.evaluation.metrics import mean_metrics, playlist_metrics
 from ranker.training.data import Playlists
 
 
@@ -69,6 +78,83 @@ def test_complete_tops_up_without_repeats():
     assert out.tolist() == [5, 3, 9, 1]
 
 
+def _content_by_hand(s, case, candidates, fallback, k=10):
+    """The content peer written out: cosine of track sets, one candidate at a time, ties to the lower row."""
+    seeds = set(case.seeds.tolist())
+    scored = []
+    for row in candidates.tolist():
+        tracks = set(s.train[row].indices.tolist())
+        shared = len(seeds & tracks)
+        if shared:
+            scored.append((-shared / np.sqrt(len(seeds) * len(tracks)), row))
+    picked = [row for _, row in sorted(scored)[:k]]
+    return picked + [r for r in fallback.tolist() if r not in picked and r != case.row][:k - len(picked)]
+
+
+def test_the_content_peer_picks_the_nearest_playlists_by_track_set_cosine():
+    pl = _playlists()
+    s = split(pl, test_size=40, random_state=2)
+    candidates = np.setdiff1d(np.arange(len(pl)), s.test_rows())
+    fallback = candidates[np.argsort(-pl.followers[candidates], kind="stable")][:20]
+    cases = [c for c in s.cases if len(c.seeds)]
+    picks = content_peer_picks(s, cases, candidates=candidates, fallback=fallback, k=10)
+    assert len(picks) == len(cases)
+    for case, rows in zip(cases, picks, strict=True):
+        assert rows.tolist() == _content_by_hand(s, case, candidates, fallback)
+        assert not set(rows.tolist()) & set(s.test_rows().tolist())  # never a test playlist
+
+
+def test_the_content_peer_on_a_hand_built_case():
+    """Four training playlists and a test playlist (row 4) whose seeds are t0, t1: cosine |S∩P| / sqrt(|S||P|) ranks
+    {t0, t1} (1.0) over {t0, t1, t2, t3} (2/sqrt(8)) over {t0, t5} (1/2); {t6, t7} shares nothing and only tops up."""
+    from ranker.evaluation.harness import Case, Split
+    from ranker.training.data import rows_matrix
+
+    docs = [{"_id": pid, "name_norm": "", "owner": f"mpd:{pid}", "num_followers": 0,
+             "tracks": [{"uri": t, "artist_key": "a", "artist_name": "A"} for t in tracks]}
+            for pid, tracks in ((0, ["t0", "t5"]), (1, ["t6", "t7"]), (2, ["t0", "t1", "t2", "t3"]),
+                                (3, ["t0", "t1"]), (4, ["t0", "t1", "t9"]))]
+    pl = Playlists.from_docs(docs)
+    item = {uri: n for n, uri in enumerate(pl.item_ids)}
+    seeds, hidden = np.array([item["t0"], item["t1"]]), np.array([item["t9"]])
+    rows = [pl.tracks_of(r) for r in range(4)] + [seeds]
+    s = Split(playlists=pl, cases=[Case(row=4, category="first5_no_title", title=None, seeds=seeds, hidden=hidden)],
+              train=rows_matrix(rows, pl.n_items), titles=None, popularity=np.zeros(pl.n_items, np.float32))
+    candidates = np.arange(4)
+    assert content_peer_picks(s, s.cases, candidates=candidates, fallback=np.array([1, 0, 4]), k=4)[0].tolist() \
+        == [3, 2, 0, 1]
+    assert content_peer_picks(s, s.cases, candidates=candidates, fallback=np.array([1]), k=2)[0].tolist() == [3, 2]
+
+
+def test_every_playlist_method_is_scored_on_the_same_test_playlists():
+    """evaluate_playlists' content peer and most-followed rows are the means over the test playlists with seeds of
+    playlist_metrics (precision included) of the picks computed here by hand."""
+    pl = _playlists()
+    s = split(pl, test_size=40, random_state=5)
+    rng = np.random.default_rng(0)
+    bpr = type("Fitted", (), {"item_factors": rng.normal(size=(pl.n_items, 8)).astype(np.float32),
+                              "item_bias": np.zeros(pl.n_items, dtype=np.float32)})()
+    results = evaluate_playlists(s, bpr)
+    assert list(results) == ["buddies", "content", "most_followed"]
+    candidates = np.setdiff1d(np.arange(len(pl)), s.test_rows())
+    ranked = candidates[np.argsort(-pl.followers[candidates], kind="stable")]
+    cases = [c for c in s.cases if len(c.seeds)]
+    assert 0 < len(cases) < len(s.cases)  # title-only cases have no seeds and are left out of every method
+
+    def tracks(row):
+        return set(s.train[row].indices.tolist())
+
+    def scored(rows_of):
+        return mean_metrics(playlist_metrics([tracks(r) for r in rows_of(c)], c.seeds.tolist(), c.hidden.tolist())
+                            for c in cases)
+
+    content = scored(lambda c: _content_by_hand(s, c, candidates, ranked[:20]))
+    followed = scored(lambda c: ranked[:10].tolist())
+    assert results["content"] == pytest.approx(content)
+    assert results["most_followed"] == pytest.approx(followed)
+    assert set(results["buddies"]) == set(content) and 0 <= results["buddies"]["precision_10"] <= 1
+
+
 @pytest.mark.slow
 def test_evaluate_command_writes_the_documented_json(demo_store, model_dir, tmp_path):
     out = tmp_path / "eval.json"
@@ -83,9 +169,9 @@ def test_evaluate_command_writes_the_documented_json(demo_store, model_dir, tmp_
     popularity = report["methods"]["popularity"]["overall"]
     assert served["r_precision"] > popularity["r_precision"]
     assert served["clicks"] < popularity["clicks"]
-    assert set(report["playlists"]) == {"buddies", "most_followed"}
+    assert set(report["playlists"]) == {"buddies", "content", "most_followed"}
     for values in report["playlists"].values():
-        assert set(values) == {"hit_rate_10", "coverage_10", "novelty_10", "diversity_10"}
+        assert set(values) == {"hit_rate_10", "coverage_10", "novelty_10", "diversity_10", "precision_10"}
     from ranker.evaluation.selectors import evaluation_latest
 
     assert evaluation_latest()["methods"] == report["methods"]

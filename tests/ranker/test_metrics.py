@@ -192,27 +192,36 @@ PICKS = [
 
 def test_playlist_metrics_three_picks():
     out = playlist_metrics(PICKS, SEEDS, HIDDEN)
-    assert list(out) == ["hit_rate_10", "coverage_10", "novelty_10", "diversity_10"]
+    assert list(out) == ["hit_rate_10", "coverage_10", "novelty_10", "diversity_10", "precision_10"]
     assert out["hit_rate_10"] == 1.0
     assert out["coverage_10"] == pytest.approx(2 / 4)  # union holds h1, h2 of 4 hidden
     assert out["novelty_10"] == pytest.approx((3 / 4 + 2 / 4 + 2 / 2) / 3)
     # Jaccard: p1-p2 = {s1, h1} / 6 tracks = 2/6; p1-p3 = 0/6; p2-p3 = 0/6
     assert out["diversity_10"] == pytest.approx(1 - (2 / 6 + 0 + 0) / 3)
+    # Precision: hidden tracks per picked track: p1 holds h1 of 4, p2 h1 and h2 of 4, p3 none of 2.
+    assert out["precision_10"] == pytest.approx((1 / 4 + 2 / 4 + 0 / 2) / 3)
 
 
 def test_playlist_metrics_only_first_k_count():
     # k = 1 keeps only p1: h1 found; one pick -> diversity 0.0; keys keep the _10 suffix
     out = playlist_metrics(PICKS, SEEDS, HIDDEN, k=1)
-    assert out == pytest.approx({"hit_rate_10": 1.0, "coverage_10": 1 / 4, "novelty_10": 3 / 4, "diversity_10": 0.0})
+    assert out == pytest.approx({"hit_rate_10": 1.0, "coverage_10": 1 / 4, "novelty_10": 3 / 4, "diversity_10": 0.0,
+                                 "precision_10": 1 / 4})
     # the hit-free pick alone
     out = playlist_metrics(PICKS[2:], SEEDS, HIDDEN)
     assert out["hit_rate_10"] == 0.0
     assert out["coverage_10"] == 0.0
+    assert out["precision_10"] == 0.0
 
 
 def test_playlist_metrics_no_picks():
     out = playlist_metrics([], SEEDS, HIDDEN)
-    assert out == {"hit_rate_10": 0.0, "coverage_10": 0.0, "novelty_10": 0.0, "diversity_10": 0.0}
+    assert out == {"hit_rate_10": 0.0, "coverage_10": 0.0, "novelty_10": 0.0, "diversity_10": 0.0, "precision_10": 0.0}
+
+
+def test_playlist_precision_counts_an_empty_pick_as_zero():
+    out = playlist_metrics([{"h1", "h2"}, set()], SEEDS, HIDDEN)
+    assert out["precision_10"] == pytest.approx((2 / 2 + 0.0) / 2)
 
 
 # --- empty hidden --------------------------------------------------------------------------------
