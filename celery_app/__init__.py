@@ -4,7 +4,8 @@ Tasks live in each package's ``tasks.py`` and stay thin: they call one service. 
 picks shards), ``gpu`` (training and KNN) and ``refresh`` (per-user picks refreshes after feedback, so that a burst
 of feedback never holds up a job's next step). One worker consuming all three is the default (``make run``); a GPU
 machine can run a worker with ``-Q gpu`` alone. The beat schedule (heartbeat, ``weekly_refresh`` at
-``REFRESH_CRONTAB``, reaping of runs whose worker died) is ``CELERY_BEAT_SCHEDULE`` in ``recsys_site/settings/base.py``.
+``REFRESH_CRONTAB``, the degradation watch every ``WATCH_INTERVAL_SECONDS``, reaping of runs whose worker died) is
+``CELERY_BEAT_SCHEDULE`` in ``recsys_site/settings/base.py``.
 """
 
 from celery import Celery

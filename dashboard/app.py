@@ -15,6 +15,9 @@ from urllib.parse import parse_qsl
 
 from dash import Dash, Input, Output, dcc, html
 
+from ranker.watch.selectors import watch_alerts_open
+
+from .components import degradation_notice
 from .pages import buddies, catalogue, engagement, explorer, jobs, models, overview
 
 log = logging.getLogger(__name__)
@@ -36,12 +39,19 @@ def create_app() -> Dash:
                   *[dcc.Link(page.TITLE, href=PREFIX + page.PATH.lstrip("/")) for page in PAGES],
                   html.A("API docs", href="/api/docs/"), html.A("Admin", href="/admin/")],
                  className="nav"),
+        html.Div(id="watch-notice"),
         html.Div(id="page"),
     ])
     app.callback(Output("page", "children"), Input("url", "pathname"), Input("url", "search"))(route)
+    app.callback(Output("watch-notice", "children"), Input("url", "pathname"))(watch_notice)
     for page in PAGES:
         page.register(app)
     return app
+
+
+def watch_notice(pathname: str | None = None) -> Any:
+    """The degradation watch's notice, shown above whichever page is open (read again at each navigation)."""
+    return degradation_notice(watch_alerts_open())
 
 
 def page_for(pathname: str | None) -> ModuleType | None:

@@ -18,6 +18,34 @@ def page(title: str, intro: str, *children: Any) -> html.Div:
     return html.Div([html.H2(title), html.P(intro, className="intro"), *children], className="page")
 
 
+def degradation_notice(alerts: Sequence[dict[str, Any]]) -> html.Div | None:
+    """The red notice over every page while the degradation watch has a signal past its threshold: one line per open
+    alert with its figures (``ranker.watch``); None when nothing is degraded."""
+    if not alerts:
+        return None
+    return html.Div([html.Strong("Degraded: "), *[html.P(_alert_line(a), className="degraded-signal")
+                                                   for a in alerts]], className="degraded", role="alert")
+
+
+def _alert_line(alert: dict[str, Any]) -> str:
+    when = f"since {_fmt(alert.get('at'))} UTC"
+    value, threshold = alert.get("value"), alert.get("threshold")
+    if alert.get("signal") == "follow_through":
+        text = (f"online follow-through {value:.2%} ({alert.get('followed', 0):,} of {alert.get('served', 0):,} "
+                f"playlist pick lists served in the last {alert.get('window_hours', 0):g} h got a follow) is below "
+                f"the threshold {threshold:.2%}, {when}; live model {alert.get('model_version')}.")
+    elif alert.get("signal") == "drift":
+        text = (f"score drift KL {value:.4f} between model versions {alert.get('model_version')} and "
+                f"{alert.get('old_version')} is above the threshold {threshold:.4f}, {when}.")
+    else:
+        text = f"{alert.get('signal')} {value} past the threshold {threshold}, {when}."
+    retrain = alert.get("retrain")
+    if retrain:
+        text += (f" Retrain started: {retrain['job']} run {retrain['run_id']}." if retrain.get("started") else
+                 f" Retrain ({retrain.get('job')}) not started: {retrain.get('reason')}.")
+    return text
+
+
 def stat_cards(stats: Iterable[tuple[str, Any]]) -> html.Div:
     return html.Div([html.Div([html.Div(_fmt(value), className="stat-value"), html.Div(label, className="stat-label")],
                               className="stat") for label, value in stats], className="stats")

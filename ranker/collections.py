@@ -15,3 +15,6 @@ SERVED = "served"  # one document per served pick list (rec_id, user, variant, i
 EXPERIMENT_STATS = "experiment_stats"  # one document per (experiment, variant): lists, users, clicks, plays, minutes
 EXPERIMENT_USERS = "experiment_users"  # one per (experiment, variant, user): exposed or not, summed ms_played
 EXPERIMENT_PENDING = "experiment_pending"  # feedback whose served list was not logged yet, claimed once it is
+# The degradation watch (ranker.watch): online follow-through and score drift against their thresholds.
+WATCH_STATE = "watch_state"  # one document per watched signal: degraded or not, since when, the last check's figures
+WATCH_ALERTS = "watch_alerts"  # one document per threshold crossing (gone bad, back to normal) with its figures

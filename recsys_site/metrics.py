@@ -7,8 +7,10 @@ so that a scrape of any worker sums them all (prometheus_client's multiprocess m
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -33,6 +35,32 @@ REQUESTS_SHED = Counter("buddies_requests_shed_total", "requests answered at onc
                         "deadline (REQUEST_DEADLINE_SECONDS)", ["answer"])
 MODEL_INFO = Gauge("buddies_live_model_info", "the model version this process serves", ["version"],
                    multiprocess_mode="max")
+# The degradation watch (ranker/watch/): set by each check, and from the stored states before every scrape.
+WATCH_DEGRADED = Gauge("buddies_degraded", "1 while a watched signal is past its threshold (follow_through: "
+                       "below WATCH_FOLLOW_THROUGH_MIN; drift: above WATCH_DRIFT_KL_MAX), else 0", ["signal"],
+                       multiprocess_mode="mostrecent")
+WATCH_VALUE = Gauge("buddies_watch_value", "a watched signal's value at its last check (follow-through share, score "
+                    "drift KL; NaN without enough data)", ["signal"], multiprocess_mode="mostrecent")
+WATCH_THRESHOLD = Gauge("buddies_watch_threshold", "a watched signal's threshold", ["signal"],
+                        multiprocess_mode="mostrecent")
+
+log = logging.getLogger(__name__)
+_scrape_hooks: list[Callable[[], None]] = []
+
+
+def on_scrape(hook: Callable[[], None]) -> None:
+    """Call ``hook`` before each scrape of /metrics (a gauge whose truth is in the store, e.g. set by a worker);
+    registered once, at start-up, by the package that owns the figures."""
+    if hook not in _scrape_hooks:
+        _scrape_hooks.append(hook)
+
+
+def _run_scrape_hooks() -> None:
+    for hook in _scrape_hooks:
+        try:
+            hook()
+        except Exception:  # a scrape never fails for one gauge: the rest are still worth having
+            log.exception("metrics: scrape hook %s failed", getattr(hook, "__qualname__", hook))
 
 
 class MetricsMiddleware:
@@ -60,6 +88,7 @@ def metrics_view(request):
     if not (scraper or staff or settings.METRICS_PUBLIC):
         return JsonResponse({"code": "not_authenticated", "message": "metrics: send the METRICS_TOKEN as a Bearer "
                              "token, or log in as staff"}, status=401)
+    _run_scrape_hooks()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

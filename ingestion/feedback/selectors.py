@@ -107,3 +107,10 @@ def event_kind_counts(*, until: datetime) -> dict[str, int]:
 def event_count_since(*, since: datetime) -> int:
     """Events stored after ``since`` (a range on the ``ts`` index: cheap when ``since`` is recent)."""
     return get_db()[c.EVENTS].count_documents({"ts": {"$gt": since}})
+
+
+def event_rec_ids_since(*, kind: str, since: datetime) -> set[str]:
+    """The distinct ``rec_id``s carried by events of one ``kind`` stored after ``since`` (a range on the ``ts``
+    index; events that answer no served list carry none and are left out)."""
+    cursor = get_db()[c.EVENTS].find({"ts": {"$gt": since}, "kind": kind}, {"rec_id": 1, "_id": 0})
+    return {e["rec_id"] for e in cursor if e.get("rec_id")}

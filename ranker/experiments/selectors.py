@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pymongo.errors import OperationFailure
@@ -19,6 +20,11 @@ def served_get_many(*, rec_ids: list[str]) -> dict[str, dict[str, Any]]:
         for doc in get_db()[c.SERVED].find({"_id": {"$in": rec_ids[start:start + 100]}}, fields):
             out[doc["_id"]] = doc
     return out
+
+
+def served_count_since(*, kind: str, since: datetime) -> int:
+    """Pick lists of one ``kind`` served after ``since`` (a range on the ``ts`` index)."""
+    return get_db()[c.SERVED].count_documents({"ts": {"$gt": since}, "kind": kind})
 
 
 def served_daily_counts(*, kind: str | None = None) -> dict[str, int]:

@@ -212,8 +212,22 @@ PICKS_SHARD_USERS = env.int("PICKS_SHARD_USERS", default=1000)
 # Above this many tracks, precomputed track picks come from candidates re-scored exactly
 # (ranker/recommenders/candidates.py) instead of scoring every track for every user.
 PICKS_DENSE_MAX_ITEMS = env.int("PICKS_DENSE_MAX_ITEMS", default=100_000)
+# Degradation watch (ranker/watch/): every WATCH_INTERVAL_SECONDS a worker checks the online follow-through (share
+# of the playlist pick lists served in the last WATCH_WINDOW_HOURS that got a follow, once at least WATCH_MIN_SERVED
+# were served) against WATCH_FOLLOW_THROUGH_MIN, and the score drift KL between the two newest model versions
+# against WATCH_DRIFT_KL_MAX. Each crossing, bad or back to normal, is recorded (watch_alerts, kept
+# WATCH_ALERTS_RETENTION_DAYS once closed), exported at /metrics (buddies_degraded) and shown on the dashboard.
+WATCH_INTERVAL_SECONDS = env.float("WATCH_INTERVAL_SECONDS", default=3600.0)
+WATCH_WINDOW_HOURS = env.float("WATCH_WINDOW_HOURS", default=24.0)
+WATCH_MIN_SERVED = env.int("WATCH_MIN_SERVED", default=200)
+WATCH_FOLLOW_THROUGH_MIN = env.float("WATCH_FOLLOW_THROUGH_MIN", default=0.02)
+WATCH_DRIFT_KL_MAX = env.float("WATCH_DRIFT_KL_MAX", default=0.25)
+WATCH_ALERTS_RETENTION_DAYS = env.float("WATCH_ALERTS_RETENTION_DAYS", default=365.0)
+# On: a signal that goes bad starts a retrain (train_playlist_ranker where that job exists, else train_ranker).
+WATCH_RETRAIN = env.bool("WATCH_RETRAIN", default=False)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "recsys_site.heartbeat", "schedule": float(HEARTBEAT_SECONDS)},
+    "degradation_watch": {"task": "ranker.watch_check", "schedule": WATCH_INTERVAL_SECONDS},
     "weekly_refresh": {"task": "recsys_site.start_job", "schedule": cron(REFRESH_CRONTAB),
                        "args": ["weekly_refresh"], "kwargs": {"trigger": "beat"}},
     "reap_job_runs": {"task": "recsys_site.reap_job_runs", "schedule": JOB_REAP_SECONDS},
