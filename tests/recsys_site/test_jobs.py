@@ -174,7 +174,7 @@ def _some_user() -> str:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_dir, settings):
+def test_a_worker_killed_mid_training_changes_nothing_served(demo_store, model_dir, settings, db):
     from ranker.picks.selectors import picks_for_user
     from ranker.training.selectors import live_model_clear, live_version
     from recsys_site.jobs import job_runs_reap, job_start, run_get
@@ -254,7 +254,7 @@ def test_a_start_with_the_broker_down_fails_the_run_instead_of_leaving_it_queued
 
 @pytest.mark.slow
 def test_a_refused_candidate_still_recomputes_buddies_and_picks_with_the_live_model(demo_store, model_dir, settings,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, db):
     """The weekly refresh goes on past a refused promotion: the live model keeps serving, its buddies and picks are
     recomputed, and a user created after the last refresh (unknown to the live model) has picks afterwards."""
     from ingestion.selectors import track_top
