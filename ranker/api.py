@@ -11,11 +11,11 @@ from rest_framework.views import APIView
 
 from ingestion.feedback.services import client_ts_parse
 from ingestion.mpd import URI_RE
-from ranker.experiments.assign import experiment_results, served_at
+from ranker.experiments.assign import experiment_results, served_context
 from ranker.picks.serve import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
 from ranker.training.selectors import live_version, model_list
 from recsys_site.api_common import KSerializer, responses
-from recsys_site.auth import check_reads, check_staff
+from recsys_site.auth import check_reads, check_staff, credential_label
 
 K_PARAM = OpenApiParameter("k", int, description="how many picks")
 TS_PARAM = OpenApiParameter("ts", str, description="when the list is shown, if not now (ISO-8601 with a time zone; "
@@ -23,15 +23,16 @@ TS_PARAM = OpenApiParameter("ts", str, description="when the list is shown, if n
                             "CLIENT_TS_MAX_AGE_DAYS old, at most CLIENT_TS_SKEW_SECONDS ahead")
 
 
-def _shown_at(request, exposure: bool):
-    """The client's ``?ts=`` as a UTC datetime (None when absent, or for a read that is not logged); 400 naming it."""
+def _served_as(request, exposure: bool) -> dict:
+    """How the served log records this read's list: the caller's credential, and the client's ``?ts=`` as a UTC
+    datetime (None when absent, or for a read that is not logged); a bad ``ts`` is a 400 naming it."""
+    if not exposure:
+        return {}
     raw = request.query_params.get("ts")
-    if raw is None or not exposure:
-        return None
-    at, why = client_ts_parse(raw, retention_days=settings.SERVED_RETENTION_DAYS)
+    at, why = client_ts_parse(raw, retention_days=settings.SERVED_RETENTION_DAYS) if raw is not None else (None, None)
     if why:
         raise ValidationError({"ts": [why]})
-    return at
+    return {"at": at, "credential": credential_label(request)}
 
 
 class PickListSerializer(serializers.Serializer):
@@ -76,7 +77,7 @@ class UserTrackPicksApi(APIView):
         exposure = check_reads(request, user)
         query = KSerializer(data=request.query_params, default=50, maximum=MAX_K)
         query.is_valid(raise_exception=True)
-        with served_at(_shown_at(request, exposure)):
+        with served_context(**_served_as(request, exposure)):
             picks = serve_track_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
         return Response(TRACK_PICKS_OUT.to_representation(picks))
 
@@ -88,7 +89,7 @@ class UserPlaylistPicksApi(APIView):
         exposure = check_reads(request, user)
         query = KSerializer(data=request.query_params, default=10, maximum=100)
         query.is_valid(raise_exception=True)
-        with served_at(_shown_at(request, exposure)):
+        with served_context(**_served_as(request, exposure)):
             picks = serve_playlist_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
         return Response(PLAYLIST_PICKS_OUT.to_representation(picks))
 

@@ -116,27 +116,32 @@ def active_for(*, kind: str, user: str) -> tuple[str | None, str, dict[str, Any]
     return None, "control", {}
 
 
-# When the lists served in this context were shown, if not now: a picks read dated by its client (``?ts=``, the
-# listening simulator's past days). Per request (a context variable), so concurrent requests never see another's.
-_served_at: ContextVar[datetime | None] = ContextVar("served_at", default=None)
+# Who asked for the lists served in this context (``app:NAME``, ``user:ID``, ``staff:NAME``: analysts filter the
+# simulator's out) and when they were shown, if not now (a picks read dated by its client, ``?ts=``: the listening
+# simulator's past days). Per request (a context variable), so concurrent requests never see another's.
+_served_context: ContextVar[dict[str, Any] | None] = ContextVar("served_context", default=None)
 
 
 @contextmanager
-def served_at(when: datetime | None) -> Iterator[None]:
-    """Log the lists served inside this block as served at ``when`` (None: now)."""
-    token = _served_at.set(when)
+def served_context(*, at: datetime | None = None, credential: str | None = None) -> Iterator[None]:
+    """Log the lists served inside this block as asked by ``credential`` and shown at ``at`` (None: now)."""
+    token = _served_context.set({"at": at, "credential": credential})
     try:
         yield
     finally:
-        _served_at.reset(token)
+        _served_context.reset(token)
 
 
 def served_record(*, rec_id: str, user: str, kind: str, experiment: str | None, variant: str,
                   model_version: str | None, source: str, items: list[Any]) -> None:
     """Log a served list (buffered: ``ranker.experiments.served_log``)."""
-    SERVED_LOG.record({"_id": rec_id, "user": user, "kind": kind, "experiment": experiment, "variant": variant,
-                       "model_version": model_version, "source": source, "items": items,
-                       "ts": _served_at.get() or datetime.now(UTC)})
+    context = _served_context.get() or {}
+    doc = {"_id": rec_id, "user": user, "kind": kind, "experiment": experiment, "variant": variant,
+           "model_version": model_version, "source": source, "items": items,
+           "ts": context.get("at") or datetime.now(UTC)}
+    if context.get("credential"):
+        doc["credential"] = context["credential"]
+    SERVED_LOG.record(doc)
 
 
 def _wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
