@@ -51,7 +51,9 @@ INTRO = ("What users do with their picks: listening on organic playlist picks ag
 CACHE_SECONDS = 60
 GROUPS = ("organic playlist picks", "track picks", "other playlists")
 AB_COLUMNS = ("variant", "users", "picks_served", "click_through", "click_through_ci", "skip_rate", "skip_rate_ci",
-              "listening_minutes_per_user", "listening_minutes_ci")
+              "listening_minutes_per_user", "listening_minutes_ci", "playlists_served", "follow_through",
+              "follow_through_ci", "follow_through_diff", "follow_through_diff_ci", "listening_minutes_diff",
+              "listening_minutes_diff_ci")
 NO_EVENTS = "No feedback events yet: apps post plays, skips, likes and follows to /api/v1/events."
 VARIANT_WINDOW_DAYS = 30  # the per-variant curves cover this many days back
 VARIANT_MAX_LISTS = 200_000  # ... and at most this many pick lists (the newest): the page's work stays bounded
@@ -250,7 +252,8 @@ def listening_figure(summary: dict[str, Any]) -> go.Figure:
 
 
 AB_METRICS = (("click_through", "click_through_ci", "Click-through"), ("skip_rate", "skip_rate_ci", "Skip rate"),
-              ("listening_minutes_per_user", "listening_minutes_ci", "Listening minutes per user"))
+              ("listening_minutes_per_user", "listening_minutes_ci", "Listening minutes per user"),
+              ("follow_through", "follow_through_ci", "Follow-through"))
 
 
 def ab_view(experiment: str | None) -> tuple[go.Figure, list[dict[str, Any]]]:
@@ -265,11 +268,12 @@ def ab_view(experiment: str | None) -> tuple[go.Figure, list[dict[str, Any]]]:
     rows = [{"variant": name, **values} for name, values in variants.items()]
     if not any(v["picks_served"] for v in variants.values()):
         return empty_figure(f"No pick lists served in experiment {experiment} yet."), rows
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{title} (95 % CI)" for _, _, title in AB_METRICS])
+    fig = make_subplots(rows=1, cols=len(AB_METRICS),
+                        subplot_titles=[f"{title} (95 % CI)" for _, _, title in AB_METRICS])
     names = list(variants)
     for col, (key, ci_key, title) in enumerate(AB_METRICS, start=1):
-        values = [variants[n][key] for n in names]
-        cis = [variants[n][ci_key] for n in names]
+        values = [variants[n].get(key, 0.0) for n in names]
+        cis = [variants[n].get(ci_key) for n in names]
         fig.add_bar(x=names, y=values, name=title, row=1, col=col,
                     error_y={"type": "data", "symmetric": False,
                              "array": [ci[1] - v if ci else 0 for v, ci in zip(values, cis, strict=True)],
@@ -302,8 +306,8 @@ def variant_days_figure(experiment: str | None, traffic: str = "all") -> go.Figu
     fig.update_yaxes(tickformat=".0%", row=1, col=1)
     fig.update_yaxes(tickformat=".0%", row=3, col=1)
     fig.update_xaxes(type="category")
-    fig.update_layout(title=f"{experiment}: per variant, by the day the lists were served (UTC; "
-                            f"{TRAFFIC.get(traffic, traffic)})", legend_title_text="variant")
+    fig.update_layout(legend_title_text=f"variant<br>({TRAFFIC.get(traffic, traffic)};<br>by the day<br>"
+                                        "lists were served, UTC)")
     return fig
 
 
