@@ -136,7 +136,7 @@ class Api:
             try:
                 response = self._session().request(method, f"{self.base}{path}", headers={"Authorization": auth},
                                                    timeout=self.timeout, **kwargs)
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a retried POST of events is stored once
                 if attempt == self.retries:
                     raise
                 time.sleep(0.5 * 2 ** attempt)
@@ -413,7 +413,7 @@ def _retrain(api: Api, params: Params, say: Callable[[str], None]) -> dict[str, 
         return {"job": params.retrain_job, "status": f"not started: HTTP {exc.status}"}
     deadline = time.monotonic() + params.retrain_timeout
     status = run.get("status")
-    while status not in ("succeeded", "failed", "cancelled", "succeeded_with_errors"):
+    while status not in ("succeeded", "failed", "cancelled"):
         if time.monotonic() > deadline:
             status = f"still {status} after {params.retrain_timeout:g} s: going on"
             break

@@ -105,8 +105,8 @@ def site(world, model_dir, tmp_path_factory):
         stop(web)
 
 
-def _simulate(site, world, *, app: str, prefix: str, out: Path) -> tuple[dict, str]:
-    printed = _manage(site["env"], "simulate_listeners", "--url", site["url"], "--create-token", "--app", app,
+def _simulate(site, world, *, app: str, prefix: str, out: Path, extra: tuple[str, ...] = ()) -> tuple[dict, str]:
+    printed = _manage(site["env"], "simulate_listeners", *extra, "--url", site["url"], "--create-token", "--app", app,
                       "--staff-token", site["staff"], "--mpd", str(world["users_file"]), "--users", str(USERS),
                       "--days", str(DAYS), "--seed", str(SEED), "--prefix", prefix, "--experiment", EXPERIMENT,
                       "--active", "0.9", "--open-playlist", "0.9", "--follow-threshold", "0.2",
@@ -116,7 +116,10 @@ def _simulate(site, world, *, app: str, prefix: str, out: Path) -> tuple[dict, s
 
 @pytest.fixture(scope="module")
 def first_run(site, world):
-    report, printed = _simulate(site, world, app="simulator", prefix="one", out=site["tmp"] / "one.json")
+    # Between the days a job is started with the staff token and followed to its end (the buddies: the same
+    # model gives the same buddies, so the second run below, which retrains nothing, is shown the same picks).
+    report, printed = _simulate(site, world, app="simulator", prefix="one", out=site["tmp"] / "one.json",
+                                extra=("--retrain-daily", "--retrain-job", "compute_buddies"))
     return {"report": report, "printed": printed}
 
 
@@ -188,3 +191,34 @@ def test_two_runs_with_the_same_seed_make_the_same_decisions(first_run, site, wo
                 same_picks += 1
                 assert mine["decisions"] == theirs["decisions"], (day, pid)
     assert same_picks >= 5, "too few user-days were shown the same picks to compare their decisions"
+
+
+def test_between_days_the_retrain_job_ran_to_its_end(first_run):
+    retrains = first_run["report"]["retrains"]
+    assert [r["status"] for r in retrains] == ["succeeded"] * (DAYS - 1), retrains
+    assert f"retrain: run {retrains[0]['run']} of compute_buddies: succeeded" in first_run["printed"]
+
+
+def test_a_user_the_api_refuses_is_skipped_with_the_reason(first_run, site, world):
+    from recsys_site.simulation import Api, Params, load_users, user_setup
+
+    token = _manage(site["env"], "create_credential", "--app", "simulator3", "--scopes",
+                    "users:write,picks:read,events:write").split()[-1]
+    users, problems = load_users([str(world["users_file"])], Params(users=USERS, seed=SEED))
+    assert not problems and len(users) == USERS
+    api = Api(site["url"], token, timeout=30)
+    why = user_setup(api, users[0], "one")  # the first run created one-PID already
+    assert why is not None and "409" in why and f"api:one-{users[0].pid}" in why
+    assert user_setup(api, users[0], "three") is None and users[0].user_id == f"api:three-{users[0].pid}"
+
+
+def test_bad_flags_are_refused_before_anything_is_sent():
+    from django.core.management import CommandError, call_command
+
+    for flags, says in ((["--active", "1.5"], "--active must be between 0 and 1"),
+                        (["--users", "0"], "--users must be at least 1"),
+                        (["--days", "40"], "CLIENT_TS_MAX_AGE_DAYS"),
+                        (["--retrain-daily"], "--staff-token")):
+        with pytest.raises(CommandError, match=says):
+            call_command("simulate_listeners", "--mpd", "nowhere", "--token", "t", "--url", "http://127.0.0.1:9",
+                         *flags)
