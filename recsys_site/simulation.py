@@ -13,13 +13,14 @@ skipped and counted, with the reason.
 
 **A day.** Each user is active with probability ``active``. An active user fetches playlist picks and track picks,
 opens each pick at rank r with probability ``p / (1 + r)^γ``, and plays what it opened in order: a track of the
-hidden taste is played through; a track by an artist they like (the artists of their playlist, known and hidden) is
-played 40–120 s; any other is mostly skipped within seconds (a ``skip``, or a play under 30 s). A playlist whose share
-of good plays (taste or liked artist) reaches ``follow_threshold`` is followed. Every event carries its list's
+hidden taste is played through; a track by an artist they like (the artists of their playlist, known and hidden; a
+track pick's artist is known when the MPD input names it) is played 40–120 s; any other is mostly skipped within
+seconds (a ``skip``, or a play under 30 s). A playlist whose share of good plays (taste or liked artist) reaches
+``follow_threshold`` is followed. Every event carries its list's
 ``rec_id`` and an ``event_id``, and a user's events of a day go in one ``POST /api/v1/events``. Day d of n is dated
 n − d days ago (``ts`` on the events, ``?ts=`` on the picks reads), so the Engagement page draws the run's days.
 
-**Determinism.** Every draw comes from a generator seeded with (seed, the user's MPD pid, day, purpose), never from
+**Determinism.** Every draw comes from a generator seeded with (seed, the user's MPD pid, day), never from
 one shared between threads: two runs with the same seed on the same store state make the same decisions.
 """
 
@@ -160,9 +161,12 @@ def _artist(name: str) -> str:
     return " ".join(name.lower().split())
 
 
-def load_users(paths: list[str], params: Params) -> tuple[list[SimUser], list[str]]:
+def load_users(paths: list[str], params: Params, artist_of: dict[str, str] | None = None
+               ) -> tuple[list[SimUser], list[str]]:
     """``params.users`` playlists of the MPD files (chosen with ``params.seed``, in pid order) as simulated users,
-    and the problems met reading the files. A playlist needs ``min_known`` + 1 distinct tracks or more."""
+    and the problems met reading the files. A playlist needs ``min_known`` + 1 distinct tracks or more. ``artist_of``,
+    if given, is filled with the artist of every track in the files: what a listener knows of a track pick's artist
+    without asking the API."""
     problems: list[str] = []
     candidates: list[dict[str, Any]] = []
     for source in iter_sources(paths):
@@ -178,7 +182,10 @@ def load_users(paths: list[str], params: Params) -> tuple[list[SimUser], list[st
             doc = validate_playlist(raw, file=source.name, index=index)
             if isinstance(doc, Problem):
                 problems.append(str(doc))
-            elif len({t["uri"] for t in doc["tracks"]}) > params.min_known:
+                continue
+            if artist_of is not None:
+                artist_of.update((t["uri"], t["artist_name"]) for t in doc["tracks"])
+            if len({t["uri"] for t in doc["tracks"]}) > params.min_known:
                 candidates.append(doc)
     candidates.sort(key=lambda d: d["pid"])
     chosen = random.Random(f"{params.seed}:users").sample(candidates, min(params.users, len(candidates)))
@@ -275,9 +282,10 @@ def _listen(rng: random.Random, params: Params, user: SimUser, uri: str, artist:
     return "play", rng.randint(*params.short_ms), False
 
 
-def user_day(api: Api, cache: PlaylistCache, params: Params, user: SimUser, day: int, shown_at: datetime
-             ) -> UserDay:
-    """One user's day: picks, what they open and play, one POST of the day's events."""
+def user_day(api: Api, cache: PlaylistCache, params: Params, user: SimUser, day: int, shown_at: datetime,
+             artist_of: dict[str, str] | None = None) -> UserDay:
+    """One user's day: picks, what they open and play, one POST of the day's events. ``artist_of``: the artists of
+    tracks the listener knows (from the MPD input), for the track picks (a playlist's tracks come with theirs)."""
     rng = random.Random(f"{params.seed}:{user.pid}:{day}")
     out = UserDay(pid=user.pid, active=rng.random() < params.active)
     if not out.active:
@@ -327,7 +335,7 @@ def user_day(api: Api, cache: PlaylistCache, params: Params, user: SimUser, day:
             if rng.random() >= params.open_track / (1 + rank) ** params.gamma:
                 continue
             uri = pick["uri"]
-            good = play(uri, None, user.durations.get(uri), tracks["rec_id"])
+            good = play(uri, (artist_of or {}).get(uri), user.durations.get(uri), tracks["rec_id"])
             out.decisions.append(["track", rank, uri, good])
         out.decisions.append(["events", [(e["kind"], e.get("track") or e.get("playlist"), e.get("ms_played"))
                                          for e in events]])
@@ -429,7 +437,8 @@ def simulate(*, api: Api, paths: list[str], params: Params, progress: bool = Tru
     """A whole run: read the users, create them, simulate ``params.days`` days, read the experiment's results."""
     began = time.perf_counter()
     report = Report(params=asdict(params))
-    users, problems = load_users(paths, params)
+    artist_of: dict[str, str] = {}
+    users, problems = load_users(paths, params, artist_of)
     report.users_read, report.input_problems = len(users), len(problems)
     for problem in problems[:5]:
         say(f"input: {problem}")
@@ -452,7 +461,8 @@ def simulate(*, api: Api, paths: list[str], params: Params, progress: bool = Tru
         totals: dict[str, list[UserDay]] = defaultdict(list)
         for day in range(1, params.days + 1):
             shown_at = now() - timedelta(days=params.days - day, hours=2)
-            days = list(_progress(pool.map(lambda u, d=day, at=shown_at: user_day(api, cache, params, u, d, at), live),
+            days = list(_progress(pool.map(lambda u, d=day, at=shown_at: user_day(api, cache, params, u, d, at,
+                                                                                   artist_of), live),
                                   total=len(live), desc=f"day {day}/{params.days}", enabled=progress))
             errors = [d.error for d in days if d.error]
             figures = day_figures(days)
