@@ -234,9 +234,12 @@ class UserDay:
     experiment: str | None = None
     playlist_lists: int = 0
     follows: int = 0
-    plays: int = 0
+    plays: int = 0  # plays, skips and listening time on the lists of the A/B experiment (as its results count)
     skips: int = 0
     ms: int = 0
+    all_plays: int = 0  # ... and on every list (track picks outside the experiment too)
+    all_skips: int = 0
+    all_ms: int = 0
     events: int = 0
     decisions: list[Any] = field(default_factory=list)
     followed: list[int] = field(default_factory=list)
@@ -308,15 +311,23 @@ def user_day(api: Api, cache: PlaylistCache, params: Params, user: SimUser, day:
             events.append({"user": user.user_id, "kind": kind, "rec_id": rec_id, "event_id": f"d{day}-{len(events)}",
                            "ts": _iso(shown_at + offset), **fields})
 
+        # The figures per variant count the lists of the experiment, as its results and the Engagement page do
+        # (when no list is in one, every list counts).
+        counted = {b["rec_id"] for b in (lists, tracks) if b.get("experiment")} or {lists["rec_id"], tracks["rec_id"]}
+
         def play(uri: str, artist: str | None, duration: int | None, rec_id: str) -> bool:
             kind, ms, good = _listen(rng, params, user, uri, artist, duration)
+            mine = rec_id in counted
             if kind == "skip":
                 emit("skip", rec_id, track=uri)
-                out.skips += 1
+                out.skips += mine
+                out.all_skips += 1
             else:
                 emit("play", rec_id, track=uri, ms_played=ms)
-                out.plays += 1
-                out.ms += ms
+                out.plays += mine
+                out.ms += ms if mine else 0
+                out.all_plays += 1
+                out.all_ms += ms
             clock[0] += ms or 0
             return good
 
@@ -352,7 +363,8 @@ def user_day(api: Api, cache: PlaylistCache, params: Params, user: SimUser, day:
 def day_figures(days: list[UserDay]) -> dict[str, dict[str, Any]]:
     """Per A/B variant of some user-days: active users (distinct), playlist lists served, follows, follow-through
     (playlist lists with a follow ÷ playlist lists served, as the A/B results and the Engagement page count it),
-    plays, skips, skip rate (skips ÷ plays and skips, as they count it too) and listening minutes per user-day."""
+    and on the experiment's lists plays, skips, skip rate (skips ÷ plays and skips) and listening minutes per
+    user-day, as they count them too; ``all_*``: the same over every list (track picks outside the experiment)."""
     by: dict[str, list[UserDay]] = defaultdict(list)
     for d in days:
         if d.active and d.error is None:
@@ -369,6 +381,8 @@ def day_figures(days: list[UserDay]) -> dict[str, dict[str, Any]]:
                         "plays": plays, "skips": skips,
                         "skip_rate": round(skips / (plays + skips), 6) if plays + skips else 0.0,
                         "minutes_per_user": round(ms / 60_000 / len(mine), 6),
+                        "all_plays": sum(d.all_plays for d in mine), "all_skips": sum(d.all_skips for d in mine),
+                        "all_minutes_per_user": round(sum(d.all_ms for d in mine) / 60_000 / len(mine), 6),
                         "events": sum(d.events for d in mine)}
     return out
 

@@ -141,14 +141,14 @@ def test_the_follows_of_day_one_change_day_twos_picks(first_run):
     assert all(not d["error"] for day in report["trace"].values() for d in day)
 
 
-def test_the_printed_and_written_figures_equal_what_the_store_holds(first_run, module_store):
+def test_the_printed_and_written_figures_equal_what_the_store_holds(first_run, module_store, settings):
     report = first_run["report"]
     events = list(module_store.events.find({"credential": "app:simulator"}, {"kind": 1, "ts": 1, "rec_id": 1}))
     kinds = Counter(e["kind"] for e in events)
     totals = report["totals"]
     assert kinds["follow"] == sum(v["follows"] for v in totals.values()) > 0
-    assert kinds["play"] == sum(v["plays"] for v in totals.values()) > 0
-    assert kinds["skip"] == sum(v["skips"] for v in totals.values()) > 0
+    assert kinds["play"] == sum(v["all_plays"] for v in totals.values()) > sum(v["plays"] for v in totals.values())
+    assert kinds["skip"] == sum(v["all_skips"] for v in totals.values()) > 0
     # Day d's events and lists are dated d days back from the last: the Engagement page draws the run's days.
     dates = [d["date"] for d in report["days"]]
     assert len(set(dates)) == DAYS
@@ -167,6 +167,19 @@ def test_the_printed_and_written_figures_equal_what_the_store_holds(first_run, m
         assert results[variant]["follow_through"] == pytest.approx(figures["follow_through"], abs=1e-6)
         assert results[variant]["users"] == figures["active_users"]
     assert "follow_through_diff_ci" in results["discovery"]
+    # The Engagement page draws the same figures per variant and day (the simulated traffic alone, or all of it).
+    from dashboard.pages.engagement import variant_days
+
+    settings.SIMULATED_CREDENTIALS = ["app:simulator"]
+    variant_days.cache_clear()
+    curves = variant_days(EXPERIMENT, "simulated")
+    for day in report["days"]:
+        for variant, figures in day["variants"].items():
+            at = curves[variant]["days"].index(day["date"])
+            for key in ("follow_through", "minutes_per_user", "skip_rate"):
+                assert curves[variant][key][at] == pytest.approx(figures[key], abs=1e-5), (day["day"], variant, key)
+            assert curves[variant]["users"][at] == figures["active_users"]
+    assert variant_days(EXPERIMENT, "real") == {}
     # What it printed: a table per day with each variant's line, then the results.
     printed = first_run["printed"]
     for day in report["days"]:
