@@ -174,6 +174,9 @@ class EventSerializer(serializers.Serializer):
     event_id = serializers.CharField(required=False, min_length=1, max_length=ID_MAX_CHARS,
                                      help_text="a client-generated id, unique per user: a retried event with the "
                                                "same one is stored once")
+    ts = serializers.CharField(required=False, help_text="when it happened, ISO-8601 with a time zone (default: when "
+                                                         "it is stored); at most CLIENT_TS_MAX_AGE_DAYS old, at most "
+                                                         "CLIENT_TS_SKEW_SECONDS ahead")
 
 
 EVENT_FIELDS = tuple(EventSerializer().fields)

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ingestion.feedback.services import client_ts_parse
 from ingestion.mpd import URI_RE
-from ranker.experiments.assign import experiment_results
+from ranker.experiments.assign import experiment_results, served_context
 from ranker.picks.serve import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
 from ranker.training.selectors import live_version, model_list
 from recsys_site.api_common import KSerializer, responses
-from recsys_site.auth import check_reads, check_staff
+from recsys_site.auth import check_reads, check_staff, credential_label
 
 K_PARAM = OpenApiParameter("k", int, description="how many picks")
+TS_PARAM = OpenApiParameter("ts", str, description="when the list is shown, if not now (ISO-8601 with a time zone; "
+                            "a replaying client, the listening simulator): the served log dates it so; at most "
+                            "CLIENT_TS_MAX_AGE_DAYS old, at most CLIENT_TS_SKEW_SECONDS ahead")
+
+
+def _served_as(request, exposure: bool) -> dict:
+    """How the served log records this read's list: the caller's credential, and the client's ``?ts=`` as a UTC
+    datetime (None when absent, or for a read that is not logged); a bad ``ts`` is a 400 naming it."""
+    if not exposure:
+        return {}
+    raw = request.query_params.get("ts")
+    at, why = client_ts_parse(raw, retention_days=settings.SERVED_RETENTION_DAYS) if raw is not None else (None, None)
+    if why:
+        raise ValidationError({"ts": [why]})
+    return {"at": at, "credential": credential_label(request)}
 
 
 class PickListSerializer(serializers.Serializer):
@@ -55,22 +72,25 @@ PLAYLIST_PICKS_OUT = PlaylistPicksSerializer()
 
 
 class UserTrackPicksApi(APIView):
-    @extend_schema(parameters=[K_PARAM], responses=responses(TrackPicksSerializer, 400, 401, 403, 404))
+    @extend_schema(parameters=[K_PARAM, TS_PARAM], responses=responses(TrackPicksSerializer, 400, 401, 403, 404))
     def get(self, request, user: str):
         exposure = check_reads(request, user)
         query = KSerializer(data=request.query_params, default=50, maximum=MAX_K)
         query.is_valid(raise_exception=True)
-        picks = serve_track_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
+        with served_context(**_served_as(request, exposure)):
+            picks = serve_track_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
         return Response(TRACK_PICKS_OUT.to_representation(picks))
 
 
 class UserPlaylistPicksApi(APIView):
-    @extend_schema(parameters=[K_PARAM], responses=responses(PlaylistPicksSerializer, 400, 401, 403, 404))
+    @extend_schema(parameters=[K_PARAM, TS_PARAM],
+                   responses=responses(PlaylistPicksSerializer, 400, 401, 403, 404))
     def get(self, request, user: str):
         exposure = check_reads(request, user)
         query = KSerializer(data=request.query_params, default=10, maximum=100)
         query.is_valid(raise_exception=True)
-        picks = serve_playlist_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
+        with served_context(**_served_as(request, exposure)):
+            picks = serve_playlist_picks(user=user, k=query.validated_data["k"], record=exposure)  # UnknownUser: 404
         return Response(PLAYLIST_PICKS_OUT.to_representation(picks))
 
 
@@ -132,10 +152,13 @@ class ModelListApi(APIView):
 
 
 class ExperimentResultsApi(APIView):
-    """Per variant: users, picks served, click-through, skip rate, listening minutes, with 95 % intervals (staff)."""
+    """Per variant: users, picks served, click-through, follow-through, skip rate, listening minutes, with 95 %
+    intervals, and each variant's difference to the baseline in follow-through and minutes, with its 95 % interval
+    (staff)."""
 
     class ExperimentResultsSerializer(serializers.Serializer):
         experiment = serializers.CharField()
+        baseline = serializers.CharField(allow_null=True, help_text="the variant the *_diff figures compare against")
         variants = serializers.DictField(child=serializers.DictField())
 
     @extend_schema(responses=responses(ExperimentResultsSerializer, 401, 403, 404))

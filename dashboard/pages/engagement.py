@@ -6,6 +6,10 @@
   rate per day (playlist pick lists served that day that got at least one follow ÷ playlist pick lists served
   that day: a follow is credited to the day its list was served, however late it came).
 - A/B results per variant with 95 % confidence intervals (``ranker.experiments.experiment_results``).
+- Per-variant daily curves of the chosen experiment (follow-through, listening minutes per user, skip rate), from
+  its playlist pick lists served in the last ``VARIANT_WINDOW_DAYS`` days and the plays and skips that answer them;
+  a list's follows and plays are credited to the day it was served. Simulated traffic (the credentials of
+  ``SIMULATED_CREDENTIALS``, which events and served lists record) can be left out or shown alone.
 - Score drift between the two newest model versions: the score histograms training records, and KL(new‖old).
 
 Speed: **cached aggregates**, not an incremental rollup. A page view reads one summary memoised per process for
@@ -22,16 +26,18 @@ passes a second.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import plotly.graph_objects as go
 from dash import Dash, Input, Output, dcc, html
+from django.conf import settings
 from plotly.subplots import make_subplots
 
-from ingestion.feedback.selectors import event_daily_counts, event_totals_by_rec
+from ingestion.feedback.selectors import event_daily_counts, event_totals_by_rec, event_totals_for_recs
 from ranker.experiments.assign import experiment_results, experiments
-from ranker.experiments.selectors import served_daily_counts, served_get_many
+from ranker.experiments.selectors import served_daily_counts, served_experiment_lists, served_get_many
 from ranker.training.selectors import histogram_version_count, score_drift
 
 from ..cache import cached
@@ -45,8 +51,16 @@ INTRO = ("What users do with their picks: listening on organic playlist picks ag
 CACHE_SECONDS = 60
 GROUPS = ("organic playlist picks", "track picks", "other playlists")
 AB_COLUMNS = ("variant", "users", "picks_served", "click_through", "click_through_ci", "skip_rate", "skip_rate_ci",
-              "listening_minutes_per_user", "listening_minutes_ci")
+              "listening_minutes_per_user", "listening_minutes_ci", "playlists_served", "follow_through",
+              "follow_through_ci", "follow_through_diff", "follow_through_diff_ci", "listening_minutes_diff",
+              "listening_minutes_diff_ci")
 NO_EVENTS = "No feedback events yet: apps post plays, skips, likes and follows to /api/v1/events."
+VARIANT_WINDOW_DAYS = 30  # the per-variant curves cover this many days back
+VARIANT_MAX_LISTS = 200_000  # ... and at most this many pick lists (the newest): the page's work stays bounded
+TRAFFIC = {"all": "all traffic", "real": "without simulated", "simulated": "simulated only"}
+VARIANT_METRICS = (("follow_through", "Follow-through (lists with a follow ÷ playlist lists served)", ".0%"),
+                   ("minutes_per_user", "Listening minutes per user", ".1f"),
+                   ("skip_rate", "Skip rate (skips ÷ plays and skips)", ".0%"))
 
 
 def layout(experiment: str | None = None, **_: Any) -> html.Div:
@@ -82,6 +96,10 @@ def layout(experiment: str | None = None, **_: Any) -> html.Div:
         ], className="controls"),
         graph(ab_figure, id="engagement-ab", height=340),
         table(ab_rows, AB_COLUMNS, id="engagement-ab-table"),
+        html.H3("Per variant, day by day"),
+        dcc.RadioItems(id="engagement-traffic", options=[{"label": v, "value": k} for k, v in TRAFFIC.items()],
+                       value="all", inline=True, className="controls"),
+        graph(variant_days_figure(chosen, "all"), id="engagement-variant-days", height=620),
         html.H3("Score drift between the last two model versions"),
         html.P(drift_text, id="engagement-drift-kl", className="note"),
         graph(drift_figure, id="engagement-drift", height=340),
@@ -91,6 +109,8 @@ def layout(experiment: str | None = None, **_: Any) -> html.Div:
 def register(app: Dash) -> None:
     app.callback(Output("engagement-ab", "figure"), Output("engagement-ab-table", "rowData"),
                  Input("engagement-experiment", "value"))(ab_update)
+    app.callback(Output("engagement-variant-days", "figure"), Input("engagement-experiment", "value"),
+                 Input("engagement-traffic", "value"))(variant_days_update)
 
 
 # -- callbacks --------------------------------------------------------------------------------------------------
@@ -99,6 +119,11 @@ def ab_update(experiment: str | None) -> tuple[go.Figure, list[dict[str, Any]]]:
     """The chosen experiment's results: the figure and the table's data."""
     figure, rows = ab_view(experiment)
     return styled(figure, 340), table_data(rows, AB_COLUMNS)
+
+
+def variant_days_update(experiment: str | None, traffic: str | None) -> go.Figure:
+    """The chosen experiment's per-variant daily curves, for the chosen traffic."""
+    return styled(variant_days_figure(experiment, traffic or "all"), 620)
 
 
 # -- aggregates -------------------------------------------------------------------------------------------------
@@ -136,6 +161,45 @@ def engagement_summary() -> dict[str, Any]:
                    "lists": [lists[d] for d in follow_days],
                    "rate": [followed[d] / lists[d] for d in follow_days]},
     }
+
+
+@cached(CACHE_SECONDS)
+def variant_days(experiment: str, traffic: str = "all") -> dict[str, dict[str, list[Any]]]:
+    """Per variant of ``experiment`` and UTC day its playlist pick lists were served: ``lists``, ``followed`` (lists
+    with a follow), ``follow_through``, ``users`` (distinct users served), ``minutes_per_user`` (the plays answering
+    those lists), ``plays``, ``skips``, ``skip_rate``. ``traffic``: "all", "real" (without
+    ``SIMULATED_CREDENTIALS``) or "simulated" (those alone). Two bounded reads: the lists of the last
+    ``VARIANT_WINDOW_DAYS`` days (at most ``VARIANT_MAX_LISTS``), and their plays and skips grouped per list."""
+    since = datetime.now(UTC) - timedelta(days=VARIANT_WINDOW_DAYS)
+    simulated = list(settings.SIMULATED_CREDENTIALS)
+    if traffic == "simulated" and not simulated:
+        return {}
+    lists = served_experiment_lists(experiment=experiment, since=since, limit=VARIANT_MAX_LISTS,
+                                    credentials=simulated if traffic != "all" else None, exclude=traffic == "real")
+    answers = event_totals_for_recs(rec_ids=[doc["_id"] for doc in lists])
+    cells: dict[tuple[str, str], dict[str, Any]] = defaultdict(
+        lambda: {"lists": 0, "followed": 0, "users": set(), "ms": 0, "plays": 0, "skips": 0})
+    for doc in lists:
+        cell = cells[(doc["variant"], f"{doc['ts']:%Y-%m-%d}")]
+        mine = answers.get(doc["_id"], {})
+        cell["lists"] += 1
+        cell["followed"] += bool(doc.get("followed"))
+        cell["users"].add(doc["user"])
+        cell["plays"] += mine.get("play", {}).get("events", 0)
+        cell["ms"] += mine.get("play", {}).get("ms_played", 0)
+        cell["skips"] += mine.get("skip", {}).get("events", 0)
+    out: dict[str, dict[str, list[Any]]] = {}
+    for variant in sorted({v for v, _ in cells}):
+        days = sorted(d for v, d in cells if v == variant)
+        rows = [cells[(variant, d)] for d in days]
+        out[variant] = {
+            "days": days, "lists": [r["lists"] for r in rows], "followed": [r["followed"] for r in rows],
+            "follow_through": [r["followed"] / r["lists"] for r in rows],
+            "users": [len(r["users"]) for r in rows],
+            "minutes_per_user": [r["ms"] / 60_000 / len(r["users"]) for r in rows],
+            "plays": [r["plays"] for r in rows], "skips": [r["skips"] for r in rows],
+            "skip_rate": [r["skips"] / (r["plays"] + r["skips"]) if r["plays"] + r["skips"] else None for r in rows]}
+    return out
 
 
 @cached(CACHE_SECONDS)
@@ -188,7 +252,8 @@ def listening_figure(summary: dict[str, Any]) -> go.Figure:
 
 
 AB_METRICS = (("click_through", "click_through_ci", "Click-through"), ("skip_rate", "skip_rate_ci", "Skip rate"),
-              ("listening_minutes_per_user", "listening_minutes_ci", "Listening minutes per user"))
+              ("listening_minutes_per_user", "listening_minutes_ci", "Listening minutes per user"),
+              ("follow_through", "follow_through_ci", "Follow-through"))
 
 
 def ab_view(experiment: str | None) -> tuple[go.Figure, list[dict[str, Any]]]:
@@ -203,17 +268,47 @@ def ab_view(experiment: str | None) -> tuple[go.Figure, list[dict[str, Any]]]:
     rows = [{"variant": name, **values} for name, values in variants.items()]
     if not any(v["picks_served"] for v in variants.values()):
         return empty_figure(f"No pick lists served in experiment {experiment} yet."), rows
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[f"{title} (95 % CI)" for _, _, title in AB_METRICS])
+    fig = make_subplots(rows=1, cols=len(AB_METRICS),
+                        subplot_titles=[f"{title} (95 % CI)" for _, _, title in AB_METRICS])
     names = list(variants)
     for col, (key, ci_key, title) in enumerate(AB_METRICS, start=1):
-        values = [variants[n][key] for n in names]
-        cis = [variants[n][ci_key] for n in names]
+        values = [variants[n].get(key, 0.0) for n in names]
+        cis = [variants[n].get(ci_key) for n in names]
         fig.add_bar(x=names, y=values, name=title, row=1, col=col,
                     error_y={"type": "data", "symmetric": False,
                              "array": [ci[1] - v if ci else 0 for v, ci in zip(values, cis, strict=True)],
                              "arrayminus": [v - ci[0] if ci else 0 for v, ci in zip(values, cis, strict=True)]})
     fig.update_layout(showlegend=False)
     return fig, rows
+
+
+def variant_days_figure(experiment: str | None, traffic: str = "all") -> go.Figure:
+    """Three stacked panels (follow-through, minutes per user, skip rate), one line per variant, by served day."""
+    if not experiment or experiment not in experiments():
+        return empty_figure("No A/B experiment is configured (setting EXPERIMENTS).")
+    curves = variant_days(experiment, traffic)
+    if not curves:
+        return empty_figure(f"No playlist pick lists served in experiment {experiment} in the last "
+                            f"{VARIANT_WINDOW_DAYS} days ({TRAFFIC.get(traffic, traffic)}).")
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[title for _, title, _ in VARIANT_METRICS])
+    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+    for n, (variant, c) in enumerate(curves.items()):
+        for row, (key, _, fmt) in enumerate(VARIANT_METRICS, start=1):
+            fig.add_scatter(x=c["days"], y=c[key], mode="lines+markers", name=variant, legendgroup=variant,
+                            showlegend=row == 1, line={"color": colours[n % len(colours)]}, row=row, col=1,
+                            customdata=list(zip(c["lists"], c["followed"], c["users"], c["plays"], c["skips"],
+                                                strict=True)),
+                            hovertemplate=f"{variant} %{{x}}: %{{y:{fmt}}} (%{{customdata[0]}} lists, "
+                                          "%{customdata[1]} followed, %{customdata[2]} users, %{customdata[3]} "
+                                          "plays, %{customdata[4]} skips)<extra></extra>")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(tickformat=".0%", row=3, col=1)
+    fig.update_xaxes(type="category")
+    fig.update_layout(legend_title_text=f"variant<br>({TRAFFIC.get(traffic, traffic)};<br>by the day<br>"
+                                        "lists were served, UTC)")
+    return fig
 
 
 def drift_view() -> tuple[go.Figure, str, float | None]:

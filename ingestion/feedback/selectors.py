@@ -114,3 +114,29 @@ def event_rec_ids_since(*, kind: str, since: datetime) -> set[str]:
     index; events that answer no served list carry none and are left out)."""
     cursor = get_db()[c.EVENTS].find({"ts": {"$gt": since}, "kind": kind}, {"rec_id": 1, "_id": 0})
     return {e["rec_id"] for e in cursor if e.get("rec_id")}
+
+
+def event_totals_for_recs(*, rec_ids: list[str], kinds: tuple[str, ...] = ("play", "skip"),
+                          chunk: int = 500) -> dict[str, dict[str, dict[str, int]]]:
+    """Per served list (``rec_id``) and event kind: ``events`` and summed ``ms_played``, grouped by the server one
+    ``chunk`` of rec_ids at a time (on the ``rec_id`` index): what comes back is a row per list and kind, never the
+    events. Lists with no such events are missing."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for start in range(0, len(rec_ids), chunk):
+        match = {"rec_id": {"$in": rec_ids[start:start + chunk]}, "kind": {"$in": list(kinds)}}
+        try:
+            rows = [(r["_id"]["rec_id"], r["_id"]["kind"], int(r["events"]), int(r["ms"] or 0))
+                    for r in get_db()[c.EVENTS].aggregate([
+                        {"$match": match},
+                        {"$group": {"_id": {"rec_id": "$rec_id", "kind": "$kind"}, "events": {"$sum": 1},
+                                    "ms": {"$sum": "$ms_played"}}}])]
+        except OperationFailure:  # a server without $group on a compound key: sum here
+            sums: dict[tuple[str, str], list[int]] = {}
+            for event in get_db()[c.EVENTS].find(match, {"rec_id": 1, "kind": 1, "ms_played": 1, "_id": 0}):
+                row = sums.setdefault((event["rec_id"], event["kind"]), [0, 0])
+                row[0] += 1
+                row[1] += int(event.get("ms_played") or 0)
+            rows = [(rec, kind, n, ms) for (rec, kind), (n, ms) in sums.items()]
+        for rec, kind, n, ms in rows:
+            out.setdefault(rec, {})[kind] = {"events": n, "ms_played": ms}
+    return out

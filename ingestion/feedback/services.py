@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from pymongo.errors import BulkWriteError
 
 from recsys_site.mongo import get_db
@@ -43,6 +44,37 @@ def _text_id_error(value: Any) -> str | None:
     return None
 
 
+def client_ts_max_age_days(retention_days: float) -> float:
+    """How old a client's ``ts`` may be: ``CLIENT_TS_MAX_AGE_DAYS``, and never past ``retention_days`` (what the
+    store keeps of that collection; 0 keeps forever), so that a dated document is not expired as it lands."""
+    limits = [d for d in (settings.CLIENT_TS_MAX_AGE_DAYS, retention_days) if d > 0]
+    return min(limits) if limits else float("inf")
+
+
+def client_ts_parse(value: Any, *, retention_days: float, now: datetime | None = None
+                    ) -> tuple[datetime | None, str | None]:
+    """A client's timestamp (ISO-8601 text with a time zone, e.g. ``2026-05-01T12:00:00Z``) as a UTC datetime, or
+    why it is refused: not such text, more than ``CLIENT_TS_SKEW_SECONDS`` in the future, or older than
+    ``client_ts_max_age_days(retention_days)``. Events (``ts``) and picks reads (``?ts=``) share it."""
+    now = now or _now()
+    max_days = client_ts_max_age_days(retention_days)
+    shape = "an ISO-8601 date and time with a time zone, e.g. 2026-05-01T12:00:00Z"
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None, f"optional; {shape}"
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None, f"optional; {shape}, not {value!r}"
+    if at.tzinfo is None or at.utcoffset() is None:
+        return None, f"optional; {shape}: {value!r} has no time zone"
+    at = at.astimezone(UTC)
+    if at > now + timedelta(seconds=settings.CLIENT_TS_SKEW_SECONDS):
+        return None, f"{value} is in the future (more than {settings.CLIENT_TS_SKEW_SECONDS:g} s ahead of the server)"
+    if at < now - timedelta(days=max_days):
+        return None, f"{value} is older than {max_days:g} days (CLIENT_TS_MAX_AGE_DAYS, retention)"
+    return at, None
+
+
 def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """The one place an event is validated: the document to store, or its field errors."""
     if not isinstance(raw, dict):
@@ -66,9 +98,16 @@ def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
     for name, value in (("rec_id", rec_id), ("event_id", event_id)):
         if value is not None and (why := _text_id_error(value)):
             errors[name] = f"optional; {why}"
+    ts = _now()
+    if raw.get("ts") is not None:  # the client's time of the event (a replay, the simulator): bounded both ways
+        at, why = client_ts_parse(raw["ts"], retention_days=settings.EVENTS_RETENTION_DAYS, now=ts)
+        if why:
+            errors["ts"] = why
+        else:
+            ts = at
     if errors:
         return None, errors
-    doc = {"user": user, "kind": kind, "ts": _now(), "rec_id": rec_id}
+    doc = {"user": user, "kind": kind, "ts": ts, "rec_id": rec_id}
     doc |= {"track": track} if kind in TRACK_KINDS else {"playlist": playlist}
     if ms is not None:
         doc["ms_played"] = ms

@@ -16,6 +16,9 @@ import json
 import logging
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,12 +116,32 @@ def active_for(*, kind: str, user: str) -> tuple[str | None, str, dict[str, Any]
     return None, "control", {}
 
 
+# Who asked for the lists served in this context (``app:NAME``, ``user:ID``, ``staff:NAME``: analysts filter the
+# simulator's out) and when they were shown, if not now (a picks read dated by its client, ``?ts=``: the listening
+# simulator's past days). Per request (a context variable), so concurrent requests never see another's.
+_served_context: ContextVar[dict[str, Any] | None] = ContextVar("served_context", default=None)
+
+
+@contextmanager
+def served_context(*, at: datetime | None = None, credential: str | None = None) -> Iterator[None]:
+    """Log the lists served inside this block as asked by ``credential`` and shown at ``at`` (None: now)."""
+    token = _served_context.set({"at": at, "credential": credential})
+    try:
+        yield
+    finally:
+        _served_context.reset(token)
+
+
 def served_record(*, rec_id: str, user: str, kind: str, experiment: str | None, variant: str,
                   model_version: str | None, source: str, items: list[Any]) -> None:
     """Log a served list (buffered: ``ranker.experiments.served_log``)."""
-    SERVED_LOG.record({"_id": rec_id, "user": user, "kind": kind, "experiment": experiment, "variant": variant,
-                       "model_version": model_version, "source": source, "items": items,
-                       "ts": datetime.now(UTC)})
+    context = _served_context.get() or {}
+    doc = {"_id": rec_id, "user": user, "kind": kind, "experiment": experiment, "variant": variant,
+           "model_version": model_version, "source": source, "items": items,
+           "ts": context.get("at") or datetime.now(UTC)}
+    if context.get("credential"):
+        doc["credential"] = context["credential"]
+    SERVED_LOG.record(doc)
 
 
 def _wilson(successes: int, n: int, z: float = 1.96) -> list[float] | None:
@@ -142,6 +165,33 @@ def _mean_ci(values: list[float], z: float = 1.96) -> tuple[float, list[float] |
     return mean, [round(mean - half, 6), round(mean + half, 6)]
 
 
+def _diff_ci(p1: float, ci1: list[float] | None, p2: float, ci2: list[float] | None) -> list[float] | None:
+    """95 % interval of the difference p1 - p2 of two independent proportions, from their Wilson intervals
+    (Newcombe's hybrid score method: as well-behaved near 0 and 1 as the intervals it is built from)."""
+    if ci1 is None or ci2 is None:
+        return None
+    d = p1 - p2
+    low = d - math.sqrt((p1 - ci1[0]) ** 2 + (ci2[1] - p2) ** 2)
+    high = d + math.sqrt((ci1[1] - p1) ** 2 + (p2 - ci2[0]) ** 2)
+    return [round(low, 6), round(high, 6)]
+
+
+def _mean_diff_ci(a: tuple[int, float, float], b: tuple[int, float, float], z: float = 1.96
+                  ) -> tuple[float, list[float] | None]:
+    """The difference of two means and its 95 % (Welch, normal) interval, from each side's count, sum and sum of
+    squares (what ``experiment_stats`` keeps)."""
+    (n1, s1, q1), (n2, s2, q2) = a, b
+    if n1 == 0 or n2 == 0:
+        return 0.0, None
+    d = s1 / n1 - s2 / n2
+    if n1 < 2 or n2 < 2:
+        return d, None
+    v1 = max(q1 - s1 * s1 / n1, 0.0) / (n1 - 1)
+    v2 = max(q2 - s2 * s2 / n2, 0.0) / (n2 - 1)
+    half = z * math.sqrt(v1 / n1 + v2 / n2)
+    return d, [round(d - half, 6), round(d + half, 6)]
+
+
 def _mean_ci_from_sums(n: int, total: float, squares: float, z: float = 1.96
                        ) -> tuple[float, list[float] | None]:
     """``_mean_ci`` from the count, sum and sum of squares of the values (what ``experiment_stats`` keeps)."""
@@ -156,8 +206,11 @@ def _mean_ci_from_sums(n: int, total: float, squares: float, z: float = 1.96
 
 
 def experiment_results(*, name: str) -> dict[str, Any]:
-    """Per variant: users, pick lists served, click-through (a follow or a play after a pick), skip rate and
-    listening minutes per user, each with a 95 % confidence interval. ``KeyError`` for an unknown experiment.
+    """Per variant: users, pick lists served, click-through (a follow or a play after a pick), follow-through
+    (playlist pick lists with a follow ÷ playlist pick lists served), skip rate and listening minutes per user, each
+    with a 95 % confidence interval; and for each variant but the ``baseline`` ("control", else the first), its
+    difference to the baseline in follow-through and in minutes per user with the difference's 95 % interval.
+    ``KeyError`` for an unknown experiment.
 
     Read from the counters kept as lists are logged and feedback is stored (``ranker.experiments.stats``): one
     small document per variant, whatever the number of lists and events behind it."""
@@ -165,6 +218,7 @@ def experiment_results(*, name: str) -> dict[str, Any]:
     SERVED_LOG.flush()  # this process's buffered lists count too
     kept = stats_read(get_db(), experiment=name)
     out: dict[str, Any] = {}
+    sums: dict[str, tuple[int, float, float]] = {}
     for variant in spec["variants"]:
         row = kept.get(variant, {})
         served, users = int(row.get("picks_served", 0)), int(row.get("users", 0))
@@ -174,10 +228,25 @@ def experiment_results(*, name: str) -> dict[str, Any]:
                         "click_through_ci": _wilson(clicked, served),
                         "skip_rate": round(skips / (plays + skips), 6) if plays + skips else 0.0,
                         "skip_rate_ci": _wilson(skips, plays + skips)}
-        minutes, minutes_ci = _mean_ci_from_sums(int(row.get("ms_users", 0)), float(row.get("min_sum", 0.0)),
-                                                 float(row.get("min_sq", 0.0)))
+        lists, followed = int(row.get("playlists_served", 0)), int(row.get("followed", 0))
+        out[variant] |= {"playlists_served": lists,
+                         "follow_through": round(followed / lists, 6) if lists else 0.0,
+                         "follow_through_ci": _wilson(followed, lists)}
+        sums[variant] = (int(row.get("ms_users", 0)), float(row.get("min_sum", 0.0)), float(row.get("min_sq", 0.0)))
+        minutes, minutes_ci = _mean_ci_from_sums(*sums[variant])
         out[variant]["listening_minutes_per_user"], out[variant]["listening_minutes_ci"] = round(minutes, 6), minutes_ci
-    return {"experiment": name, "variants": out}
+    # Each variant against the baseline ("control", else the first variant): the differences with 95 % intervals.
+    baseline = "control" if "control" in out else next(iter(out), None)
+    for variant, values in out.items():
+        if baseline is None or variant == baseline:
+            continue
+        base = out[baseline]
+        values["follow_through_diff"] = round(values["follow_through"] - base["follow_through"], 6)
+        values["follow_through_diff_ci"] = _diff_ci(values["follow_through"], values["follow_through_ci"],
+                                                    base["follow_through"], base["follow_through_ci"])
+        diff, diff_ci = _mean_diff_ci(sums[variant], sums[baseline])
+        values["listening_minutes_diff"], values["listening_minutes_diff_ci"] = round(diff, 6), diff_ci
+    return {"experiment": name, "baseline": baseline, "variants": out}
 
 
 def experiment_feedback(*, events: list[dict[str, Any]]) -> None:

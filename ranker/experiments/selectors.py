@@ -42,3 +42,17 @@ def served_daily_counts(*, kind: str | None = None) -> dict[str, int]:
                 day = f"{doc['ts']:%Y-%m-%d}"
                 counts[day] = counts.get(day, 0) + 1
         return counts
+
+
+def served_experiment_lists(*, experiment: str, since: datetime, kind: str = "playlists",
+                            credentials: list[str] | None = None, exclude: bool = True,
+                            limit: int = 200_000) -> list[dict[str, Any]]:
+    """The pick lists of ``kind`` served in ``experiment`` since ``since``, newest first, at most ``limit``: each
+    ``_id`` (its rec_id), ``variant``, ``user``, ``ts`` and ``followed`` (a follow came from it). ``credentials``
+    (``app:NAME``, as the served log records who asked) are left out (``exclude``) or are the only ones kept.
+    Bounded by the window and ``limit``, on the ``ts`` index."""
+    query: dict[str, Any] = {"ts": {"$gte": since}, "experiment": experiment, "kind": kind}
+    if credentials:
+        query["credential"] = {"$nin" if exclude else "$in": list(credentials)}
+    fields = {"variant": 1, "user": 1, "ts": 1, "followed": 1}
+    return list(get_db()[c.SERVED].find(query, fields).sort("ts", -1).limit(limit))

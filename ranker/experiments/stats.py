@@ -3,7 +3,8 @@
 Three ranker collections (``ranker.collections``):
 
 - ``experiment_stats``: one document per (experiment, variant) with ``picks_served``, ``users`` (exposed),
-  ``clicked`` (served lists with a follow, play or like), ``plays``, ``skips``, and for the listening minutes per
+  ``clicked`` (served lists with a follow, play or like), ``playlists_served`` and ``followed`` (playlist pick lists
+  served, and those of them with a follow: the follow-through), ``plays``, ``skips``, and for the listening minutes per
   user ``ms_users`` (users with a per-user document), ``min_sum`` and ``min_sq`` (sum and sum of squares of each
   user's summed minutes): enough for the mean and its 95 % interval without reading the users.
 - ``experiment_users``: one document per (experiment, variant, user): ``exposed`` and the user's summed ``ms``
@@ -60,6 +61,8 @@ def stats_served(db: Database, docs: list[dict[str, Any]]) -> None:
     incs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for doc in docs:
         incs[(doc["experiment"], doc["variant"])]["picks_served"] += 1
+        if doc.get("kind") == "playlists":
+            incs[(doc["experiment"], doc["variant"])]["playlists_served"] += 1
     with _exposed_lock:
         keys = [k for k in {(d["experiment"], d["variant"], d["user"]) for d in docs}
                 if (db.name, _user_id(*k)) not in _exposed]
@@ -132,6 +135,7 @@ def stats_feedback(db: Database, events: list[dict[str, Any]]) -> None:
 def _apply(db: Database, variant_of: dict[str, tuple[str, str]], events: list[dict[str, Any]]) -> None:
     incs: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     clicked_recs: dict[tuple[str, str], set[str]] = defaultdict(set)
+    followed_recs: dict[tuple[str, str], set[str]] = defaultdict(set)
     ms_by_user: dict[tuple[str, str, str], int] = defaultdict(int)
     for event in events:
         rec = event.get("rec_id")
@@ -141,6 +145,8 @@ def _apply(db: Database, variant_of: dict[str, tuple[str, str]], events: list[di
         kind = event.get("kind")
         if kind in CLICK_KINDS:
             clicked_recs[key].add(rec)
+        if kind == "follow":
+            followed_recs[key].add(rec)
         if kind == "play":
             incs[key]["plays"] += 1
             ms_by_user[(*key, event["user"])] += int(event.get("ms_played") or 0)
@@ -150,6 +156,10 @@ def _apply(db: Database, variant_of: dict[str, tuple[str, str]], events: list[di
         newly = db[c.SERVED].update_many({"_id": {"$in": list(recs)}, "clicked": {"$ne": True}},
                                          {"$set": {"clicked": True}}).modified_count
         incs[key]["clicked"] += newly
+    for key, recs in followed_recs.items():  # a playlist list followed from counts once: the follow-through
+        newly = db[c.SERVED].update_many({"_id": {"$in": list(recs)}, "kind": "playlists", "followed": {"$ne": True}},
+                                         {"$set": {"followed": True}}).modified_count
+        incs[key]["followed"] += newly
     for (experiment, variant, user), ms in ms_by_user.items():
         before = db[c.EXPERIMENT_USERS].find_one_and_update(
             {"_id": _user_id(experiment, variant, user)},

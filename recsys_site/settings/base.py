@@ -164,6 +164,14 @@ SERVED_LOG_MAX_BUFFER = env.int("SERVED_LOG_MAX_BUFFER", default=100_000)
 SERVED_RETENTION_DAYS = env.float("SERVED_RETENTION_DAYS", default=90.0)
 EVENTS_RETENTION_DAYS = env.float("EVENTS_RETENTION_DAYS", default=365.0)
 RETENTION_BATCH = env.int("RETENTION_BATCH", default=5000)
+# A client may date an event (``ts``) or a picks read (``?ts=``: when the list was shown) in the past, by at most
+# this many days (and never past the retention above), and in the future by at most CLIENT_TS_SKEW_SECONDS (its
+# clock may run ahead a little). A replaying client, or the listening simulator (simulate_listeners), uses it.
+CLIENT_TS_MAX_AGE_DAYS = env.float("CLIENT_TS_MAX_AGE_DAYS", default=30.0)
+CLIENT_TS_SKEW_SECONDS = env.float("CLIENT_TS_SKEW_SECONDS", default=60.0)
+# Credentials (as events and served lists record them: app:NAME, user:ID, staff:NAME) whose traffic is simulated: the
+# Engagement page's per-variant curves can leave them out or show them alone.
+SIMULATED_CREDENTIALS = env.list("SIMULATED_CREDENTIALS", default=["app:simulator"])
 # Per-user picks refreshes after feedback have a queue of their own, so a burst of feedback never delays job steps.
 REFRESH_QUEUE = "refresh"
 # Playlist search: pages reach at most this many rows (page × page_size), and the total is counted up to it.

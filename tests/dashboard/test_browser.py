@@ -8,12 +8,14 @@ Redis and model directory, with a SQLite file for Django's users.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,34 @@ def _env(settings, model_dir, tmp: Path) -> dict[str, str]:
             "JOB_LOCK_TTL_SECONDS": "30", "LOG_LEVEL": "WARNING"}
 
 
-def _manage(env, *args: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True)
+def _manage(env, *args: str) -> str:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def _dated_traffic(base: str, token: str, users: list[str]) -> None:
+    """Pick lists served through the API two and one days ago (``?ts=``) and answered by dated events, as the
+    listening simulator sends them: the Engagement page has per-variant curves to draw."""
+
+    def call(method: str, path: str, body=None):
+        request = urllib.request.Request(f"{base}{path}", method=method, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            data=json.dumps(body).encode() if body is not None else None)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    for back in (2, 1):
+        at = (datetime.now(UTC) - timedelta(days=back)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for n, user in enumerate(users):
+            picks = call("GET", f"/api/v1/users/{user}/playlists/recommended?k=5&ts={at}")
+            events = [{"user": user, "kind": "play", "track": "spotify:track:" + "D" * 22, "ms_played": 90_000,
+                       "rec_id": picks["rec_id"], "ts": at},
+                      {"user": user, "kind": "skip", "track": "spotify:track:" + "E" * 22, "rec_id": picks["rec_id"],
+                       "ts": at}]
+            if n % 2:
+                events.append({"user": user, "kind": "follow", "playlist": picks["playlists"][0]["pid"],
+                               "rec_id": picks["rec_id"], "ts": at})
+            call("POST", "/api/v1/events", events)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +100,9 @@ def site(live, model_dir, tmp_path_factory):
             except OSError:
                 assert time.monotonic() < deadline, "gunicorn did not come up: " + (tmp / "web.log").read_text()
                 time.sleep(0.3)
+        token = _manage(env, "create_credential", "--app", "simulator", "--scopes", "events:write,picks:read",
+                        "--any-user").split()[-1]
+        _dated_traffic(base, token, [str(u) for u in live.user_ids[:16]])
         yield base
     finally:
         stop(worker)
@@ -125,10 +156,23 @@ def _explorer(tab, user: str = "mpd:7") -> str:
     return f"picks of {user}: {tab.locator('#explorer-tracks .ag-row').count()} track rows shown"
 
 
+def _variant_curves(tab, traffic: str) -> None:
+    """Wait for the per-variant daily curves of ``traffic``: a line per variant in each of the three panels."""
+    tab.wait_for_function(
+        """(traffic) => { const g = document.querySelector('#engagement-variant-days');
+                         return g !== null && g.textContent.includes(traffic)
+                                && g.querySelectorAll('.scatterlayer .trace').length >= 6
+                                && g.textContent.includes('control') && g.textContent.includes('discovery'); }""",
+        arg=traffic, timeout=60_000)
+
+
 def _engagement(tab) -> str:
     _pick(tab, "#engagement-experiment", "playlist_rerank")
     tab.wait_for_selector("#engagement-ab-table .ag-row", timeout=60_000)
-    return "experiment playlist_rerank: A/B table shown"
+    _variant_curves(tab, "all traffic")
+    tab.check("#engagement-traffic input[value='simulated']")
+    _variant_curves(tab, "simulated only")
+    return "experiment playlist_rerank: A/B table and per-variant daily curves (all, then simulated only) shown"
 
 
 def _start_refresh_and_watch_it_succeed(tab) -> str:

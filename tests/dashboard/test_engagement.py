@@ -5,7 +5,7 @@ recorded."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db
 SPEC = {"rerank": {"applies_to": ["playlists"], "variants": {
     "control": {"weight": 0.5}, "discovery": {"weight": 0.5, "playlist_weights": {"discovery": 5.0}}}}}
 USERS = 12
+TRACK_OF_DEMO = "spotify:track:" + "C" * 22  # events need a well-formed URI, not a known track
 
 
 def _organic_ms(n: int) -> int:
@@ -193,3 +194,83 @@ def test_empty_store_says_there_is_nothing_yet(store, settings):
     assert kl is None and "needs two model versions" in text and "0 so far" in text
     settings.EXPERIMENTS = {}
     assert "No A/B experiment is configured" in find(layout(), "engagement-ab").figure.layout.annotations[0].text
+
+
+def test_per_variant_daily_curves_from_dated_picks_and_events(world, experiments_spec, settings):
+    """Issue 16: lists served through the API on two past days (``?ts=``), answered by dated events (``ts``) from a
+    simulated app's token and a real one's; the curves per variant and day are computed here from what was sent."""
+    import redis
+
+    from dashboard.pages.engagement import layout, variant_days, variant_days_update
+    from ranker.experiments.served_log import SERVED_LOG
+    from tests.conftest import app_client
+
+    settings.SIMULATED_CREDENTIALS = ["app:simulator"]
+    clients = {True: app_client("picks:read", "events:write", app="simulator"),
+               False: app_client("picks:read", "events:write", app="player")}
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    queued = broker.llen("refresh")
+    bad = clients[True].get(f"/api/v1/users/{world['users'][0]}/playlists/recommended", {"k": 3, "ts": "soon"})
+    assert bad.status_code == 400 and "ts" in bad.json()["fields"]
+    now = datetime.now(UTC)
+    sent = []  # (simulated, variant, day, user, followed, [play ms], skips)
+    for back in (3, 2):
+        at = now - timedelta(days=back)
+        for n, user in enumerate(world["users"]):
+            simulated = n % 3 != 0
+            shown = clients[simulated].get(f"/api/v1/users/{user}/playlists/recommended",
+                                           {"k": 3, "ts": at.isoformat()})
+            assert shown.status_code == 200, shown.content
+            picks = shown.json()
+            SERVED_LOG.flush()
+            plays = [(n + 1) * 7_000 + back] * (1 + (n + back) % 2)
+            skips = (n + back) % 3
+            follow = (n + back) % 4 == 0
+            events = [{"user": user, "kind": "play", "track": TRACK_OF_DEMO, "ms_played": ms} for ms in plays]
+            events += [{"user": user, "kind": "skip", "track": TRACK_OF_DEMO}] * skips
+            if follow:
+                events.append({"user": user, "kind": "follow", "playlist": picks["playlists"][0]["pid"]})
+            for e in events:
+                e |= {"rec_id": picks["rec_id"], "ts": (at + timedelta(minutes=5)).isoformat()}
+            assert clients[simulated].post("/api/v1/events", events, format="json").status_code == 201
+            sent.append((simulated, picks["variant"], f"{at:%Y-%m-%d}", user, follow, plays, skips))
+    if (extra := broker.llen("refresh") - queued) > 0:  # the refreshes the events queued: no worker here
+        broker.lpop("refresh", extra)
+    days = sorted({s[2] for s in sent})
+
+    def expected(keep) -> dict:
+        out = {}
+        for variant in ("control", "discovery"):
+            for day in days:
+                mine = [s for s in sent if keep(s[0]) and s[1] == variant and s[2] == day]
+                if not mine:
+                    continue
+                plays, skips = sum(len(s[5]) for s in mine), sum(s[6] for s in mine)
+                users = len({s[3] for s in mine})
+                out[(variant, day)] = {"follow_through": sum(s[4] for s in mine) / len(mine),
+                                       "minutes_per_user": sum(sum(s[5]) for s in mine) / 60_000 / users,
+                                       "skip_rate": skips / (plays + skips)}
+        return out
+
+    def drawn(figure) -> dict:
+        out: dict = {}
+        for trace in figure.data:
+            metric = {"y": "follow_through", "y2": "minutes_per_user", "y3": "skip_rate"}[trace.yaxis]
+            for x, y in zip(trace.x, trace.y, strict=True):
+                if x in days:
+                    out.setdefault((trace.name, x), {})[metric] = y
+        return out
+
+    variant_days.cache_clear()
+    page_figure = find(layout(experiment="rerank"), "engagement-variant-days").figure
+    for traffic, keep in (("all", lambda s: True), ("real", lambda s: not s), ("simulated", lambda s: s)):
+        want = expected(keep)
+        assert len(want) >= 3, traffic
+        got = drawn(variant_days_update("rerank", traffic))
+        assert set(got) == set(want), traffic
+        for key, figures in want.items():
+            for metric, value in figures.items():
+                assert got[key][metric] == pytest.approx(value), (traffic, key, metric)
+        if traffic == "all":
+            assert drawn(page_figure) == got  # the page draws the same on load
+    assert {t.name for t in page_figure.data} == {"control", "discovery"}

@@ -3,7 +3,9 @@ the served log and the events; a results request reads one small document per va
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
 import uuid
 
 import pytest
@@ -61,7 +63,10 @@ def _expected(lists: list[dict], events: list[dict]) -> dict:
             if e["kind"] == "play":
                 ms[e["user"]] = ms.get(e["user"], 0) + e["ms_played"]
         minutes, ci = _mean_ci([v / 60_000 for v in ms.values()])
-        out[variant] = {"users": len({r["user"] for r in mine}), "picks_served": len(mine),
+        followed = {e["rec_id"] for e in evs if e["kind"] == "follow"}
+        out[variant] = {"follow_through": len(followed) / len(mine), "followed": len(followed), "lists": len(mine),
+                        "per_user": [v / 60_000 for v in ms.values()],
+"users": len({r["user"] for r in mine}), "picks_served": len(mine),
                         "click_through": round(len(clicked) / len(mine), 6), "click_through_ci":
                         _wilson(len(clicked), len(mine)), "skip_rate": round(skips / (plays + skips), 6),
                         "skip_rate_ci": _wilson(skips, plays + skips), "minutes": minutes, "minutes_ci": ci}
@@ -115,7 +120,25 @@ def test_results_are_kept_counters_read_in_one_query(store, settings, post_event
             assert got[key] == want[key], (variant, key)
         assert got["listening_minutes_per_user"] == pytest.approx(want["minutes"], abs=1e-6)
         assert got["listening_minutes_ci"] == pytest.approx(want["minutes_ci"], abs=1e-5)
+        assert got["playlists_served"] == want["lists"]
+        assert got["follow_through"] == pytest.approx(want["follow_through"], abs=1e-6)
+        assert got["follow_through_ci"] == _wilson(want["followed"], want["lists"])
     assert store["experiment_pending"].count_documents({}) == 0
+
+    # The treatment against control: differences with their 95 % intervals, computed here from the raw values.
+    got, base, mine = results["discovery"], expected["control"], expected["discovery"]
+    assert "follow_through_diff" not in results["control"]
+    assert got["follow_through_diff"] == pytest.approx(mine["follow_through"] - base["follow_through"], abs=1e-6)
+    (l1, u1), (l2, u2) = _wilson(mine["followed"], mine["lists"]), _wilson(base["followed"], base["lists"])
+    p1, p2 = mine["follow_through"], base["follow_through"]
+    low, high = got["follow_through_diff_ci"]
+    assert low == pytest.approx(p1 - p2 - math.hypot(p1 - l1, u2 - p2), abs=2e-6)
+    assert high == pytest.approx(p1 - p2 + math.hypot(u1 - p1, p2 - l2), abs=2e-6)
+    a, b = mine["per_user"], base["per_user"]
+    diff = statistics.fmean(a) - statistics.fmean(b)
+    half = 1.96 * math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    assert got["listening_minutes_diff"] == pytest.approx(diff, abs=1e-6)
+    assert got["listening_minutes_diff_ci"] == pytest.approx([diff - half, diff + half], abs=1e-5)
 
 
 def test_a_results_request_reads_the_same_whatever_the_history(store, settings, post_events):
