@@ -15,3 +15,7 @@ SERVED = "served"  # one document per served pick list (rec_id, user, variant, i
 EXPERIMENT_STATS = "experiment_stats"  # one document per (experiment, variant): lists, users, clicks, plays, minutes
 EXPERIMENT_USERS = "experiment_users"  # one per (experiment, variant, user): exposed or not, summed ms_played
 EXPERIMENT_PENDING = "experiment_pending"  # feedback whose served list was not logged yet, claimed once it is
+# The learned playlist ranker (ranker.playlist_ranking): one document per version (metrics, learned weights, the
+# file's id and SHA-256); its live version is the ``model_live`` document ``playlist_ranker``.
+PLAYLIST_RANKERS = "playlist_rankers"
+PLAYLIST_RANKER_FILES = "playlist_ranker_files"  # GridFS bucket: each version's one .npz

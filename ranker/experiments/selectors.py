@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pymongo.errors import OperationFailure
@@ -36,3 +37,10 @@ def served_daily_counts(*, kind: str | None = None) -> dict[str, int]:
                 day = f"{doc['ts']:%Y-%m-%d}"
                 counts[day] = counts.get(day, 0) + 1
         return counts
+
+
+def served_lists_iter(*, kind: str, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """Every served pick list of ``kind`` still kept (``_id`` = rec_id, ``user``, ``items``, ``variant``, ``ts``), in
+    store order: what the playlist ranker learns its impressions and hard negatives from."""
+    fields = {"user": 1, "items": 1, "variant": 1, "ts": 1}
+    yield from get_db()[c.SERVED].find({"kind": kind}, fields, batch_size=batch_size)
