@@ -98,7 +98,9 @@ def _read_feedback(model: RankerModel) -> _Feedback:
             continue
         if event["kind"] == "follow":
             fb.follow_events += 1
-            following.setdefault(key, _aware(event["ts"]))
+            # A follow answering a served list dates from that list: what the user was shown then made it.
+            shown = by_rec.get(event.get("rec_id"))
+            following.setdefault(key, shown["ts"] if shown is not None else _aware(event["ts"]))
         else:
             following.pop(key, None)
     for (user, pid), ts in following.items():
@@ -129,7 +131,7 @@ def _read_feedback(model: RankerModel) -> _Feedback:
                 continue
             tracks = model.playlist_items.indices[model.playlist_items.indptr[row]:model.playlist_items.indptr[row + 1]]
             if np.isin(tracks, list(played)).sum() >= need and (entry["user"], pid) not in fb.positive:
-                fb.positive[(entry["user"], pid)] = max(ts for ts, _ in plays)
+                fb.positive[(entry["user"], pid)] = entry["ts"]
                 fb.played_through += 1
     for history in fb.history.values():
         history.sort()
@@ -301,7 +303,8 @@ def playlist_ranker_train(*, params: dict[str, Any] | None = None, promote: bool
     held_out = [e for e in informative if e["ts"] >= hold_from]
     early = _fit_bpr(fb, users, fit_from, p, device)
     fitted = _list_pairs(fb, users, weight_lists, early)
-    weights_split = pairwise_logistic_fit(*_pairs(fitted), l2=float(p["l2"]))
+    pos, neg = _pairs(fitted)
+    weights_split = pairwise_logistic_fit(positives=pos, negatives=neg, l2=float(p["l2"]))
     hand = PlaylistWeights()
     evaluation = _evaluate(_list_pairs(fb, users, held_out, early), {
         "learned": weights_split.combine, "hand": lambda f: _hand_scores(f, hand),
@@ -311,7 +314,8 @@ def playlist_ranker_train(*, params: dict[str, Any] | None = None, promote: bool
 
     final = _fit_bpr(fb, users, None, p, device, callback)
     late = [e for e in informative if e["ts"] >= fit_from]
-    weights = pairwise_logistic_fit(*_pairs(_list_pairs(fb, users, late, early)), l2=float(p["l2"]))
+    pos, neg = _pairs(_list_pairs(fb, users, late, early))
+    weights = pairwise_logistic_fit(positives=pos, negatives=neg, l2=float(p["l2"]))
     space = users.space
     posteriors = follow_posteriors_fit(vectors=space.vectors, row_pids=model.playlist_ids, follows=fb.follows,
                                        impressions=fb.impressions, clusters=settings.PLAYLIST_EXPLORE_CLUSTERS,

@@ -8,8 +8,8 @@ maths only (no store):
 
       s(u, p) = b_p + x_u · y_p + (t_u W) · v_p
 
-  where x_u, y_p are free embeddings (slot 0 of each table is the learned "unknown" row, used for users and
-  playlists the model never saw), b_p a playlist bias, t_u the user's taste vector and v_p the playlist's vector in
+  where x_u, y_p are free embeddings (slot 0 of each table, for users and playlists the model never saw, is held
+  at zero: an unseen playlist is neither good nor bad, only its taste term speaks), b_p a playlist bias, t_u the user's taste vector and v_p the playlist's vector in
   the track model's BPR space (``ranker.recommenders.vectors``), and W a learned map (initialised to the identity,
   regularised towards it). The taste term carries what the track model knows to users with few follows; the free
   embeddings carry what only follows say. Served beside a track model other than the one it was trained with, W
@@ -89,7 +89,7 @@ def playlist_bpr_fit(*, users: np.ndarray, pids: np.ndarray, taste: np.ndarray, 
     ``taste`` (users × d): each user's taste vector; ``vectors`` (catalogue rows × d): every playlist's vector;
     ``pid_rows``: each pid's row in ``vectors``. Each positive is paired, per epoch, with one negative: with
     probability ``hard_share`` one of ``hard[user]`` (pid indices the user was shown and did not engage with), else
-    a uniform catalogue row (the unknown slot's embedding when that row is not one of ``pids``).
+    a uniform catalogue row (the neutral unknown slot when that row is not one of ``pids``).
     """
     import torch  # lazy: torch takes 2.9 s to import (measured); only training needs it
 
@@ -140,6 +140,10 @@ def playlist_bpr_fit(*, users: np.ndarray, pids: np.ndarray, taste: np.ndarray, 
             opt.zero_grad()
             loss.backward()
             opt.step()
+            with torch.no_grad():  # slot 0, the unknown user or playlist, stays neutral: no free part, no bias
+                uf[0].zero_()
+                pf[0].zero_()
+                bias[0].zero_()
             total += float(loss.detach()) * len(idx)
         if callback:
             callback(epoch, time.perf_counter() - started, {"loss": total / max(len(order), 1)})
