@@ -192,6 +192,7 @@ def test_not_enough_feedback_ends_cleanly_and_writes_nothing(live, feedback_sett
     assert [d["_id"] for d in playlist_ranker_list()] == before and playlist_ranker_live_version() == live_before
 
 
+@pytest.mark.slow
 def test_the_learned_ranker_learns_a_preference_the_hand_set_weights_miss(live, feedback_settings):
     """Training users follow the shown playlists that are rich in one artist (the top quarter by their top artist's
     share, a property no hand-set feature holds). For other users, the learned ranking puts more of them in the
@@ -235,6 +236,7 @@ def test_the_learned_ranker_learns_a_preference_the_hand_set_weights_miss(live, 
                for p in recommend_playlists(user=test_users[0], k=10, changes=HAND).playlists)
 
 
+@pytest.mark.slow
 def test_weights_are_learned_from_the_feedback(live, feedback_settings):
     """Users follow the five newest of their shown playlists, then (from scratch) the five most familiar: the novelty
     weight is larger in the first ranker than in the second, and the familiarity weight smaller."""
@@ -288,6 +290,7 @@ SPEC = {"playlist_ranker": {"applies_to": ["playlists"], "variants": {
     "learned_explore": {"weight": 1, "playlist_ranker": "learned", "explore_slots": 2}}}}
 
 
+@pytest.mark.slow
 def test_variants_route_to_their_ranking_and_bypass_the_precomputed_picks(live, feedback_settings):
     """control ranks by hand, learned by the learned ranker, learned_explore adds its slots. Precomputed picks
     (ranked the default way: learned, no slots) are served only to the variant that ranks that way, and only while
