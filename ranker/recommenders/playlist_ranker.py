@@ -8,12 +8,12 @@ maths only (no store):
 
       s(u, p) = b_p + x_u · y_p + (t_u W) · v_p
 
-  where x_u, y_p are free embeddings (slot 0 of each table, for users and playlists the model never saw, is held
-  at zero: an unseen playlist is neither good nor bad, only its taste term speaks), b_p a playlist bias, t_u the user's taste vector and v_p the playlist's vector in
-  the track model's BPR space (``ranker.recommenders.vectors``), and W a learned map (initialised to the identity,
-  regularised towards it). The taste term carries what the track model knows to users with few follows; the free
-  embeddings carry what only follows say. Served beside a track model other than the one it was trained with, W
-  is meaningless and is left out (the plain cosine t_u · v_p stands in).
+  where x_u, y_p are free embeddings (slot 0 of each table, for users and playlists the model never saw, is held at
+  zero: an unseen playlist is neither good nor bad, only its taste term speaks), b_p a playlist bias, t_u the user's
+  taste vector and v_p the playlist's vector in the track model's BPR space (``ranker.recommenders.vectors``), and W a
+  learned map (initialised to the identity, regularised towards it). The taste term carries what the track model knows
+  to users with few follows; the free embeddings carry what only follows say. Served beside a track model other than
+  the one it was trained with, W is meaningless and is left out (the plain cosine t_u · v_p stands in).
 * ``LearnedWeights``: the combination of the ranking features (``FEATURES``) fitted by pairwise logistic regression
   on the lists users were shown (engaged playlist against shown-and-not-engaged one of the same list).
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 FEATURES = ("affinity", "familiarity", "novelty", "buddy", "playlist_bpr")
 
 DEFAULT_PARAMS = {"dim": 16, "epochs": 40, "batch": 1024, "lr": 0.05, "reg": 1e-4, "reg_map": 1e-2,
-                  "hard_share": 0.5, "seed": 7, "l2": 1.0}
+                  "hard_share": 0.5, "seed": 7, "l2": 1.0, "taste": True}
 
 
 @dataclass
@@ -74,6 +74,8 @@ class PlaylistBPR:
         u = self.user_slot(user)
         slots = self.pid_slots(pids)
         out = self.playlist_bias[slots] + self.playlist_factors[slots] @ self.user_factors[u]
+        if not self.taste_map.any():  # trained without the taste term (``taste: false``)
+            return np.asarray(out, dtype=np.float64)
         mapped = taste @ self.taste_map if same_space and self.taste_map.shape[0] == len(taste) else taste
         if vectors.shape[1] == len(mapped):
             out = out + vectors @ mapped
@@ -106,6 +108,9 @@ def playlist_bpr_fit(*, users: np.ndarray, pids: np.ndarray, taste: np.ndarray, 
     pf = torch.nn.Parameter(0.01 * torch.randn(n_pids + 1, dim, device=device))
     bias = torch.nn.Parameter(torch.zeros(n_pids + 1, device=device))
     eye = torch.eye(d, device=device)
+    if not p["taste"]:  # the free embeddings and biases alone (the measured alternative, ADR 0014)
+        taste_t = torch.zeros_like(taste_t)
+        eye = torch.zeros_like(eye)
     w = torch.nn.Parameter(eye.clone())
     opt = torch.optim.Adam([uf, pf, bias, w], lr=float(p["lr"]))
 
