@@ -89,6 +89,12 @@ def _read_feedback(model: RankerModel) -> _Feedback:
         for pid in pids:
             fb.impressions[pid] = fb.impressions.get(pid, 0) + 1
     fb.lists.sort(key=lambda e: e["ts"])
+    # Feedback is dated by the list it answers where it names one (the server's clock, as the lists are): a client
+    # may stamp its events with its own clock, and a play must never count as known before the list it came from.
+    shown_at = {rec: entry["ts"] for rec, entry in by_rec.items()}
+    for doc in served_lists_iter(kind="tracks"):
+        if doc.get("ts") is not None:
+            shown_at[doc["_id"]] = _aware(doc["ts"])
 
     follow_events = sorted(event_iter(kinds=("follow", "unfollow")), key=lambda e: _aware(e["ts"]))
     following: dict[tuple[str, int], datetime] = {}
@@ -115,9 +121,9 @@ def _read_feedback(model: RankerModel) -> _Feedback:
         track = items.get(event.get("track"))
         if track is None:
             continue
-        ts = _aware(event["ts"])
-        fb.history[event["user"]].append((ts, track))
         rec = event.get("rec_id")
+        ts = shown_at.get(rec) or _aware(event["ts"])
+        fb.history[event["user"]].append((ts, track))
         if rec in by_rec and by_rec[rec]["user"] == event["user"]:
             credited[rec].append((ts, track))
     need = int(settings.PLAYLIST_RANKER_PLAYED_THROUGH)
