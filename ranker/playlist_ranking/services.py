@@ -275,6 +275,8 @@ def playlist_ranker_train(*, params: dict[str, Any] | None = None, promote: bool
     both a positive and a negative; nothing is written then), and otherwise the ``version``, the held-out figures
     (``evaluation``), the learned ``weights`` and the counts it learned from."""
     began = time.perf_counter()
+    if unknown := set(params or {}) - set(DEFAULT_PARAMS):
+        raise ValueError(f"unknown playlist ranker params {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
     p = {**DEFAULT_PARAMS, **(params or {})}
     model = live_model()
     if model is None or model.bpr is None:

@@ -321,3 +321,10 @@ def test_variants_route_to_their_ranking_and_bypass_the_precomputed_picks(live, 
     again = serve_playlist_picks(user=one["learned"], k=10, record=False)
     assert again["source"] == "model" and again["playlists"] != [] and ranker is not None
     experiments_clear()
+
+
+def test_unknown_training_params_are_refused_by_name(live, feedback_settings):
+    from ranker.playlist_ranking.services import playlist_ranker_train
+
+    with pytest.raises(ValueError, match=r"unknown playlist ranker params \['epoch'\]"):
+        playlist_ranker_train(params={"epoch": 3})
