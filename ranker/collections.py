@@ -18,3 +18,7 @@ EXPERIMENT_PENDING = "experiment_pending"  # feedback whose served list was not 
 # The degradation watch (ranker.watch): online follow-through and score drift against their thresholds.
 WATCH_STATE = "watch_state"  # one document per watched signal: degraded or not, since when, the last check's figures
 WATCH_ALERTS = "watch_alerts"  # one document per threshold crossing (gone bad, back to normal) with its figures
+# The learned playlist ranker (ranker.playlist_ranking): one document per version (metrics, learned weights, the
+# file's id and SHA-256); its live version is the ``model_live`` document ``playlist_ranker``.
+PLAYLIST_RANKERS = "playlist_rankers"
+PLAYLIST_RANKER_FILES = "playlist_ranker_files"  # GridFS bucket: each version's one .npz

@@ -19,6 +19,8 @@ from ranker.experiments.assign import pinned_versions
 from ranker.experiments.served_log import served_delete_before
 from ranker.picks.precompute import picks_discard, picks_plan, picks_refresh_user, picks_shard, picks_swap
 from ranker.picks.selectors import picks_state
+from ranker.playlist_ranking.services import playlist_ranker_train
+from ranker.recommenders.playlist_ranker import DEFAULT_PARAMS as PLAYLIST_RANKER_PARAMS
 from ranker.training.selectors import live_model, live_model_clear, live_version, model_get
 from ranker.training.served import served_params
 from ranker.training.services import PromotionRefused, model_files_cleanup, model_promote, ranker_train
@@ -174,6 +176,23 @@ def _retention(ctx: Context) -> dict[str, int]:
     return out
 
 
+def _train_playlist_ranker(ctx: Context) -> dict[str, Any]:
+    """The learned playlist ranker from the feedback so far, made live (ADR 0014). Not enough feedback ends the
+    step successfully with the reason as its result, and nothing written."""
+    params = ctx.params.get("ranker") or {}
+    epochs = int({**PLAYLIST_RANKER_PARAMS, **params}["epochs"])
+    ctx.log(f"training the playlist ranker ({epochs} BPR epochs)")
+    summary = playlist_ranker_train(params=params, promote=bool(ctx.params.get("promote", True)),
+                                    callback=ctx.epoch_callback(epochs, "playlist BPR"))
+    if not summary["trained"]:
+        ctx.log(f"no playlist ranker trained: {summary['reason']}")
+        return summary
+    _set_run_fields(ctx, playlist_ranker_version=summary["version"], device=summary["device"])
+    ctx.log(f"playlist ranker {summary['version']} (live: {summary['live']}): weights {summary['weights']}, "
+            f"held out {summary['evaluation']}")
+    return summary
+
+
 def _set_run_fields(ctx: Context, **fields: Any) -> None:
     get_db()[JOB_RUNS].update_one({"_id": ctx.run_id}, {"$set": fields})
 
@@ -187,6 +206,7 @@ BUDDIES = Step("buddies", _buddies, queue="gpu", weight=1)
 PICKS = Step("picks", _picks_plan, weight=3, shard=_picks_shard, gather=_picks_swap, abort=_picks_abort)
 METRICS = Step("metrics", _metrics, weight=0.1)
 CLEANUP = Step("cleanup", _cleanup, weight=0.1)
+TRAIN_PLAYLIST_RANKER = Step("train_playlist_ranker", _train_playlist_ranker, queue="gpu", weight=1)
 
 register(Job("weekly_refresh", "Train the ranker, promote it if not worse, recompute buddies and every user's picks, "
              "then remove the model versions nobody needs (a refused candidate leaves the live model serving: the "
@@ -197,3 +217,6 @@ register(Job("train_ranker", "Train the ranker and promote it if not worse (unle
 register(Job("compute_buddies", "Recompute every user's buddies from the live model.", (BUDDIES,)))
 register(Job("precompute_picks", "Recompute every user's track and playlist picks from the live model.", (PICKS,),
              params={"shard_users": None}))
+register(Job("train_playlist_ranker", "Train the learned playlist ranker (playlist BPR, feature weights, exploration "
+             "posteriors) from the feedback so far and make it live; ends saying so when there is not enough.",
+             (TRAIN_PLAYLIST_RANKER,), params={"ranker": {}, "promote": True}))

@@ -27,7 +27,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("ranker.recommenders",)),
     ("train", ("ranker.training", "ranker.collections", "ranker.indexes")),
     ("pair", ("pairing",)),
-    ("pick", ("ranker.experiments", "ranker.models", "ranker.picks", "ranker.evaluation", "ranker.watch")),
+    ("pick", ("ranker.experiments", "ranker.models", "ranker.picks", "ranker.playlist_ranking", "ranker.evaluation",
+              "ranker.watch")),
     ("serve", ("*.api", "*.tasks", "*.management", "*.admin", "*.apps", "recsys_site", "ranker", "dashboard",
                "celery_app")),
 ]

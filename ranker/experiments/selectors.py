@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -56,3 +57,10 @@ def served_experiment_lists(*, experiment: str, since: datetime, kind: str = "pl
         query["credential"] = {"$nin" if exclude else "$in": list(credentials)}
     fields = {"variant": 1, "user": 1, "ts": 1, "followed": 1}
     return list(get_db()[c.SERVED].find(query, fields).sort("ts", -1).limit(limit))
+
+
+def served_lists_iter(*, kind: str, batch_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """Every served pick list of ``kind`` still kept (``_id`` = rec_id, ``user``, ``items``, ``variant``, ``ts``), in
+    store order: what the playlist ranker learns its impressions and hard negatives from."""
+    fields = {"user": 1, "items": 1, "variant": 1, "ts": 1}
+    yield from get_db()[c.SERVED].find({"kind": kind}, fields, batch_size=batch_size)

@@ -8,7 +8,9 @@ from ranker.recommenders.playlists import PlaylistWeights
 from ranker.training.selectors import model_get
 
 KINDS = ("playlists", "tracks")
-VARIANT_KEYS = {"weight", "model_version", "playlist_weights"}
+VARIANT_KEYS = {"weight", "model_version", "playlist_weights", "playlist_ranker", "explore_slots"}
+PLAYLIST_RANKERS = ("hand", "learned")  # ``playlist_ranker``: the hand-set weights or the learned ranker (ADR 0014)
+MAX_EXPLORE_SLOTS = 100  # ``explore_slots``: at most a whole page (k is at most 100)
 
 
 def spec_errors(name: str, spec: Any, *, check_versions: bool = False) -> list[str]:
@@ -38,6 +40,12 @@ def spec_errors(name: str, spec: Any, *, check_versions: bool = False) -> list[s
         if not isinstance(weights, dict) or set(weights) - set(known) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) for v in weights.values()):
             problems.append(f"{where}: playlist_weights must map some of {known} to numbers, got {weights!r}")
+        ranker = changes.get("playlist_ranker", "hand")
+        if ranker not in PLAYLIST_RANKERS:
+            problems.append(f"{where}: playlist_ranker must be one of {list(PLAYLIST_RANKERS)}, got {ranker!r}")
+        slots = changes.get("explore_slots", 0)
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 0 <= slots <= MAX_EXPLORE_SLOTS:
+            problems.append(f"{where}: explore_slots must be an integer from 0 to {MAX_EXPLORE_SLOTS}, got {slots!r}")
         version = changes.get("model_version")
         if version is not None and not isinstance(version, str):
             problems.append(f"{where}: model_version must be a version string, got {version!r}")

@@ -54,7 +54,8 @@ PICKS_SCORE_BYTES = 512 * 2**20
 def _picks_doc(user: str, version: str, tracks: Any, playlists: Any, now: datetime) -> dict[str, Any]:
     return {"_id": user, "model_version": version, "computed_at": now,
             "tracks": [{"uri": u, "score": s} for u, s in zip(tracks.tracks, tracks.scores, strict=True)],
-            "tracks_source": tracks.source, "playlists": playlists.playlists, "playlists_source": playlists.source}
+            "tracks_source": tracks.source, "playlists": playlists.playlists, "playlists_source": playlists.source,
+            "playlists_ranker": playlists.ranker}
 
 
 def picks_plan(*, model: RankerModel | None = None, shard_users: int | None = None, track_k: int = PICKS_TRACKS,

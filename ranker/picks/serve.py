@@ -11,6 +11,7 @@ Seeds are never returned. Unknown seed URIs are reported, not fatal.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 import uuid
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from cachetools import TTLCache
+from django.conf import settings
 
 from ingestion.feedback.selectors import users_followed_playlists
 from ingestion.selectors import (
@@ -32,7 +34,10 @@ from pairing.selectors import buddies_for_users
 from ranker.experiments.assign import active_for, changes_digest, served_record
 from ranker.picks import cache
 from ranker.picks.selectors import picks_for_user
+from ranker.playlist_ranking.selectors import playlist_ranker_live
 from ranker.recommenders import topk
+from ranker.recommenders.explore import explore_info, thompson_pick
+from ranker.recommenders.playlist_ranker import PlaylistRanker
 from ranker.recommenders.playlists import PlaylistWeights
 from ranker.training.artifacts import RankerModel
 from ranker.training.data import rows_matrix
@@ -138,12 +143,35 @@ class PlaylistPicks:
     playlists: list[dict]  # pid, name, owner, score, why {buddy, buddy_similarity, shared_artists, new_share}
     source: str  # model | most_followed
     model_version: str | None
+    ranker: str = "hand"  # how they were ranked: ``playlist_ranker_tag``
+
+
+def playlist_ranking(changes: dict | None = None) -> tuple[str, int, PlaylistRanker | None]:
+    """(ranker, explore slots, the live learned ranker or None) for a variant's ``changes`` (``{}``: users outside
+    any experiment, who get ``PLAYLIST_RANKER_DEFAULT`` and ``PLAYLIST_EXPLORE_SLOTS``). The learned ranker is
+    loaded when the ranking or the exploration needs it."""
+    changes = changes or {}
+    mode = changes.get("playlist_ranker") or settings.PLAYLIST_RANKER_DEFAULT
+    slots = int(changes.get("explore_slots", settings.PLAYLIST_EXPLORE_SLOTS))
+    learned = playlist_ranker_live() if mode == "learned" or slots > 0 else None
+    return mode, slots, learned
+
+
+def playlist_ranker_tag(mode: str, slots: int, learned: PlaylistRanker | None) -> str:
+    """What playlist picks were ranked with: ``hand`` or ``learned:<version>``, and ``+explore<n>`` when
+    exploration slots were filled. Precomputed picks and cache keys carry it, so a new ranker never serves lists
+    ranked by the old one."""
+    tag = f"learned:{learned.version}" if mode == "learned" and learned is not None else "hand"
+    if slots > 0 and learned is not None and learned.explore is not None:
+        tag += f"+explore{slots}"
+    return tag
 
 
 def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, model: RankerModel | None = None,
-                        user_tracks: list[str] | None = None) -> PlaylistPicks:
+                        user_tracks: list[str] | None = None, changes: dict | None = None) -> PlaylistPicks:
     """Organic playlist picks for ``user``: buddies' playlists and nearest playlists, re-ranked
-    (``ranker.recommenders.playlists``).
+    (``ranker.recommenders.playlists``), by the hand-set weights or the learned ranker (``changes``: a variant's
+    ``playlist_ranker`` and ``explore_slots``; the settings' defaults otherwise).
 
     ``user_tracks`` (their liked tracks now) overrides the model's trained row, as for ``recommend_tracks``; a
     user with no known tracks at all (cold) gets the most-followed playlists. Never the user's own playlists or
@@ -156,11 +184,36 @@ def recommend_playlists(*, user: str, k: int = 10, weights: dict | None = None, 
             tracks = np.asarray([model.item_index[t] for t in user_tracks if t in model.item_index], dtype=np.int64)
         elif user in model.user_index:
             tracks = model.user_items[model.user_index[user]].indices.astype(np.int64)
-    return recommend_playlists_many(users=[user], tracks=[tracks], k=k, weights=weights, model=model)[0]
+    return recommend_playlists_many(users=[user], tracks=[tracks], k=k, weights=weights, model=model,
+                                    changes=changes)[0]
+
+
+def _explorer(learned: PlaylistRanker, model: RankerModel, space, user: str):
+    """The exploration slots' chooser for one user: Thompson sampling over the candidates' follow-rate posteriors,
+    with a generator seeded by (ranker version, user), so a user's page is stable until the next ranker."""
+    seed = int.from_bytes(hashlib.sha1(f"{learned.version}:{user}".encode()).digest()[:8], "big")
+    rng = np.random.default_rng(seed)
+
+    def explore(rows: np.ndarray, slots: int) -> list[tuple[int, dict]]:
+        alpha, beta, cluster = learned.explore.posterior(pids=model.playlist_ids[rows], vectors=space.vectors[rows])
+        return [(i, {"explore": explore_info(alpha[i], beta[i], sample, cluster[i])})
+                for i, sample in thompson_pick(alpha=alpha, beta=beta, slots=slots, rng=rng)]
+
+    return explore
+
+
+def _learned_scorer(learned: PlaylistRanker, model: RankerModel, space, user: str, taste: np.ndarray, bpr_out: dict):
+    def scorer(rows: np.ndarray, feats: np.ndarray) -> np.ndarray:
+        combined, bpr = learned.score(user=user, taste=taste, pids=model.playlist_ids[rows],
+                                      vectors=space.vectors[rows], features=feats, track_version=model.version)
+        bpr_out.update(zip(rows.tolist(), bpr.tolist(), strict=True))
+        return combined
+
+    return scorer
 
 
 def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: int = 10, weights: dict | None = None,
-                             model: RankerModel | None) -> list[PlaylistPicks]:
+                             model: RankerModel | None, changes: dict | None = None) -> list[PlaylistPicks]:
     """``recommend_playlists`` for a batch of users, ``tracks[i]`` being user i's liked track indices in ``model``.
 
     The store is read once per batch (follows, buddies, playlist summaries) and the nearest playlist vectors come
@@ -170,12 +223,15 @@ def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: i
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 100:
         raise ValueError(f"k must be an integer from 1 to 100, not {k!r}")
     w = PlaylistWeights.from_dict(weights)
+    mode, slots, learned = playlist_ranking(changes)
+    tag = playlist_ranker_tag(mode, slots, learned)
     followed = users_followed_playlists(users=users)
     version = model.version if model is not None else None
     vectors_known = model is not None and model.bpr is not None
     warm = [i for i, t in enumerate(tracks) if vectors_known and len(t) > 0]
     out: list[PlaylistPicks | None] = [None] * len(users)
     ranked: dict[int, list] = {}
+    bpr_scores: dict[int, dict[int, float]] = {}
     if warm:
         space = model.playlist_space()
         vectors = space.user_vectors([tracks[i] for i in warm])
@@ -190,8 +246,14 @@ def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: i
             candidates = np.concatenate([np.asarray(list(buddy_of), dtype=np.int64), nearest[j]])
             exclude = set(model.owner_rows(users[i]))
             exclude |= {row_of[p] for p in followed[users[i]] if p in row_of}
+            bpr_scores[i] = {}
+            scorer = (_learned_scorer(learned, model, space, users[i], vectors[j], bpr_scores[i])
+                      if mode == "learned" and learned is not None else None)
+            explore = (_explorer(learned, model, space, users[i])
+                       if slots > 0 and learned is not None and learned.explore is not None else None)
             ranked[i] = space.rank(user_vector=vectors[j], user_tracks=tracks[i], candidates=candidates,
-                                   exclude=exclude, buddy_of=buddy_of, weights=w, k=k)
+                                   exclude=exclude, buddy_of=buddy_of, weights=w, k=k, scorer=scorer,
+                                   explore=explore, explore_slots=slots)
         info = playlist_summaries(pids=sorted({int(model.playlist_ids[p.row]) for picks in ranked.values()
                                                for p in picks}))
         for i, picks in ranked.items():
@@ -199,11 +261,16 @@ def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: i
             for p in picks:
                 pid = int(model.playlist_ids[p.row])
                 doc = info.get(pid, {})
+                why = {"buddy": p.buddy, "buddy_similarity": p.buddy_similarity,
+                       "shared_artists": p.shared_artists, "new_share": p.new_share,
+                       "known_artist_share": p.known_artist_share, "affinity": p.affinity}
+                if p.row in bpr_scores[i]:
+                    why["playlist_bpr"] = round(bpr_scores[i][p.row], 6)
+                if p.explore:
+                    why |= p.explore
                 rows.append({"pid": pid, "name": doc.get("name"), "owner": doc.get("owner"), "score": p.score,
-                             "why": {"buddy": p.buddy, "buddy_similarity": p.buddy_similarity,
-                                     "shared_artists": p.shared_artists, "new_share": p.new_share,
-                                     "known_artist_share": p.known_artist_share, "affinity": p.affinity}})
-            out[i] = PlaylistPicks(playlists=rows, source="model", model_version=version)
+                             "why": why})
+            out[i] = PlaylistPicks(playlists=rows, source="model", model_version=version, ranker=tag)
     cold = [i for i in range(len(users)) if out[i] is None]
     if cold:
         own = {i: {int(model.playlist_ids[r]) for r in model.owner_rows(users[i])} if model is not None else set()
@@ -215,7 +282,8 @@ def recommend_playlists_many(*, users: list[str], tracks: list[np.ndarray], k: i
             out[i] = PlaylistPicks(playlists=[{"pid": d["_id"], "name": d.get("name"), "owner": d.get("owner"),
                                                "score": float(d.get("num_followers") or 0),
                                                "why": {"most_followed": True, "followers": d.get("num_followers")}}
-                                              for d in docs], source="most_followed", model_version=version)
+                                              for d in docs], source="most_followed", model_version=version,
+                                   ranker=tag)
     return out
 
 
@@ -258,7 +326,8 @@ def _cached(kind: str, user: str, k: int, compute, record: bool = True) -> dict:
     experiment, variant, changes = active_for(kind=kind, user=user)
     model = _model_for(changes)
     version = model.version if model is not None else None
-    name = cache.key(kind=kind, version=f"{version}:{variant}:{changes_digest(changes)}", user=user, k=k)
+    ranking = f":{playlist_ranker_tag(*playlist_ranking(changes))}" if kind == "playlists" else ""
+    name = cache.key(kind=kind, version=f"{version}:{variant}:{changes_digest(changes)}{ranking}", user=user, k=k)
     hit = cache.get(name)
     if hit is not None:
         out = _rec(hit["payload"], hit["source"], hit["model_version"], variant, experiment) | {"cached": True}
@@ -327,12 +396,17 @@ def serve_playlist_picks(*, user: str, k: int, record: bool = True) -> dict:
     def compute(model, changes):
         weights = changes.get("playlist_weights")
         stored = picks_for_user(user=user)
-        # Precomputed picks use the default weights: a variant that changes them is computed now.
+        # Precomputed picks are ranked the default way (PLAYLIST_RANKER_DEFAULT, PLAYLIST_EXPLORE_SLOTS, the live
+        # learned ranker when they were computed): a variant that ranks otherwise is computed now, and so are picks
+        # ranked by a learned ranker that is no longer live.
+        ranking = {k: v for k, v in changes.items() if k in ("playlist_ranker", "explore_slots")}
         if stored and not weights and model is not None and stored["model_version"] == model.version \
-                and len(stored["playlists"]) >= k:
+                and len(stored["playlists"]) >= k \
+                and stored.get("playlists_ranker", "hand") == playlist_ranker_tag(*playlist_ranking(ranking)) \
+                and playlist_ranking(ranking)[:2] == playlist_ranking()[:2]:
             return {"playlists": stored["playlists"][:k]}, "precomputed", stored["model_version"]
         known = model is not None and user in model.user_index
-        picks = recommend_playlists(user=user, k=k, model=model, weights=weights,
+        picks = recommend_playlists(user=user, k=k, model=model, weights=weights, changes=ranking,
                                     user_tracks=None if known else user_liked_tracks(user=user))
         return {"playlists": picks.playlists}, picks.source, picks.model_version
 

@@ -13,12 +13,14 @@ The user's own playlists and those they follow are never picked. Every pick expl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from .playlist_ranker import FEATURES
 from .vectors import normalize_rows, taste_vectors
 
 
@@ -53,6 +55,7 @@ class Pick:
     buddy: str | None = None
     buddy_similarity: float | None = None
     shared_artists: list[str] = field(default_factory=list)
+    explore: dict[str, Any] | None = None  # an exploration slot's posterior and sample (``explore.explore_info``)
 
 
 class PlaylistSpace:
@@ -129,21 +132,10 @@ class PlaylistSpace:
     def tracks(self, row: int) -> np.ndarray:
         return self.items.indices[self.items.indptr[row]:self.items.indptr[row + 1]]
 
-    def rank(self, *, user_vector: np.ndarray, user_tracks: np.ndarray, candidates: np.ndarray,
-             exclude: set[int], buddy_of: dict[int, tuple[str, float]], weights: PlaylistWeights, k: int
-             ) -> list[Pick]:
-        """Score the ``candidates`` for one user and pick ``k`` greedily for relevance and diversity.
-
-        Vectorised over the candidates' tracks only (never a pass over the whole catalogue), so a user costs a few
-        milliseconds whatever the catalogue's size.
-        """
-        rows = np.asarray([r for r in dict.fromkeys(candidates.tolist())
-                           if r not in exclude and self.candidate_mask[r]
-                           and self.items.indptr[r + 1] > self.items.indptr[r]], dtype=np.int64)
-        if len(rows) == 0:
-            return []
+    def _stats(self, rows: np.ndarray, user_vector: np.ndarray, user_tracks: np.ndarray) -> dict[str, Any]:
+        """The candidates' tracks (binary rows), BPR affinity, new-track share and known-artist share."""
         sub = self.items[rows]  # candidates × tracks, binary
-        sizes = np.asarray(sub.sum(axis=1)).ravel()
+        sizes = np.maximum(np.asarray(sub.sum(axis=1)).ravel(), 1.0)
         entry_row = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
         mean_factors, mean_bias = self._playlist_means()
         affinity = mean_factors[rows] @ user_vector + mean_bias[rows]
@@ -156,13 +148,73 @@ class PlaylistSpace:
         known = np.bincount(np.repeat(np.arange(len(rows)), np.diff(artists.indptr)), weights=known_entry,
                             minlength=len(rows))
         known_artists = known / np.maximum(np.diff(artists.indptr), 1)
-        z = (affinity - affinity.mean()) / affinity.std() if affinity.std() > 0 else np.zeros_like(affinity)
-        base = weights.affinity * z + weights.familiarity * known_artists + weights.discovery * new_share
+        return {"sub": sub, "sizes": sizes, "entry_row": entry_row, "affinity": affinity, "new_share": new_share,
+                "artists": artists, "known_entry": known_entry, "known_artists": known_artists}
+
+    def features(self, *, user_vector: np.ndarray, user_tracks: np.ndarray, rows: np.ndarray,
+                 buddy_of: dict[int, tuple[str, float]] | None = None) -> np.ndarray:
+        """The ranking features of playlists ``rows`` for one user: columns ``playlist_ranker.FEATURES``, the
+        playlist-BPR score left 0 (the learned ranker fills it in)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
+        if len(rows) == 0:
+            return out
+        stats = self._stats(rows, user_vector, user_tracks)
+        out[:, FEATURES.index("affinity")] = stats["affinity"]
+        out[:, FEATURES.index("familiarity")] = stats["known_artists"]
+        out[:, FEATURES.index("novelty")] = stats["new_share"]
+        out[:, FEATURES.index("buddy")] = [(buddy_of or {}).get(int(r), (None, 0.0))[1] for r in rows]
+        return out
+
+    def rank(self, *, user_vector: np.ndarray, user_tracks: np.ndarray, candidates: np.ndarray,
+             exclude: set[int], buddy_of: dict[int, tuple[str, float]], weights: PlaylistWeights, k: int,
+             scorer: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+             explore: Callable[[np.ndarray, int], list[tuple[int, dict[str, Any]]]] | None = None,
+             explore_slots: int = 0) -> list[Pick]:
+        """Score the ``candidates`` for one user and pick ``k`` greedily for relevance and diversity.
+
+        ``scorer(rows, features)`` replaces the hand-set score (``features``: columns ``FEATURES``, as
+        ``features`` returns them); ``explore(rows, slots)``, when given with ``explore_slots``, fills the last
+        ``explore_slots`` places from the candidates not picked, as (index into ``rows``, why) pairs.
+        Vectorised over the candidates' tracks only (never a pass over the whole catalogue), so a user costs a few
+        milliseconds whatever the catalogue's size.
+        """
+        rows = np.asarray([r for r in dict.fromkeys(candidates.tolist())
+                           if r not in exclude and self.candidate_mask[r]
+                           and self.items.indptr[r + 1] > self.items.indptr[r]], dtype=np.int64)
+        if len(rows) == 0:
+            return []
+        st = self._stats(rows, user_vector, user_tracks)
+        sub, sizes, entry_row = st["sub"], st["sizes"], st["entry_row"]
+        affinity, new_share, known_artists = st["affinity"], st["new_share"], st["known_artists"]
+        artists, known_entry = st["artists"], st["known_entry"]
+        if scorer is None:
+            z = (affinity - affinity.mean()) / affinity.std() if affinity.std() > 0 else np.zeros_like(affinity)
+            base = weights.affinity * z + weights.familiarity * known_artists + weights.discovery * new_share
+        else:
+            feats = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
+            feats[:, FEATURES.index("affinity")] = affinity
+            feats[:, FEATURES.index("familiarity")] = known_artists
+            feats[:, FEATURES.index("novelty")] = new_share
+            feats[:, FEATURES.index("buddy")] = [buddy_of.get(int(r), (None, 0.0))[1] for r in rows]
+            base = np.asarray(scorer(rows, feats), dtype=np.float64)
+        slots = max(0, min(int(explore_slots), k)) if explore is not None else 0
+
+        def pick(best: int, score: float, why: dict[str, Any] | None = None) -> Pick:
+            r = int(rows[best])
+            buddy = buddy_of.get(r)
+            return Pick(row=r, score=round(float(score), 6), affinity=round(float(affinity[best]), 6),
+                        new_share=round(float(new_share[best]), 4),
+                        known_artist_share=round(float(known_artists[best]), 4),
+                        buddy=buddy[0] if buddy else None,
+                        buddy_similarity=round(buddy[1], 6) if buddy else None,
+                        shared_artists=self._shared_artists(artists, best, known_entry), explore=why)
+
         # Jaccard with the picks made so far, one column per pick (k columns, not a candidates × candidates product).
         picks: list[Pick] = []
         closest = np.zeros(len(rows), dtype=np.float32)  # each candidate's largest Jaccard with the picks so far
         left = np.ones(len(rows), dtype=bool)
-        while left.any() and len(picks) < k:
+        while left.any() and len(picks) < k - slots:
             gains = np.where(left, base - weights.diversity * closest, -np.inf)
             best = int(np.argmax(gains))
             left[best] = False
@@ -170,14 +222,12 @@ class PlaylistSpace:
             overlap = np.bincount(entry_row, weights=np.isin(sub.indices, best_tracks),
                                   minlength=len(rows)).astype(np.float32)
             closest = np.maximum(closest, overlap / (sizes + sizes[best] - overlap))
-            r = int(rows[best])
-            buddy = buddy_of.get(r)
-            picks.append(Pick(row=r, score=round(float(gains[best]), 6), affinity=round(float(affinity[best]), 6),
-                              new_share=round(float(new_share[best]), 4),
-                              known_artist_share=round(float(known_artists[best]), 4),
-                              buddy=buddy[0] if buddy else None,
-                              buddy_similarity=round(buddy[1], 6) if buddy else None,
-                              shared_artists=self._shared_artists(artists, best, known_entry)))
+            picks.append(pick(best, gains[best]))
+        if slots and left.any():
+            remaining = np.flatnonzero(left)
+            for index, why in explore(rows[remaining], slots):
+                best = int(remaining[index])
+                picks.append(pick(best, base[best], why))
         return picks
 
     def _shared_artists(self, artists: sp.csr_matrix, row: int, known_entry: np.ndarray, n: int = 3) -> list[str]:

@@ -187,6 +187,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat heartbeat: a tiny task that proves worker and beat are alive (shown by /healthz).
 HEARTBEAT_SECONDS = env.int("HEARTBEAT_SECONDS", default=60)
 REFRESH_CRONTAB = env("REFRESH_CRONTAB", default="0 3 * * 1")  # minute hour day-of-month month day-of-week
+# The learned playlist ranker's own retraining (job train_playlist_ranker), daily by default: more often than the
+# weekly pairing, as follows arrive every day. Same five fields.
+PLAYLIST_RANKER_CRONTAB = env("PLAYLIST_RANKER_CRONTAB", default="30 3 * * *")
 # Long jobs: a task is acknowledged only when it ends (a killed worker's step goes back to the queue) and a worker
 # takes one task at a time, so a training never waits behind another it prefetched.
 CELERY_TASK_ACKS_LATE = True
@@ -194,11 +197,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_REJECT_ON_WORKER_LOST = False  # a lost step is reaped by its lock, not redelivered forever
 
 
-def cron(spec: str) -> crontab:
+def cron(spec: str, name: str = "REFRESH_CRONTAB") -> crontab:
     """A crontab from the usual five fields (minute hour day-of-month month day-of-week), with a clear error."""
     fields = spec.split()
     if len(fields) != 5:
-        raise ImproperlyConfigured(f"REFRESH_CRONTAB={spec!r}: expected 5 fields (minute hour day month weekday)")
+        raise ImproperlyConfigured(f"{name}={spec!r}: expected 5 fields (minute hour day month weekday)")
     minute, hour, day_of_month, month_of_year, day_of_week = fields
     return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
                    day_of_week=day_of_week)
@@ -238,21 +241,48 @@ CELERY_BEAT_SCHEDULE = {
     "degradation_watch": {"task": "ranker.watch_check", "schedule": WATCH_INTERVAL_SECONDS},
     "weekly_refresh": {"task": "recsys_site.start_job", "schedule": cron(REFRESH_CRONTAB),
                        "args": ["weekly_refresh"], "kwargs": {"trigger": "beat"}},
+    "train_playlist_ranker": {"task": "recsys_site.start_job",
+                              "schedule": cron(PLAYLIST_RANKER_CRONTAB, "PLAYLIST_RANKER_CRONTAB"),
+                              "args": ["train_playlist_ranker"], "kwargs": {"trigger": "beat"}},
     "reap_job_runs": {"task": "recsys_site.reap_job_runs", "schedule": JOB_REAP_SECONDS},
 }
 
 # A/B experiments on picks (ranker/experiments/assign.py): variants with weights and what each changes. JSON in the
 # EXPERIMENTS variable replaces this default; {} runs none.
 EXPERIMENTS = env.json("EXPERIMENTS", default={
-    "playlist_rerank": {
+    # The learned playlist ranker against the hand-set ranking, with and without exploration slots (ADR 0014).
+    "playlist_ranker": {
         "active": True,
         "applies_to": ["playlists"],
         "variants": {
-            "control": {"weight": 0.5},
-            "discovery": {"weight": 0.5, "playlist_weights": {"discovery": 0.6, "familiarity": 0.1}},
+            "control": {"weight": 1, "playlist_ranker": "hand", "explore_slots": 0},
+            "learned": {"weight": 1, "playlist_ranker": "learned", "explore_slots": 0},
+            "learned_explore": {"weight": 1, "playlist_ranker": "learned", "explore_slots": 2},
         },
     },
 })
+
+# --- The learned playlist ranker (ranker/playlist_ranking, docs/adr/0014) ----------------------------------------
+# How users outside an experiment get their playlist picks ranked: "learned" (the live learned ranker; the hand-set
+# weights while none is trained) or "hand" (the hand-set weights always). Precomputed picks follow it.
+PLAYLIST_RANKER_DEFAULT = env("PLAYLIST_RANKER_DEFAULT", default="learned")
+if PLAYLIST_RANKER_DEFAULT not in ("learned", "hand"):
+    raise ImproperlyConfigured(f"PLAYLIST_RANKER_DEFAULT={PLAYLIST_RANKER_DEFAULT!r}: expected learned or hand")
+# Exploration slots (Thompson sampling over follow rates) at the end of each playlist page, outside experiments.
+PLAYLIST_EXPLORE_SLOTS = env.int("PLAYLIST_EXPLORE_SLOTS", default=0)
+# The daily training ends without a model (saying so) below this many current follows ...
+PLAYLIST_RANKER_MIN_FOLLOWS = env.int("PLAYLIST_RANKER_MIN_FOLLOWS", default=50)
+# ... or below this many served playlist lists with both an engaged and a not-engaged playlist.
+PLAYLIST_RANKER_MIN_LISTS = env.int("PLAYLIST_RANKER_MIN_LISTS", default=20)
+# A shown playlist counts as played through (a positive) from this many plays of 30 s or more of its tracks under
+# the served list's rec_id.
+PLAYLIST_RANKER_PLAYED_THROUGH = env.int("PLAYLIST_RANKER_PLAYED_THROUGH", default=3)
+# Taste clusters (spherical k-means over the playlists' vectors) whose pooled follow rate is each playlist's prior.
+PLAYLIST_EXPLORE_CLUSTERS = env.int("PLAYLIST_EXPLORE_CLUSTERS", default=32)
+# The prior's weight in impressions: a playlist's own rate outweighs its cluster's after this many impressions.
+PLAYLIST_EXPLORE_PRIOR_STRENGTH = env.float("PLAYLIST_EXPLORE_PRIOR_STRENGTH", default=20.0)
+# Versions of the playlist ranker kept in the store (the live one always).
+PLAYLIST_RANKER_KEEP = env.int("PLAYLIST_RANKER_KEEP", default=5)
 
 # --- Models ------------------------------------------------------------------------------------------------------
 MODEL_DIR = Path(env("MODEL_DIR", default=str(VAR_DIR / "models")))

@@ -162,17 +162,17 @@ def _variant_curves(tab, traffic: str) -> None:
         """(traffic) => { const g = document.querySelector('#engagement-variant-days');
                          return g !== null && g.textContent.includes(traffic)
                                 && g.querySelectorAll('.scatterlayer .trace').length >= 6
-                                && g.textContent.includes('control') && g.textContent.includes('discovery'); }""",
+                                && g.textContent.includes('control') && g.textContent.includes('learned'); }""",
         arg=traffic, timeout=60_000)
 
 
 def _engagement(tab) -> str:
-    _pick(tab, "#engagement-experiment", "playlist_rerank")
+    _pick(tab, "#engagement-experiment", "playlist_ranker")
     tab.wait_for_selector("#engagement-ab-table .ag-row", timeout=60_000)
     _variant_curves(tab, "all traffic")
     tab.check("#engagement-traffic input[value='simulated']")
     _variant_curves(tab, "simulated only")
-    return "experiment playlist_rerank: A/B table and per-variant daily curves (all, then simulated only) shown"
+    return "experiment playlist_ranker: A/B table and per-variant daily curves (all, then simulated only) shown"
 
 
 def _start_refresh_and_watch_it_succeed(tab) -> str:

@@ -24,6 +24,15 @@ def forget(user: str) -> None:
     cache.clear_local()
 
 
+@pytest.fixture(autouse=True)
+def rerank_experiment(settings):
+    """An experiment whose variant re-weights playlist picks (the default experiment, ``playlist_ranker``, needs a
+    trained playlist ranker to rank otherwise)."""
+    settings.EXPERIMENTS = {"playlist_rerank": {"applies_to": ["playlists"], "variants": {
+        "control": {"weight": 0.5}, "discovery": {"weight": 0.5, "playlist_weights": {"discovery": 0.6,
+                                                                                      "familiarity": 0.1}}}}}
+
+
 @pytest.fixture
 def api():
     """A first-party app's client: it reads every user's picks, as the dashboard's explorer shows them."""
