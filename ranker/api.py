@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ingestion.mpd import URI_RE
 from ranker.experiments.assign import experiment_results
+from ranker.picks.search import TYPES, SearchError, search
 from ranker.picks.serve import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
 from ranker.training.selectors import live_version, model_list
 from recsys_site.api_common import KSerializer, responses
@@ -23,7 +24,8 @@ class PickListSerializer(serializers.Serializer):
     model_version = serializers.CharField(allow_null=True)
     variant = serializers.CharField()
     experiment = serializers.CharField(allow_null=True, required=False)
-    source = serializers.CharField(help_text="precomputed | model | title | popularity | most_followed")
+    source = serializers.CharField(
+        help_text="precomputed | model | model+title (a title and a few seeds) | title | popularity | most_followed")
     cached = serializers.BooleanField(required=False, help_text="served from the picks cache")
 
 
@@ -104,6 +106,48 @@ class ContinuationApi(APIView):
         v = data.validated_data
         picks = serve_continuation(name=v.get("name"), seed_tracks=v["seed_tracks"], k=v["k"])
         return Response(self.ContinuationSerializer(picks).data)
+
+
+class SearchApi(APIView):
+    """Mood search: playlists or tracks for free text, each with why it matched (the live version's text model).
+
+    Who may call: anyone, like the other catalogue reads (``GET playlists``), within the default throttles."""
+
+    class SearchResultSerializer(serializers.Serializer):
+        pid = serializers.IntegerField(required=False, help_text="type=playlists")
+        uri = serializers.CharField(required=False, help_text="type=tracks")
+        name = serializers.CharField(allow_null=True)
+        owner = serializers.CharField(required=False, allow_null=True, help_text="type=playlists")
+        artist = serializers.CharField(required=False, allow_null=True, help_text="type=tracks")
+        score = serializers.FloatField()
+        why = serializers.DictField(help_text="similarity; matched (the query's words and n-grams it shares); for a "
+                                              "track, playlists: the nearest-named playlists that hold it")
+
+    class SearchSerializer(serializers.Serializer):
+        query = serializers.CharField()
+        type = serializers.ChoiceField(TYPES)
+        model_version = serializers.CharField(allow_null=True)
+        source = serializers.CharField(help_text="text (the text model); none: no live model with a text model")
+        results = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(
+        parameters=[OpenApiParameter("q", str, required=True, description="free text, e.g. 'rainy day sad songs' "
+                                     "(at most SEARCH_MAX_QUERY_CHARS characters)"),
+                    OpenApiParameter("type", str, enum=list(TYPES), description="what to return (default tracks)"),
+                    OpenApiParameter("k", int, description="how many results, 1 to SEARCH_MAX_K (default 10)")],
+        responses=responses(SearchSerializer, 400), operation_id="search")
+    def get(self, request):
+        params = request.query_params
+        raw_k = params.get("k", "10")
+        try:
+            k = int(raw_k)
+        except ValueError:
+            raise ValidationError({"k": [f"an integer, not {raw_k[:40]!r}"]}) from None
+        try:
+            found = search(q=params.get("q", ""), kind=params.get("type", "tracks"), k=k)
+        except SearchError as exc:
+            raise ValidationError({exc.param: [str(exc)]}) from exc
+        return Response(found)
 
 
 class ModelListApi(APIView):
