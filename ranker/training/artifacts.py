@@ -168,7 +168,8 @@ class RankerModel:
             if self.playlist_names is None:  # no names to rebuild the title index from: keep it whole
                 np.savez(tmp / "titles.npz", **self.titles.get_state())
             if self.text is not None:
-                np.savez(tmp / "text.npz", **self.text.get_state())
+                # deflated: the vocabulary is text and the sparse indices repeat (no playlists × tracks matrix in it)
+                np.savez_compressed(tmp / "text.npz", **self.text.get_state())
             if isinstance(self.recommender, Blend):
                 self.recommender.save(tmp / "recommender", training_matrix=m)
             else:
