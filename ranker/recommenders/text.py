@@ -33,6 +33,10 @@ TITLE_HEAVY_SEEDS = 5
 TITLE_HEAVY_WEIGHT = 1.0
 RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)
 
+# A playlist name less similar than this to a text says nothing about it: one shared n-gram ("zz " of "jazz" for
+# "zzzz") is not a match. Searches and title scores ignore such names.
+MIN_SIMILARITY = 0.1
+
 NGRAMS = (3, 4)
 MIN_DF = 2  # a feature seen in a single name says nothing about any other name
 
@@ -114,16 +118,27 @@ class TextModel:
 
     # -- embedding ---------------------------------------------------------------------------------------------
 
-    def transform_many(self, texts: list[str], *, _docs: list[list[str]] | None = None) -> sp.csr_matrix:
-        """Texts × features, TF-IDF with sublinear term frequency, L2-normalised rows (all zero: nothing known)."""
+    def transform_many(self, texts: list[str], *, _docs: list[list[str]] | None = None,
+                       query: bool = False) -> sp.csr_matrix:
+        """Texts × features, TF-IDF with sublinear term frequency, L2-normalised rows (all zero: nothing known).
+
+        For a ``query``, the features the vocabulary lacks count in the norm too, each as rare as the rarest known
+        one: a text of which one n-gram is known ("zz " of "zzzz qqqq") is then barely similar to anything, and
+        the ranking of names for one text is unchanged (the same factor scales all its similarities)."""
         rows, cols, vals = [], [], []
         vocab = self.vocab
+        unknown = np.zeros(len(texts), dtype=np.float64)
+        unknown_idf = float(self.idf.max()) if len(self.idf) else 1.0
         for r, doc in enumerate(_docs if _docs is not None else (features(t) for t in texts)):
             tf: dict[int, int] = {}
+            missing: dict[str, int] = {}
             for f in doc:
                 j = vocab.get(f)
                 if j is not None:
                     tf[j] = tf.get(j, 0) + 1
+                elif query:
+                    missing[f] = missing.get(f, 0) + 1
+            unknown[r] = sum(((1.0 + np.log(c)) * unknown_idf) ** 2 for c in missing.values())
             rows.extend([r] * len(tf))
             cols.extend(tf)
             vals.extend(tf.values())
@@ -132,12 +147,13 @@ class TextModel:
                                                                  np.asarray(cols, dtype=np.int64))),
                           shape=(n, len(vocab)))
         m.data = (1.0 + np.log(m.data)) * self.idf[m.indices]
-        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
+        norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel() + unknown)
         m = sp.diags(1.0 / np.maximum(norms, 1e-12)).astype(np.float32) @ m
         return sp.csr_matrix(m, dtype=np.float32)
 
     def transform(self, text: str) -> sp.csr_matrix:
-        return self.transform_many([text])
+        """One query text, embedded (``transform_many(query=True)``)."""
+        return self.transform_many([text], query=True)
 
     # -- queries -----------------------------------------------------------------------------------------------
 
@@ -150,22 +166,23 @@ class TextModel:
         out = np.zeros((len(titles), n_items), dtype=np.float32)
         if not titles:
             return out
-        queries = self.transform_many([t or "" for t in titles])
+        queries = self.transform_many([t or "" for t in titles], query=True)
         sims = (queries @ self.name_vectors.T).tocsr()
         own_weight = self.own_weight if self.item_own is not None and self.item_own.nnz else 0.0
         own_all = (queries @ self._own_t).tocsr() if own_weight else None
         for i in range(len(titles)):
             row = sims[i]
-            if row.nnz == 0:
-                continue
-            keep = np.argsort(-row.data, kind="stable")[:self.neighbours]
-            weights = sp.csr_matrix((row.data[keep] ** self.power, (np.zeros(len(keep), dtype=np.int64),
-                                                                    row.indices[keep])),
-                                    shape=(1, self.name_vectors.shape[0]))
-            out[i] = np.asarray((weights @ self.playlist_items).todense()).ravel()
+            keep = np.flatnonzero(row.data >= MIN_SIMILARITY)
+            if len(keep):
+                keep = keep[np.argsort(-row.data[keep], kind="stable")[:self.neighbours]]
+                weights = sp.csr_matrix((row.data[keep] ** self.power, (np.zeros(len(keep), dtype=np.int64),
+                                                                        row.indices[keep])),
+                                        shape=(1, self.name_vectors.shape[0]))
+                out[i] = np.asarray((weights @ self.playlist_items).todense()).ravel()
             if own_all is not None:
                 own = own_all[i]
-                out[i, own.indices] += own_weight * max(float(out[i].max()), 1.0) * own.data ** 2
+                near = own.data >= MIN_SIMILARITY
+                out[i, own.indices[near]] += own_weight * max(float(out[i].max()), 1.0) * own.data[near] ** 2
         return out
 
     def search_playlists(self, text: str, k: int, *, exclude: set[int] | None = None) -> list[Match]:
@@ -176,7 +193,7 @@ class TextModel:
         sims = self.playlist_similarities(query)
         if exclude:
             sims[np.fromiter(exclude, dtype=np.int64)] = 0.0
-        candidates = np.flatnonzero(sims > 0)
+        candidates = np.flatnonzero(sims >= MIN_SIMILARITY)
         order = candidates[np.argsort(-sims[candidates], kind="stable")][:k]
         return [Match(index=int(r), score=float(sims[r]), similarity=float(sims[r]),
                       shared=self.shared_features(query, self.name_vectors[r])) for r in order]
@@ -201,7 +218,7 @@ class TextModel:
             self._item_playlists = self.playlist_items.tocsc()
         m = self._item_playlists
         rows = m.indices[m.indptr[item]:m.indptr[item + 1]]
-        rows = rows[similarities[rows] > 0]
+        rows = rows[similarities[rows] >= MIN_SIMILARITY]
         return rows[np.argsort(-similarities[rows], kind="stable")][:n].tolist()
 
     def shared_features(self, query: sp.csr_matrix, other: sp.csr_matrix, n: int = 5) -> list[str]:

@@ -141,3 +141,14 @@ def test_a_title_with_a_few_seeds_fuses_the_text_model_into_the_picks(tmp_path):
     assert set(heavy.tracks[:3]) & {str(uris[i]) for i in WORKOUT}  # the title brought workout tracks up
     plain = recommend_tracks(seed_tracks=[str(uris[6])], k=5, model=model)
     assert plain.source == "model"
+
+
+def test_one_shared_ngram_is_not_a_match():
+    """"zzzz qqqq" shares only "zz " with "jazz": with its unknown n-grams counted, it is no match for jazz."""
+    names = ["jazz jams", "jazz", "smooth jazz", "rock"]
+    m = sp.csr_matrix(np.eye(4, dtype=np.float32))
+    model = TextModel().fit(names, m)
+    assert model.transform("zzzz qqqq").nnz > 0  # it does share a known n-gram
+    assert model.search_playlists("zzzz qqqq", 3) == [] and not model.scores(["zzzz qqqq"], 4).any()
+    assert {x.index for x in model.search_playlists("jazz", 3)} == {0, 1, 2}
+    assert model.scores(["jazzy"], 4)[0][:3].min() > 0
