@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
@@ -130,21 +131,28 @@ class SearchApi(APIView):
         source = serializers.CharField(help_text="text (the text model); none: no live model with a text model")
         results = serializers.ListField(child=serializers.DictField())
 
-    @extend_schema(
-        parameters=[OpenApiParameter("q", str, required=True, description="free text, e.g. 'rainy day sad songs' "
-                                     "(at most SEARCH_MAX_QUERY_CHARS characters)"),
-                    OpenApiParameter("type", str, enum=list(TYPES), description="what to return (default tracks)"),
-                    OpenApiParameter("k", int, description="how many results, 1 to SEARCH_MAX_K (default 10)")],
-        responses=responses(SearchSerializer, 400), operation_id="search")
+    class SearchQuerySerializer(serializers.Serializer):
+        """``q``, ``type`` and ``k``, bounded by the settings read when a request comes (tests may change them)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.fields["q"] = serializers.CharField(
+                max_length=settings.SEARCH_MAX_QUERY_CHARS,
+                help_text="free text, e.g. 'rainy day sad songs' (at most SEARCH_MAX_QUERY_CHARS characters)")
+            self.fields["type"] = serializers.ChoiceField(TYPES, required=False, default="tracks",
+                                                          help_text="what to return")
+            self.fields["k"] = serializers.IntegerField(required=False, default=10, min_value=1,
+                                                        max_value=settings.SEARCH_MAX_K,
+                                                        help_text="how many results (at most SEARCH_MAX_K)")
+
+    @extend_schema(parameters=[SearchQuerySerializer], responses=responses(SearchSerializer, 400),
+                   operation_id="search")
     def get(self, request):
-        params = request.query_params
-        raw_k = params.get("k", "10")
+        query = self.SearchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        v = query.validated_data
         try:
-            k = int(raw_k)
-        except ValueError:
-            raise ValidationError({"k": [f"an integer, not {raw_k[:40]!r}"]}) from None
-        try:
-            found = search(q=params.get("q", ""), kind=params.get("type", "tracks"), k=k)
+            found = search(q=v["q"], kind=v["type"], k=v["k"])
         except SearchError as exc:
             raise ValidationError({exc.param: [str(exc)]}) from exc
         return Response(found)
