@@ -12,6 +12,7 @@ never returned. Unknown seed URIs are reported, not fatal.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -121,6 +122,8 @@ def _title_heavy(model: RankerModel, scores: np.ndarray, title: str, exclude: li
     text_scores[np.asarray(exclude, dtype=np.int64)] = 0.0
     ids, top = topk(text_scores[None, :], k)
     text_ids = ids[0][(ids[0] >= 0) & (top[0] > 0)]
+    if not len(text_ids):  # the title says nothing the text model knows: the model's picks alone
+        return dataclasses.replace(ranked, unknown_seeds=unknown)
     items = model.item_index
     fused = fuse_ranked(np.asarray([items[t] for t in ranked.tracks], dtype=np.int64), text_ids,
                         n_seeds=n_seeds, k=k)

@@ -141,6 +141,8 @@ def test_a_title_with_a_few_seeds_fuses_the_text_model_into_the_picks(tmp_path):
     assert set(heavy.tracks[:3]) & {str(uris[i]) for i in WORKOUT}  # the title brought workout tracks up
     plain = recommend_tracks(seed_tracks=[str(uris[6])], k=5, model=model)
     assert plain.source == "model"
+    unknown_title = recommend_tracks(seed_tracks=[str(uris[6])], title="zzzz qqqq", k=5, model=model)
+    assert unknown_title.source == "model" and unknown_title.tracks == plain.tracks
 
 
 def test_one_shared_ngram_is_not_a_match():
