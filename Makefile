@@ -40,6 +40,7 @@ bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/train.py
 	$(PY) bench/pairing.py
+	$(PY) bench/search.py
 	$(PY) bench/api.py
 
 # issue 13's scale run (long: see docs/SCALING.md); SIZES="25000 50000 100000 200000" for the full series

@@ -14,7 +14,10 @@ INDEXES = {
     # Only indexes that a query uses: each one is upkeep on every write and, on a first load, a scan of the
     # whole collection (docs/adr/0011-bulk-first-load.md). Nothing queries playlists by ``source.file`` or tracks
     # by ``artist_key``.
-    c.TRACKS: [IndexModel([("num_playlists", DESCENDING)])],
+    # ``name`` and ``artist_name``: the dashboard's type-ahead for seed tracks reads prefixes as ranges on them
+    # (``selectors.track_lookup``).
+    c.TRACKS: [IndexModel([("num_playlists", DESCENDING)]), IndexModel([("name", ASCENDING)]),
+               IndexModel([("artist_name", ASCENDING)])],
     c.ARTISTS: [IndexModel([("num_tracks", DESCENDING)])],
     c.USERS: [IndexModel([("source", ASCENDING)])],
     # ``_id`` is "<user>|<item>" (and "<user>|<friend>"), which already makes each pair unique.

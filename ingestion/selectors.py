@@ -108,6 +108,46 @@ def playlist_summaries(*, pids: list[int]) -> dict[int, dict[str, Any]]:
     return out
 
 
+def track_summaries(*, uris: list[str]) -> dict[str, dict[str, Any]]:
+    """Name, artist and how many playlists hold it, of each track, by URI (for explaining search results)."""
+    out: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(uris), 100):  # $in stays short, as in ``playlist_summaries``
+        for doc in get_db()[c.TRACKS].find({"_id": {"$in": uris[start:start + 100]}},
+                                           {"name": 1, "artist_name": 1, "num_playlists": 1}):
+            out[doc["_id"]] = doc
+    return out
+
+
+TRACK_LOOKUP_MAX = 50  # tracks one type-ahead lookup may return
+TRACK_LOOKUP_MAX_CHARS = 100  # longer text is cut: no name is that long, and the ranges stay cheap
+
+
+def _case_variants(text: str) -> list[str]:
+    """The spellings a prefix is looked up in: as typed, lower case, Title Case, Capitalised (no duplicates)."""
+    return list(dict.fromkeys([text, text.lower(), text.title(), text[:1].upper() + text[1:]]))
+
+
+def track_lookup(*, text: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Tracks whose title or artist starts with ``text`` (as typed, in lower case, Title Case or Capitalised), the
+    most-held first: the dashboard's type-ahead for seed tracks.
+
+    Bounded: at most ``TRACK_LOOKUP_MAX`` results; each spelling is one range on the ``name`` or ``artist_name``
+    index of at most ``limit`` documents (a range, never a ``$regex``, which SecantusDB answers by reading every
+    track; see ``playlist_search_page``). Fewer than two characters find nothing."""
+    text = " ".join((text or "").split())[:TRACK_LOOKUP_MAX_CHARS]
+    limit = max(1, min(int(limit), TRACK_LOOKUP_MAX))
+    if len(text) < 2:
+        return []
+    coll = get_db()[c.TRACKS]
+    found: dict[str, dict[str, Any]] = {}
+    for field in ("name", "artist_name"):
+        for prefix in _case_variants(text):
+            for doc in coll.find({field: {"$gte": prefix, "$lt": prefix + "\U0010ffff"}},
+                                 {"name": 1, "artist_name": 1, "num_playlists": 1}).limit(limit):
+                found.setdefault(doc["_id"], doc)
+    return sorted(found.values(), key=lambda d: (-(d.get("num_playlists") or 0), d["_id"]))[:limit]
+
+
 def user_liked_tracks(*, user: str) -> list[str]:
     """Everything a user is known to like now: tracks of their own playlists, liked tracks, plays of 30 s or more.
 

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from ingestion.feedback.services import client_ts_parse
 from ingestion.mpd import URI_RE
 from ranker.experiments.assign import experiment_results, served_context
+from ranker.picks.search import TYPES, SearchError, search
 from ranker.picks.serve import MAX_K, serve_continuation, serve_playlist_picks, serve_track_picks
 from ranker.training.selectors import live_version, model_list
 from recsys_site.api_common import KSerializer, responses
@@ -40,7 +41,8 @@ class PickListSerializer(serializers.Serializer):
     model_version = serializers.CharField(allow_null=True)
     variant = serializers.CharField()
     experiment = serializers.CharField(allow_null=True, required=False)
-    source = serializers.CharField(help_text="precomputed | model | title | popularity | most_followed")
+    source = serializers.CharField(
+        help_text="precomputed | model | model+title (a title and a few seeds) | title | popularity | most_followed")
     cached = serializers.BooleanField(required=False, help_text="served from the picks cache")
 
 
@@ -124,6 +126,55 @@ class ContinuationApi(APIView):
         v = data.validated_data
         picks = serve_continuation(name=v.get("name"), seed_tracks=v["seed_tracks"], k=v["k"])
         return Response(self.ContinuationSerializer(picks).data)
+
+
+class SearchApi(APIView):
+    """Mood search: playlists or tracks for free text, each with why it matched (the live version's text model).
+
+    Who may call: anyone, like the other catalogue reads (``GET playlists``), within the default throttles."""
+
+    class SearchResultSerializer(serializers.Serializer):
+        pid = serializers.IntegerField(required=False, help_text="type=playlists")
+        uri = serializers.CharField(required=False, help_text="type=tracks")
+        name = serializers.CharField(allow_null=True)
+        owner = serializers.CharField(required=False, allow_null=True, help_text="type=playlists")
+        artist = serializers.CharField(required=False, allow_null=True, help_text="type=tracks")
+        score = serializers.FloatField()
+        why = serializers.DictField(help_text="similarity; matched (the query's words and n-grams it shares); for a "
+                                              "track, playlists: the nearest-named playlists that hold it")
+
+    class SearchSerializer(serializers.Serializer):
+        query = serializers.CharField()
+        type = serializers.ChoiceField(TYPES)
+        model_version = serializers.CharField(allow_null=True)
+        source = serializers.CharField(help_text="text (the text model); none: no live model with a text model")
+        results = serializers.ListField(child=serializers.DictField())
+
+    class SearchQuerySerializer(serializers.Serializer):
+        """``q``, ``type`` and ``k``, bounded by the settings read when a request comes (tests may change them)."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.fields["q"] = serializers.CharField(
+                max_length=settings.SEARCH_MAX_QUERY_CHARS,
+                help_text="free text, e.g. 'rainy day sad songs' (at most SEARCH_MAX_QUERY_CHARS characters)")
+            self.fields["type"] = serializers.ChoiceField(TYPES, required=False, default="tracks",
+                                                          help_text="what to return")
+            self.fields["k"] = serializers.IntegerField(required=False, default=10, min_value=1,
+                                                        max_value=settings.SEARCH_MAX_K,
+                                                        help_text="how many results (at most SEARCH_MAX_K)")
+
+    @extend_schema(parameters=[SearchQuerySerializer], responses=responses(SearchSerializer, 400),
+                   operation_id="search")
+    def get(self, request):
+        query = self.SearchQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        v = query.validated_data
+        try:
+            found = search(q=v["q"], kind=v["type"], k=v["k"])
+        except SearchError as exc:
+            raise ValidationError({exc.param: [str(exc)]}) from exc
+        return Response(found)
 
 
 class ModelListApi(APIView):

@@ -19,6 +19,7 @@ api_v1 = [
     path("users/<str:user>/tracks/recommended", ranker_api.UserTrackPicksApi.as_view(), name="user-tracks"),
     path("users/<str:user>/buddies", pairing_api.UserBuddiesApi.as_view(), name="user-buddies"),
     path("recommendations/continuation", ranker_api.ContinuationApi.as_view(), name="continuation"),
+    path("search", ranker_api.SearchApi.as_view(), name="search"),
     path("playlists", ingestion_api.PlaylistListApi.as_view(), name="playlist-list"),
     path("playlists/<int:pid>", ingestion_api.PlaylistDetailApi.as_view(), name="playlist-detail"),
     path("tracks/<str:uri>", ingestion_api.TrackDetailApi.as_view(), name="track-detail"),

@@ -3,7 +3,9 @@
 For a user: their playlist picks, each with its explanation, and their track picks, from the same service
 functions the API views call (``ranker.picks.serve_playlist_picks`` and ``serve_track_picks``: the picks cache,
 precomputed picks, the user's A/B variant), so the explorer shows exactly what a music app gets. For seed tracks
-and/or a playlist name: the continuation (``serve_continuation``), with the seeds the model does not know reported.
+and/or a playlist name: the continuation (``serve_continuation``), with the seeds the model does not know reported;
+seed tracks are found by title or artist with type-ahead (``ingestion.selectors.track_lookup``) or pasted as URIs.
+Mood search shows what ``GET /api/v1/search`` answers (``ranker.picks.search.search``, the same call).
 
 An analyst's look is not an exposure: the explorer asks with ``record=False``, so it never enters the served log
 or the A/B results.
@@ -14,10 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 import plotly.graph_objects as go
-from dash import Dash, Input, Output, State, ctx, dcc, html
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from ingestion.mpd import URI_RE
-from ingestion.selectors import track_get, user_get
+from ingestion.selectors import track_get, track_lookup, track_summaries, user_get
+from ranker.picks.search import TYPES, SearchError, search
 from ranker.picks.serve import serve_continuation, serve_playlist_picks, serve_track_picks
 
 from ..components import empty_figure, graph, page, styled, table
@@ -31,6 +34,10 @@ CHART_HEIGHT = 420
 # The explanation ("why") says it all in words; the columns beside it are the parts one sorts or filters by.
 PLAYLIST_COLUMNS = ("rank", "pid", "name", "score", "why", "buddy", "shared_artists", "new_share")
 TRACK_COLUMNS = ("rank", "uri", "track", "artist", "score")
+LOOKUP_LIMIT = 20  # type-ahead options per keystroke
+MOOD_K = 10
+MOOD_COLUMNS = {"tracks": ("rank", "track", "artist", "score", "why", "uri"),
+                "playlists": ("rank", "name", "owner", "score", "why", "pid")}
 ORIGIN_COLOURS = {"a buddy's playlist": "#2563eb", "near the user's taste": "#10b981",
                   "most followed (no taste known)": "#9aa5b1"}
 
@@ -56,12 +63,27 @@ def layout(user: str | None = None, **_: Any) -> html.Div:
                 html.Details([
                     html.Summary("Continue a playlist: seed tracks and/or a name"),
                     html.Div([
-                        dcc.Textarea(id="explorer-seeds", placeholder="spotify:track:… one per line",
+                        dcc.Dropdown(id="explorer-track-lookup", options=[], value=[], multi=True, searchable=True,
+                                     placeholder="find seed tracks: type a title or an artist",
+                                     style={"minWidth": "34rem"}),
+                    ], className="controls"),
+                    html.Div([
+                        dcc.Textarea(id="explorer-seeds", placeholder="or paste spotify:track:… one per line",
                                      style={"width": "34rem", "height": "7rem"}),
                         dcc.Input(id="explorer-name", type="text", placeholder="playlist name, e.g. road trip",
                                   debounce=True, style={"width": "18rem"}),
                         html.Button("Continue", id="explorer-continue", n_clicks=0),
                     ], className="controls"),
+                ], open=True),
+                html.Details([
+                    html.Summary("Mood search: playlists or tracks for free text"),
+                    html.Div([
+                        dcc.Input(id="explorer-mood", type="text", debounce=True, maxLength=200,
+                                  placeholder="e.g. rainy day sad songs, then Enter", style={"width": "24rem"}),
+                        dcc.RadioItems(id="explorer-mood-type", options=list(TYPES), value="tracks", inline=True),
+                        html.Button("Search", id="explorer-mood-search", n_clicks=0),
+                    ], className="controls"),
+                    html.Div(id="explorer-mood-results"),
                 ], open=True),
                 graph(figure, id="explorer-chart", main=True, height=CHART_HEIGHT),
                 html.Div(results, id="explorer-results"))
@@ -72,19 +94,27 @@ def register(app: Dash) -> None:
                  State("explorer-search", "value"))(search_callback)
     app.callback(Output("explorer-user", "value"), Input("explorer-search", "value"), prevent_initial_call=True)(
         lambda selected: selected or "")
+    app.callback(Output("explorer-track-lookup", "options"), Input("explorer-track-lookup", "search_value"),
+                 State("explorer-track-lookup", "value"))(lookup_callback)
     app.callback(Output("explorer-results", "children"), Output("explorer-chart", "figure"),
                  Input("explorer-user", "value"), Input("explorer-continue", "n_clicks"),
                  Input("explorer-name", "n_submit"), State("explorer-seeds", "value"), State("explorer-name", "value"),
-                 State("explorer-k", "value"), prevent_initial_call=True)(
-        lambda user, _clicks, _submit, seeds, name, k: explore(ctx.triggered_id, user, seeds, name, k))
+                 State("explorer-k", "value"), State("explorer-track-lookup", "value"), prevent_initial_call=True)(
+        lambda user, _clicks, _submit, seeds, name, k, picked: explore(ctx.triggered_id, user, seeds, name, k,
+                                                                        picked))
+    app.callback(Output("explorer-mood-results", "children"), Input("explorer-mood", "value"),
+                 Input("explorer-mood-search", "n_clicks"), Input("explorer-mood-type", "value"),
+                 State("explorer-mood", "value"), prevent_initial_call=True)(
+        lambda _typed, _clicks, kind, text: mood_view(text, kind))
 
 
 def explore(trigger: str | None, user: str | None, seeds: str | None, name: str | None,
-            k: Any) -> tuple[Any, go.Figure]:
-    """The results and main chart for what changed: the user box, or the continuation inputs."""
+            k: Any, picked: list[str] | None = None) -> tuple[Any, go.Figure]:
+    """The results and main chart for what changed: the user box, or the continuation inputs (``picked``: the seed
+    tracks chosen in the type-ahead, before those pasted)."""
     k = _k(k)
     if trigger in ("explorer-continue", "explorer-name"):
-        results, figure = continuation_view(seeds, name, k)
+        results, figure = continuation_view("\n".join([*(picked or []), seeds or ""]), name, k)
     else:
         results, figure = user_view((user or "").strip(), k)
     return results, styled(figure, CHART_HEIGHT)
@@ -196,6 +226,32 @@ def playlists_figure(user: str, picks: dict[str, Any]) -> go.Figure:
 
 # -- continuing a playlist --------------------------------------------------------------------------------------------
 
+def track_options(search: str | None, chosen: list[str] | None = None) -> list[dict[str, str]]:
+    """Type-ahead options: the chosen tracks (kept, so the dropdown still shows them), then the tracks whose title or
+    artist starts with the text typed (``track_lookup``: bounded, most-held first). Label "title — artist"."""
+    chosen = list(chosen or [])
+    docs = track_summaries(uris=chosen) if chosen else {}
+    options = {uri: _track_label(docs.get(uri, {"_id": uri})) for uri in chosen}
+    for doc in track_lookup(text=search or "", limit=LOOKUP_LIMIT):
+        options.setdefault(doc["_id"], _track_label(doc))
+    # "search" keeps a server match listed whatever the browser's own filter makes of the label.
+    return [{"label": label, "value": uri, "search": f"{label} {search or ''}"} for uri, label in options.items()]
+
+
+def _track_label(doc: dict[str, Any]) -> str:
+    if not doc.get("name"):
+        return str(doc["_id"])
+    held = doc.get("num_playlists")
+    return f"{doc['name']} — {doc.get('artist_name') or '?'}" + (f" ({held:,} playlists)" if held else "")
+
+
+def lookup_callback(search: str | None, chosen: list[str] | None) -> Any:
+    """New options as the analyst types; none while the box is empty (as it is right after a choice)."""
+    if not (search or "").strip():
+        return no_update
+    return track_options(search, chosen)
+
+
 def parse_seeds(text: str | None) -> tuple[list[str], list[str]]:
     """(well-formed spotify:track URIs, malformed lines) of a textarea, one URI per line (commas work too)."""
     good: list[str] = []
@@ -255,3 +311,40 @@ def continuation_figure(picks: dict[str, Any], name: str | None, rows: list[dict
     title = f"Continuation{f' of “{name}”' if name else ''}: score of each track (source: {picks['source']})"
     fig.update_layout(title=title, xaxis_title="score", yaxis={"autorange": "reversed"})
     return fig
+
+
+# -- mood search ------------------------------------------------------------------------------------------------------
+
+def explain_match(kind: str, why: dict[str, Any]) -> str:
+    """A search result's ``why`` in words."""
+    parts = [f"similarity {why.get('similarity') or 0:.2f}"]
+    if why.get("matched"):
+        parts.append("matched " + ", ".join(f"“{m}”" for m in why["matched"][:5]))
+    if kind == "tracks" and why.get("playlists"):
+        parts.append("in " + ", ".join(f"“{p.get('name')}”" for p in why["playlists"]))
+    return "; ".join(parts)
+
+
+def mood_rows(found: dict[str, Any]) -> list[dict[str, Any]]:
+    kind = found["type"]
+    return [{"rank": n, "uri": r.get("uri"), "pid": r.get("pid"), "name": r.get("name"), "track": r.get("name"),
+             "artist": r.get("artist"), "owner": r.get("owner"), "score": r["score"],
+             "why": explain_match(kind, r.get("why") or {})} for n, r in enumerate(found["results"], start=1)]
+
+
+def mood_view(text: str | None, kind: str | None, k: int = MOOD_K) -> Any:
+    """What ``GET /api/v1/search?q=text&type=kind&k=k`` answers, as a table (or the 400's message)."""
+    if not (text or "").strip():
+        return html.P("Type a mood, a genre, an occasion…", id="explorer-mood-message", className="note")
+    try:
+        found = search(q=text, kind=kind or "tracks", k=k)
+    except SearchError as exc:
+        return html.P(f"{exc.param}: {exc}", id="explorer-mood-message", className="error")
+    if not found["results"]:
+        why = "the live model has no text model" if found["source"] == "none" else "no known word or n-gram"
+        return html.P(f"Nothing for “{found['query']}”: {why}.", id="explorer-mood-message", className="note")
+    return html.Div([
+        html.P(f"{len(found['results'])} {found['type']} for “{found['query']}” · model {found['model_version']}",
+               id="explorer-mood-info", className="note"),
+        table(mood_rows(found), MOOD_COLUMNS[found["type"]], id="explorer-mood-table", page_size=k),
+    ])

@@ -6,7 +6,9 @@ trained here on the training part only (all other playlists plus the test seeds:
 and asked for ``K`` tracks per test playlist; the live model, which has seen everything, is never scored.
 
 Title-only playlists have no seeds to fold in, so every personalised method answers them with the same
-title fallback (``ranker.recommenders.title``) that serving uses; the popularity baseline stays pure popularity.
+text model (``ranker.recommenders.text``) that serving uses, fitted on the training playlists' names only;
+playlists with a title and a few seeds (title-heavy) get the method's picks fused with the text model's, as
+serving does. The popularity baseline stays pure popularity.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pairing.knn import exact_topk
 from ranker.evaluation import metrics
 from ranker.recommenders import Recommender, topk
 from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights, user_vector
+from ranker.recommenders.text import TextModel, fuse_ranked, title_heavy
 from ranker.recommenders.title import TitleIndex
 from ranker.training.data import Playlists, rows_matrix
 
@@ -74,6 +77,7 @@ class Split:
     train: sp.csr_matrix  # playlists × items: test rows hold only their seeds
     titles: TitleIndex = field(repr=False)
     popularity: np.ndarray = field(repr=False)
+    text: TextModel | None = field(default=None, repr=False)  # fitted on the training names; None: titles only
 
     def test_rows(self) -> np.ndarray:
         return np.asarray([c.row for c in self.cases], dtype=np.int64)
@@ -133,8 +137,9 @@ def split(playlists: Playlists, *, test_size: int = 1000, categories: Iterable[s
     for case in cases:
         names[case.row] = ""
     titles = TitleIndex().fit(names, train)
+    text = TextModel().fit(names, train, item_names=playlists.item_name, item_artists=playlists.item_artist_name)
     popularity = np.asarray(train.sum(axis=0)).ravel().astype(np.float32)
-    return Split(playlists=playlists, cases=cases, train=train, titles=titles, popularity=popularity)
+    return Split(playlists=playlists, cases=cases, train=train, titles=titles, popularity=popularity, text=text)
 
 
 def complete(top: np.ndarray, fallback: np.ndarray, k: int = K) -> np.ndarray:
@@ -165,12 +170,23 @@ def recommend_cases(model: Recommender | None, split: Split, *, k: int = K, batc
             continue
         top, _ = model.recommend(rows, seeds, k)
         cold = [n for n, c in enumerate(batch) if len(c.seeds) == 0]
+        text_model = split.text if split.text is not None else split.titles
         if cold:
-            title_scores = split.titles.scores([batch[n].title for n in cold], split.playlists.n_items)
+            title_scores = text_model.scores([batch[n].title for n in cold], split.playlists.n_items)
             t_top, t_scores = _topk_positive(title_scores, k)
             for m, n in enumerate(cold):
                 top[n] = -1
                 top[n, :len(t_top[m])] = t_top[m]
+        heavy = [n for n, c in enumerate(batch) if split.text is not None and title_heavy(c.title, len(c.seeds))]
+        if heavy:
+            title_scores = split.text.scores([batch[n].title for n in heavy], split.playlists.n_items)
+            for m, n in enumerate(heavy):
+                title_scores[m, batch[n].seeds] = 0.0
+            t_top, _ = _topk_positive(title_scores, k)
+            for m, n in enumerate(heavy):
+                fused = fuse_ranked(top[n][top[n] >= 0], t_top[m], n_seeds=len(batch[n].seeds), k=k)
+                top[n] = -1
+                top[n, :len(fused)] = fused
         for n, case in enumerate(batch):
             fallback = by_popularity[~np.isin(by_popularity, case.seeds)]
             out.append(complete(top[n], fallback, k))

@@ -3,13 +3,16 @@
 The order of resort, each step used only when the one before has nothing to say:
 1. the model, for a user it was trained on or for seeds it knows (folded in: unknown users and new playlists
    are scored from their known tracks);
-2. the tracks of playlists with the same or similar titles;
+2. the tracks of playlists with the same or similar titles (the text model, ``ranker.recommenders.text``; the
+   title index in versions made before it);
 3. the most popular tracks.
-Seeds are never returned. Unknown seed URIs are reported, not fatal.
+A title with only a few seeds (``title_heavy``) gets the model's ranking fused with the text model's. Seeds are
+never returned. Unknown seed URIs are reported, not fatal.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -39,6 +42,7 @@ from ranker.recommenders import topk
 from ranker.recommenders.explore import explore_info, thompson_pick
 from ranker.recommenders.playlist_ranker import PlaylistRanker
 from ranker.recommenders.playlists import PlaylistWeights
+from ranker.recommenders.text import fuse_ranked, title_heavy
 from ranker.training.artifacts import RankerModel
 from ranker.training.data import rows_matrix
 from ranker.training.selectors import live_model
@@ -53,7 +57,7 @@ MAX_K = 500
 class TrackPicks:
     tracks: list[str]
     scores: list[float]
-    source: str  # model | title | popularity
+    source: str  # model | model+title | title | popularity
     model_version: str | None
     unknown_seeds: list[str] = field(default_factory=list)
 
@@ -103,13 +107,34 @@ def recommend_tracks(*, user: str | None = None, seed_tracks: list[str] | None =
             scores = model.recommender.score(None, rows_matrix([np.asarray(rows)], len(model.item_ids)))[0]
     if scores is not None and not np.isfinite(scores).any():
         scores = None
+    if scores is not None and model.text is not None and title_heavy(title, len(known)):
+        return _title_heavy(model, scores, title, exclude, k, unknown, n_seeds=len(known))
     if scores is None and (title or "").strip():
-        title_scores = model.titles.scores([title], len(model.item_ids))[0]
+        # The text model where the version has one (names, n-grams, track titles and artists), else the title index.
+        title_scores = (model.text or model.titles).scores([title], len(model.item_ids))[0]
         if title_scores.max() > 0:
             scores, source = title_scores, "title"
     if scores is None:
         scores, source = np.log1p(model.popularity).astype(np.float32), "popularity"
     return _top(model, scores, exclude, k, source, unknown)
+
+
+def _title_heavy(model: RankerModel, scores: np.ndarray, title: str, exclude: list[int], k: int,
+                 unknown: list[str], *, n_seeds: int) -> TrackPicks:
+    """A title and a few seeds: the model's ranking fused with the text model's (``fuse_ranked``), as evaluated."""
+    ranked = _top(model, scores, exclude, k, "model", [])
+    text_scores = model.text.scores([title], len(model.item_ids))[0]
+    text_scores[np.asarray(exclude, dtype=np.int64)] = 0.0
+    ids, top = topk(text_scores[None, :], k)
+    text_ids = ids[0][(ids[0] >= 0) & (top[0] > 0)]
+    if not len(text_ids):  # the title says nothing the text model knows: the model's picks alone
+        return dataclasses.replace(ranked, unknown_seeds=unknown)
+    items = model.item_index
+    fused = fuse_ranked(np.asarray([items[t] for t in ranked.tracks], dtype=np.int64), text_ids,
+                        n_seeds=n_seeds, k=k)
+    n = len(fused)
+    return TrackPicks(tracks=model.item_ids[fused].tolist(), scores=[round(1.0 - i / max(n, 1), 6) for i in range(n)],
+                      source="model+title", model_version=model.version, unknown_seeds=unknown)
 
 
 def _top(model: RankerModel, scores: np.ndarray, exclude: list[int], k: int, source: str,

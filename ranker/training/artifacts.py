@@ -11,7 +11,9 @@ machines share versions through MongoDB alone; ``docs/adr/0010-model-artifacts-i
 Files: ``meta.json`` (parameters, data snapshot, metrics); ``data.npz`` (user and track ids, the users × tracks
 training matrix, track artists, popularity); ``playlists.npz`` (pids, names, and for each playlist either the
 row of its owner that holds exactly its tracks, as every MPD pseudo-user's does, or its own tracks); the
-recommender's ``.npz``/``.json`` files; ``manifest.json``. The training matrix is stored once: item-kNN, whose
+recommender's ``.npz``/``.json`` files; ``text.npz`` (the text model's vocabulary, idf and name vectors,
+``ranker.recommenders.text``; versions without it load with no text model and serve titles by the title index);
+``manifest.json``. The training matrix is stored once: item-kNN, whose
 state it is, and the playlists get it back at load, and the title index is rebuilt from the playlists' names.
 Strings are UTF-8 with lengths (a numpy string array takes four bytes a character, padded to the longest).
 Every ``.npz`` is read with ``allow_pickle=False``; versions of the earlier layout (format 1) still load.
@@ -39,6 +41,7 @@ from gridfs.errors import CorruptGridFile
 from ranker import collections as c
 from ranker.recommenders import BPR, Blend, Recommender
 from ranker.recommenders.playlists import PlaylistSpace
+from ranker.recommenders.text import TextModel
 from ranker.recommenders.title import TitleIndex
 from recsys_site.exceptions import UnavailableError
 from recsys_site.mongo import get_db
@@ -81,6 +84,7 @@ class RankerModel:
     playlist_owners: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     playlist_names: list[str] | np.ndarray | None = None  # normalised, one per playlist: the title index's source
+    text: TextModel | None = None  # names and tracks in one space (text.npz); None in versions made before it
     _user_index: dict[str, int] | None = field(default=None, repr=False)
     _item_index: dict[str, int] | None = field(default=None, repr=False)
     _space: Any = field(default=None, repr=False)
@@ -163,6 +167,9 @@ class RankerModel:
             np.savez_compressed(tmp / "playlists.npz", **self._playlists_state(m))
             if self.playlist_names is None:  # no names to rebuild the title index from: keep it whole
                 np.savez(tmp / "titles.npz", **self.titles.get_state())
+            if self.text is not None:
+                # deflated: the vocabulary is text and the sparse indices repeat (no playlists × tracks matrix in it)
+                np.savez_compressed(tmp / "text.npz", **self.text.get_state())
             if isinstance(self.recommender, Blend):
                 self.recommender.save(tmp / "recommender", training_matrix=m)
             else:
@@ -244,13 +251,17 @@ class RankerModel:
             titles = TitleIndex().fit(names.tolist(), playlist_items)
         else:
             raise ValueError("neither titles.npz nor playlist names to rebuild the title index from")
+        text = None
+        if (path / "text.npz").exists():
+            with np.load(path / "text.npz", allow_pickle=False) as t:
+                text = TextModel.from_state({k: t[k] for k in t.files}, playlist_items)
         recommender_meta = json.loads((path / "recommender.json").read_text())
         if recommender_meta.get("class") == Blend.name:
             recommender = Blend.load(path / "recommender", training_matrix=user_items)
         else:
             recommender = Recommender.load(path / "recommender")
         return cls(version=version, user_items=user_items, recommender=recommender, titles=titles, meta=meta,
-                   playlist_names=names, **arrays)
+                   playlist_names=names, text=text, **arrays)
 
 
 def _playlists_from(p: Any, user_items: sp.csr_matrix, user_ids: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:

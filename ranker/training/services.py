@@ -28,6 +28,7 @@ from ranker.recommenders.base import Callback
 from ranker.recommenders.blend import minmax_rows
 from ranker.recommenders.candidates import CandidateScorer, DeviceScorer, Unsupported
 from ranker.recommenders.device import resolve_device
+from ranker.recommenders.text import TextModel
 from ranker.recommenders.title import TitleIndex
 from recsys_site.mongo import get_db
 
@@ -80,6 +81,10 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
                     callback=_recording(history, callback))
     playlist_items = playlists.matrix()
     titles = TitleIndex().fit(playlists.names, playlist_items)
+    began = time.perf_counter()
+    text = TextModel().fit(playlists.names, playlist_items, item_names=playlists.item_name,
+                           item_artists=playlists.item_artist_name)
+    log.info("text model: %d features in %.1f s", len(text.vocab), time.perf_counter() - began)
     popularity = np.asarray(interactions.positives.sum(axis=0)).ravel().astype(np.float32)
     metrics = _flat_metrics(recommender)
     began = time.perf_counter()
@@ -91,7 +96,7 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
         user_items=interactions.positives, item_artist=playlists.item_artist,
         item_artist_name=playlists.item_artist_name, recommender=recommender, titles=titles,
         popularity=popularity, playlist_ids=playlists.pids, playlist_items=playlist_items,
-        playlist_owners=np.asarray(playlists.owners, dtype=str), playlist_names=playlists.names,
+        playlist_owners=np.asarray(playlists.owners, dtype=str), playlist_names=playlists.names, text=text,
         meta={"kind": KIND, "recommender": SERVED_NAME, "params": full_params, "data": interactions.snapshot(),
               "metrics": metrics, "device": device, "random_state": random_state,
               "trained_at": _now().isoformat(), "history": history, "score_histogram": histogram},

@@ -176,6 +176,10 @@ SIMULATED_CREDENTIALS = env.list("SIMULATED_CREDENTIALS", default=["app:simulato
 REFRESH_QUEUE = "refresh"
 # Playlist search: pages reach at most this many rows (page × page_size), and the total is counted up to it.
 PLAYLIST_SEARCH_MAX_ROWS = env.int("PLAYLIST_SEARCH_MAX_ROWS", default=10_000)
+# Mood search (GET /api/v1/search, ranker.picks.search): at most this many results, and a query of at most this many
+# characters (a 400 beyond either), so one request's work is bounded.
+SEARCH_MAX_K = env.int("SEARCH_MAX_K", default=50)
+SEARCH_MAX_QUERY_CHARS = env.int("SEARCH_MAX_QUERY_CHARS", default=200)
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -1,5 +1,6 @@
 """End to end in a real headless Chromium (Debian's, driven by Playwright): log in as staff, open every page, see
-its main chart drawn with no console errors, use each interactive page's control, save screenshots; and from the
+its main chart drawn with no console errors, use each interactive page's control (on the explorer: a user's picks,
+a seed track found by type-ahead and its continuation, a mood search), save screenshots; and from the
 Jobs page start a weekly refresh that a real Celery worker runs to "succeeded" while the page follows it.
 
 The site is real too: gunicorn serving ``recsys_site.wsgi`` (Django + the Dash app) on the test's SecantusDB,
@@ -150,10 +151,29 @@ def _buddies(tab, user: str = "mpd:5") -> str:
 
 
 def _explorer(tab, user: str = "mpd:7") -> str:
+    from ingestion.selectors import playlist_search, track_top
+
     tab.fill("#explorer-user", user)
     tab.press("#explorer-user", "Enter")
     tab.wait_for_selector("#explorer-tracks .ag-row", timeout=60_000)
-    return f"picks of {user}: {tab.locator('#explorer-tracks .ag-row').count()} track rows shown"
+    picks = f"picks of {user}: {tab.locator('#explorer-tracks .ag-row').count()} track rows shown"
+    # A seed track found by typing the start of its title, then the continuation from it.
+    track = track_top(limit=1)[0]
+    tab.click("#explorer-track-lookup")
+    tab.keyboard.type(track["name"][:4])
+    option = tab.get_by_role("option").filter(has_text=track["name"]).first
+    option.wait_for(timeout=30_000)
+    option.click()
+    tab.click("#explorer-continue")
+    _wait_text(tab, "#explorer-unknown", "Every seed is known")
+    tab.wait_for_selector("#explorer-continuation .ag-row", timeout=60_000)
+    # Mood search: a catalogue playlist's name as free text, answered by the search service.
+    docs, _ = playlist_search(text="", page_size=1)
+    tab.fill("#explorer-mood", docs[0]["name"])
+    tab.press("#explorer-mood", "Enter")
+    tab.wait_for_selector("#explorer-mood-table .ag-row", timeout=60_000)
+    return (f"{picks}; continuation of “{track['name']}” found by type-ahead; mood search “{docs[0]['name']}”: "
+            f"{tab.locator('#explorer-mood-table .ag-row').count()} tracks")
 
 
 def _variant_curves(tab, traffic: str) -> None:

@@ -146,3 +146,50 @@ def test_looking_at_a_users_picks_is_not_logged_as_served(live):
     serve_playlist_picks(user=user, k=5)  # the API's own call is logged: the count above could have moved
     SERVED_LOG.flush()
     assert get_db()["served"].count_documents({"user": user}) == before + 1
+
+
+def test_seed_tracks_are_found_by_title_or_artist_and_kept_once_chosen(live):
+    from ingestion.selectors import track_get
+
+    uri = str(live.item_ids[int(live.popularity.argmax())])  # a track the model knows well
+    doc = track_get(uri=uri)
+    by_title = page.track_options(doc["name"][:3].lower())
+    assert uri in {o["value"] for o in by_title} or len(by_title) == page.LOOKUP_LIMIT
+    by_artist = page.track_options(doc["artist_name"])
+    assert uri in {o["value"] for o in by_artist}
+    label = next(o["label"] for o in by_artist if o["value"] == uri)
+    assert doc["name"] in label and doc["artist_name"] in label
+    kept = page.track_options("zzzz-nothing", [uri])
+    assert [o["value"] for o in kept] == [uri] and kept[0]["label"] == label
+    assert page.lookup_callback("", [uri]) is page.no_update and page.lookup_callback("x", None) == []
+
+
+def test_continuation_from_tracks_chosen_in_the_type_ahead_equals_the_api(api, live):
+    uri = str(live.item_ids[int(live.popularity.argmax())])
+    results, _ = page.explore("explorer-continue", None, None, "", 8, [uri])
+    body = api.post("/api/v1/recommendations/continuation", {"seed_tracks": [uri], "k": 8}, format="json").json()
+    shown = rows_of(find(results, "explorer-continuation"))
+    assert [r["uri"] for r in shown] == [t["uri"] for t in body["tracks"]] and uri not in {r["uri"] for r in shown}
+    assert "Every seed is known" in text_of(find(results, "explorer-unknown"))
+
+
+@pytest.mark.parametrize("kind, key", [("tracks", "uri"), ("playlists", "pid")])
+def test_mood_search_shows_what_the_search_api_answers(live, kind, key):
+    from rest_framework.test import APIClient
+
+    names = [str(n) for n in live.playlist_names if n]
+    query = max(set(names), key=names.count)
+    shown = page.mood_view(query, kind, 6)
+    body = APIClient().get("/api/v1/search", {"q": query, "type": kind, "k": 6}).json()
+    rows = rows_of(find(shown, "explorer-mood-table"))
+    assert body["results"] and [r[key] for r in rows] == [_fmt(r[key]) for r in body["results"]]
+    assert all("similarity" in r["why"] for r in rows)
+    assert query in text_of(find(shown, "explorer-mood-info"))
+    assert "q:" in text_of(page.mood_view("x" * 500, kind))  # the API's 400, in words
+    assert "Type a mood" in text_of(page.mood_view("  ", kind))
+
+
+def test_the_layout_has_the_lookup_and_the_mood_box(live):
+    content = page.layout()
+    assert find(content, "explorer-track-lookup").multi is True
+    assert find(content, "explorer-mood") is not None and find(content, "explorer-mood-type").value == "tracks"
