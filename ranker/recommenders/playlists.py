@@ -154,7 +154,7 @@ class PlaylistSpace:
     def features(self, *, user_vector: np.ndarray, user_tracks: np.ndarray, rows: np.ndarray,
                  buddy_of: dict[int, tuple[str, float]] | None = None) -> np.ndarray:
         """The ranking features of playlists ``rows`` for one user: columns ``playlist_ranker.FEATURES``, the
-        playlist-BPR score left 0 (the learned ranker fills it in)."""
+        playlist-BPR score and the follow rate left 0 (the learned ranker fills them in)."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.zeros((len(rows), len(FEATURES)), dtype=np.float64)
         if len(rows) == 0:
@@ -164,6 +164,7 @@ class PlaylistSpace:
         out[:, FEATURES.index("familiarity")] = stats["known_artists"]
         out[:, FEATURES.index("novelty")] = stats["new_share"]
         out[:, FEATURES.index("buddy")] = [(buddy_of or {}).get(int(r), (None, 0.0))[1] for r in rows]
+        out[:, FEATURES.index("size")] = np.log1p(stats["sizes"])
         return out
 
     def rank(self, *, user_vector: np.ndarray, user_tracks: np.ndarray, candidates: np.ndarray,
@@ -197,6 +198,7 @@ class PlaylistSpace:
             feats[:, FEATURES.index("familiarity")] = known_artists
             feats[:, FEATURES.index("novelty")] = new_share
             feats[:, FEATURES.index("buddy")] = [buddy_of.get(int(r), (None, 0.0))[1] for r in rows]
+            feats[:, FEATURES.index("size")] = np.log1p(sizes)
             base = np.asarray(scorer(rows, feats), dtype=np.float64)
         slots = max(0, min(int(explore_slots), k)) if explore is not None else 0
 
