@@ -303,7 +303,7 @@ def content_peer_picks(split: Split, cases: list[Case], *, candidates: np.ndarra
     return out
 
 
-def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 10,
+def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 10, learned: Any = None,
                        show_progress: bool = False) -> dict[str, dict[str, float]]:
     """HitRate/Coverage/Novelty/Diversity/Precision@10 of buddy playlist picks against two baselines on the same
     test playlists: the content peer (nearest playlists by track-set cosine, ``content_peer_picks``) and the most
@@ -314,6 +314,11 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
     playlist each, so a buddy's playlists are that buddy's one playlist. Only test playlists with seeds are
     scored (every method on the same ones). ``precision_10`` is ``metrics.playlist_metrics``': the mean over the
     picks of the share of each picked playlist's tracks that are hidden tracks of the test playlist.
+
+    ``learned`` (a ``ranker.recommenders.playlist_ranker.PlaylistRanker``, the live one) adds a ``learned`` row:
+    the same candidates ranked by its learned weights instead of the hand-set ones. Its BPR was trained beside
+    another track model, so its taste term is the plain cosine here, and the test playlists' owners are users it
+    never saw: what it brings offline is its weights, follow rates and playlist biases.
     """
 
     w = weights or PlaylistWeights()
@@ -327,6 +332,8 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
     ranked_by_followers = cand_rows[np.argsort(-pl.followers[cand_rows], kind="stable")]
     by_followers = ranked_by_followers[:k]
     results: dict[str, list[dict[str, float]]] = {"buddies": [], "content": [], "most_followed": []}
+    if learned is not None:
+        results["learned"] = []
     cases = [c for c in split.cases if len(c.seeds)]
     content = content_peer_picks(split, cases, candidates=cand_rows, fallback=ranked_by_followers[:2 * k], k=k)
     vectors = np.stack([user_vector(bpr.item_factors, c.seeds) for c in cases]) if cases else None
@@ -338,8 +345,17 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
         candidates = np.concatenate([buddy_rows, space.nearest(vectors[n], w.neighbours)])
         picks = space.rank(user_vector=vectors[n], user_tracks=case.seeds, candidates=candidates,
                            exclude={case.row}, buddy_of=buddy_of, weights=w, k=k)
-        for name, rows in (("buddies", [p.row for p in picks]), ("content", content[n].tolist()),
-                           ("most_followed", by_followers.tolist())):
+        ranked = [("buddies", [p.row for p in picks]), ("content", content[n].tolist()),
+                  ("most_followed", by_followers.tolist())]
+        if learned is not None:
+            def scorer(rows: np.ndarray, feats: np.ndarray, n: int = n, case: Any = case) -> np.ndarray:
+                return learned.score(user=str(pl.owners[case.row]), taste=vectors[n], pids=pl.pids[rows],
+                                     vectors=space.vectors[rows], features=feats, track_version=None)[0]
+
+            mine = space.rank(user_vector=vectors[n], user_tracks=case.seeds, candidates=candidates,
+                              exclude={case.row}, buddy_of=buddy_of, weights=w, k=k, scorer=scorer)
+            ranked.append(("learned", [p.row for p in mine]))
+        for name, rows in ranked:
             sets = [space.tracks(r).tolist() for r in rows]
             results[name].append(metrics.playlist_metrics(sets, case.seeds.tolist(), case.hidden.tolist(), k=k))
     return {name: metrics.mean_metrics(rows) for name, rows in results.items()}

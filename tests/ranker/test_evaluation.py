@@ -175,3 +175,36 @@ def test_evaluate_command_writes_the_documented_json(demo_store, model_dir, tmp_
     from ranker.evaluation.selectors import evaluation_latest
 
     assert evaluation_latest()["methods"] == report["methods"]
+
+
+def _ranker_on_affinity(coef_affinity: float):
+    """A learned playlist ranker whose combined score is ``coef_affinity`` × the track-BPR affinity alone (no BPR
+    term, no follow rates)."""
+    from ranker.recommenders.playlist_ranker import FEATURES, LearnedWeights, PlaylistBPR, PlaylistRanker
+
+    width = len(FEATURES)
+    coef = np.zeros(width)
+    coef[FEATURES.index("affinity")] = coef_affinity
+    bpr = PlaylistBPR(user_ids=np.asarray([], dtype=str), pids=np.asarray([], dtype=np.int64),
+                      user_factors=np.zeros((1, 4)), playlist_factors=np.zeros((1, 4)), playlist_bias=np.zeros(1),
+                      taste_map=np.zeros((8, 8)), track_version="elsewhere")
+    return PlaylistRanker(version="v-test", bpr=bpr, weights=LearnedWeights(mean=np.zeros(width), std=np.ones(width),
+                                                                          coef=coef), explore=None)
+
+
+def test_the_learned_ranker_row_ranks_the_same_candidates_by_its_weights():
+    """With weights that score affinity alone, the learned row picks what the hand-set ranking picks with only its
+    affinity weight (same candidates, same order, no diversity): equal metrics. Reversed weights pick otherwise."""
+    from ranker.recommenders.playlists import PlaylistWeights
+
+    pl = _playlists()
+    s = split(pl, test_size=40, random_state=5)
+    rng = np.random.default_rng(0)
+    bpr = type("Fitted", (), {"item_factors": rng.normal(size=(pl.n_items, 8)).astype(np.float32),
+                              "item_bias": np.zeros(pl.n_items, dtype=np.float32)})()
+    affinity_only = PlaylistWeights(familiarity=0.0, discovery=0.0, diversity=0.0)
+    same = evaluate_playlists(s, bpr, weights=affinity_only, learned=_ranker_on_affinity(1.0))
+    assert list(same) == ["buddies", "content", "most_followed", "learned"]
+    assert same["learned"] == pytest.approx(same["buddies"])
+    reversed_ = evaluate_playlists(s, bpr, weights=affinity_only, learned=_ranker_on_affinity(-1.0))
+    assert reversed_["learned"] != pytest.approx(reversed_["buddies"])

@@ -20,6 +20,7 @@ from ranker.evaluation.harness import (
     split,
 )
 from ranker.evaluation.services import evaluation_record
+from ranker.playlist_ranking.selectors import playlist_ranker_live
 from ranker.training.data import Playlists
 from ranker.training.served import SERVED_NAME, make_served
 
@@ -65,7 +66,8 @@ class Command(BaseCommand):
             results[part.name] = score_model(part, the_split)
             results[part.name].train_seconds = float(getattr(part, "metrics_", {}).get("seconds", 0.0))
         bpr = next(p for p, _ in fitted.components if p.name == "bpr")
-        playlists_result = evaluate_playlists(the_split, bpr, show_progress=show)
+        learned = playlist_ranker_live()  # the live learned playlist ranker, when one is trained: a row of its own
+        playlists_result = evaluate_playlists(the_split, bpr, learned=learned, show_progress=show)
         order = ["popularity", "itemknn", "als", "bpr", SERVED_NAME]
         results = {name: results[name] for name in order if name in results}
         self.stdout.write("\nTrack picks (500 per playlist), overall:\n")
@@ -78,6 +80,7 @@ class Command(BaseCommand):
             "methods": {name: r.to_json() for name, r in results.items()},
             "playlists": playlists_result,
             "served_playlists": "buddies",
+            "learned_playlist_ranker": learned.version if learned is not None else None,
             "split": {"test_size": len(the_split.cases), "seed": opts["seed"], "playlists": len(playlists),
                       "categories": sorted({c.category for c in the_split.cases})},
             "bpr": bpr.metrics_,
