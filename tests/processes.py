@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +44,30 @@ def celery_worker(settings, model_dir, name: str) -> subprocess.Popen:
     return subprocess.Popen([celery, "-A", "celery_app", "worker", "--pool", "solo", "--queues", "default,gpu,refresh",
                              "--loglevel", "INFO", "--hostname", f"{name}-{os.getpid()}@%h"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def web_server(env: dict[str, str], port: int, log_path: Path, *, ready_path: str = "/healthz",
+               timeout: float = 90) -> subprocess.Popen:
+    """A real gunicorn (2 sync workers) on ``port`` with ``env``, its output in ``log_path``; returns once
+    ``ready_path`` answers (any HTTP status counts: a 503 health is still an answer)."""
+    log = log_path.open("w")
+    web = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "recsys_site.wsgi:application",
+                            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--no-control-socket", "--timeout", "120"],
+                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def up() -> bool:
+        assert web.poll() is None, log_path.read_text()
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=5)
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    try:
+        wait_until(up, timeout, "gunicorn to answer: " + str(log_path))
+    except BaseException:
+        stop(web)
+        raise
+    return web

@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from recsys_site.embedded import free_port
-from tests.processes import stop
+from tests.processes import stop, web_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -83,24 +82,13 @@ def site(live, model_dir, tmp_path_factory):
             f"User.objects.create_user('ana', password='{PASSWORD}', is_staff=True); "
             f"User.objects.create_user('bob', password='{PASSWORD}')")
     port = free_port()
-    log = (tmp / "web.log").open("w")
-    web = subprocess.Popen([str(BIN / "gunicorn"), "recsys_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                            "--workers", "2", "--no-control-socket", "--timeout", "120"],
-                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    web = web_server(env, port, tmp / "web.log", ready_path="/admin/login/")
+    log = (tmp / "worker.log").open("w")
     worker = subprocess.Popen([str(BIN / "celery"), "-A", "celery_app", "worker", "--pool", "solo", "--queues",
                                "default,gpu", "--loglevel", "WARNING", "--hostname", f"dash-{os.getpid()}@%h"],
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert web.poll() is None, (tmp / "web.log").read_text()
-            try:
-                urllib.request.urlopen(f"{base}/admin/login/", timeout=5)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "gunicorn did not come up: " + (tmp / "web.log").read_text()
-                time.sleep(0.3)
         token = _manage(env, "create_credential", "--app", "simulator", "--scopes", "events:write,picks:read",
                         "--any-user").split()[-1]
         _dated_traffic(base, token, [str(u) for u in live.user_ids[:16]])

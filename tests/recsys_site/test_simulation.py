@@ -12,8 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -21,9 +19,8 @@ import pytest
 
 from recsys_site.embedded import free_port
 from tests.conftest import FAST
-from tests.processes import ROOT, celery_worker, stop
+from tests.processes import ROOT, celery_worker, stop, web_server
 
-BIN = Path(sys.executable).parent
 HELD_OUT = 40  # playlists of the demo world left out of the ingest: the simulated users come from them
 EXPERIMENT = "sim_ab"
 SPEC = {EXPERIMENT: {"applies_to": ["playlists"], "variants": {
@@ -81,24 +78,10 @@ def site(world, model_dir, tmp_path_factory):
                     "from rest_framework.authtoken.models import Token; "
                     "print(Token.objects.create(user=User.objects.create_user('ana', is_staff=True)).key)").split()[-1]
     port = free_port()
-    log = (tmp / "web.log").open("w")
-    web = subprocess.Popen([str(BIN / "gunicorn"), "recsys_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                            "--workers", "2", "--no-control-socket", "--timeout", "120"],
-                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    web = web_server(env, port, tmp / "web.log")
     worker = celery_worker(settings, model_dir, "sim")
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert web.poll() is None, (tmp / "web.log").read_text()
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=5)
-                break
-            except urllib.error.HTTPError:
-                break  # up (a 503 health is still an answer)
-            except OSError:
-                assert time.monotonic() < deadline, "gunicorn did not come up: " + (tmp / "web.log").read_text()
-                time.sleep(0.3)
         yield {"url": base, "env": env, "staff": staff, "tmp": tmp, "worker": worker}
     finally:
         stop(worker)
