@@ -28,9 +28,11 @@ def build(django_app=django_application):
 
     from dashboard.app import create_app
     from dashboard.auth import StaffOnly
+    from recsys_site.deadline import DeadlineWSGI
 
     dashboard = StaffOnly(create_app().server, login_url=settings.LOGIN_URL)
-    return DispatcherMiddleware(django_app, {"/dashboard": dashboard})
+    # Late API requests are shed before Django sees them (recsys_site/deadline.py); the dashboard is not shed.
+    return DispatcherMiddleware(DeadlineWSGI(django_app), {"/dashboard": dashboard})
 
 
 application = build()
