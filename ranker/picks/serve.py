@@ -429,7 +429,12 @@ def serve_playlist_picks(*, user: str, k: int, record: bool = True) -> dict:
                 and len(stored["playlists"]) >= k \
                 and stored.get("playlists_ranker", "hand") == playlist_ranker_tag(*playlist_ranking(ranking)) \
                 and playlist_ranking(ranking)[:2] == playlist_ranking()[:2]:
-            return {"playlists": stored["playlists"][:k]}, "precomputed", stored["model_version"]
+            # Stored picks may predate a follow whose refresh has not run yet (the refresh is a worker's task):
+            # a playlist the user follows now is never served, even from them.
+            followed = users_followed_playlists(users=[user])[user]
+            fresh = [p for p in stored["playlists"] if p.get("pid") not in followed]
+            if len(fresh) >= k:
+                return {"playlists": fresh[:k]}, "precomputed", stored["model_version"]
         known = model is not None and user in model.user_index
         picks = recommend_playlists(user=user, k=k, model=model, weights=weights, changes=ranking,
                                     user_tracks=None if known else user_liked_tracks(user=user))
