@@ -328,3 +328,31 @@ def test_unknown_training_params_are_refused_by_name(live, feedback_settings):
 
     with pytest.raises(ValueError, match=r"unknown playlist ranker params \['epoch'\]"):
         playlist_ranker_train(params={"epoch": 3})
+
+
+def test_the_follow_rate_feature_is_each_playlists_posterior_mean():
+    """PlaylistRanker.score fills the follow_rate column from its posteriors (alpha / (alpha + beta), shrunk to the
+    cluster's rate): with weight on that column alone, the playlist followed most per impression ranks first, and a
+    playlist nobody saw scores its cluster's prior rate."""
+    from ranker.recommenders.playlist_ranker import LearnedWeights, PlaylistBPR, PlaylistRanker
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(60, 8)).astype(np.float32)
+    pids = np.arange(100, 160)
+    posteriors = follow_posteriors_fit(vectors=vectors, row_pids=pids, follows={100: 9, 101: 1},
+                                       impressions={100: 10, 101: 10, 102: 10}, clusters=1, strength=20.0)
+    width = len(FEATURES)
+    coef = np.zeros(width)
+    coef[FEATURES.index("follow_rate")] = 1.0
+    bpr = PlaylistBPR(user_ids=np.asarray([], dtype=str), pids=np.asarray([], dtype=np.int64),
+                      user_factors=np.zeros((1, 2)), playlist_factors=np.zeros((1, 2)), playlist_bias=np.zeros(1),
+                      taste_map=np.zeros((8, 8)), track_version="v")
+    ranker = PlaylistRanker(version="t", bpr=bpr, weights=LearnedWeights(np.zeros(width), np.ones(width), coef),
+                            explore=posteriors)
+    rows = np.asarray([2, 1, 0, 59])  # pids 102 (0 of 10), 101 (1 of 10), 100 (9 of 10), 159 (never shown)
+    score, _ = ranker.score(user="u", taste=np.zeros(8), pids=pids[rows], vectors=vectors[rows],
+                            features=np.zeros((len(rows), width)), track_version="v")
+    prior = (10 + 1) / (30 + 2)  # the one cluster's pooled, smoothed rate
+    expected = [(20 * prior + f) / (20 + n) for f, n in ((0, 10), (1, 10), (9, 10), (0, 0))]
+    assert score == pytest.approx(expected)
+    assert list(np.argsort(-score)) == [2, 3, 1, 0]
