@@ -268,8 +268,10 @@ EXPERIMENTS = env.json("EXPERIMENTS", default={
 
 # --- The learned playlist ranker (ranker/playlist_ranking, docs/adr/0014) ----------------------------------------
 # How users outside an experiment get their playlist picks ranked: "learned" (the live learned ranker; the hand-set
-# weights while none is trained) or "hand" (the hand-set weights always). Precomputed picks follow it.
-PLAYLIST_RANKER_DEFAULT = env("PLAYLIST_RANKER_DEFAULT", default="learned")
+# weights while none is trained) or "hand" (the hand-set weights always). Precomputed picks follow it. "hand" until
+# the playlist_ranker experiment shows the learned ranker beating it with intervals that exclude 0 (ADR 0014: the
+# simulated A/B of issue 16 had not, when this was set).
+PLAYLIST_RANKER_DEFAULT = env("PLAYLIST_RANKER_DEFAULT", default="hand")
 if PLAYLIST_RANKER_DEFAULT not in ("learned", "hand"):
     raise ImproperlyConfigured(f"PLAYLIST_RANKER_DEFAULT={PLAYLIST_RANKER_DEFAULT!r}: expected learned or hand")
 # Exploration slots (Thompson sampling over follow rates) at the end of each playlist page, outside experiments.
