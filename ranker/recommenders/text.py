@@ -27,6 +27,8 @@ import scipy.sparse as sp
 
 from ingestion.mpd import normalize_name
 
+from .state import csr_from_state, csr_state
+
 # Title-heavy continuation: a playlist with a title and at most this many seeds gets the recommender's ranking
 # fused with the text model's (``fuse_ranked``); the text's weight falls as seeds add evidence.
 TITLE_HEAVY_SEEDS = 5
@@ -242,9 +244,7 @@ class TextModel:
         state = {"vocab": np.asarray(list(self.vocab), dtype=str), "idf": self.idf,
                  "params": np.asarray([self.neighbours, self.power, self.own_weight], dtype=np.float64)}
         for key in ("name_vectors", "item_own"):
-            m = getattr(self, key)
-            state |= {f"{key}_data": m.data, f"{key}_indices": m.indices, f"{key}_indptr": m.indptr,
-                      f"{key}_shape": np.asarray(m.shape)}
+            state |= csr_state(key, getattr(self, key))
         return state
 
     @classmethod
@@ -254,9 +254,7 @@ class TextModel:
         model.vocab = {f: i for i, f in enumerate(state["vocab"].tolist())}
         model.idf = state["idf"]
         for key in ("name_vectors", "item_own"):
-            setattr(model, key, sp.csr_matrix(
-                (state[f"{key}_data"], state[f"{key}_indices"], state[f"{key}_indptr"]),
-                shape=tuple(int(s) for s in state[f"{key}_shape"])))
+            setattr(model, key, csr_from_state(state, key))
         return model.bind(playlist_items)
 
 

@@ -12,6 +12,8 @@ import scipy.sparse as sp
 
 from ingestion.mpd import normalize_name
 
+from .state import csr_from_state, csr_state
+
 
 class TitleIndex:
     def __init__(self) -> None:
@@ -63,9 +65,7 @@ class TitleIndex:
         state = {"names": np.asarray(list(self.names), dtype=str), "words": np.asarray(list(self.words), dtype=str),
                  "word_idf": self.word_idf}
         for key in ("name_items", "word_items"):
-            m = getattr(self, key)
-            state |= {f"{key}_data": m.data, f"{key}_indices": m.indices, f"{key}_indptr": m.indptr,
-                      f"{key}_shape": np.asarray(m.shape)}
+            state |= csr_state(key, getattr(self, key))
         return state
 
     @classmethod
@@ -75,9 +75,7 @@ class TitleIndex:
         index.words = {w: i for i, w in enumerate(state["words"].tolist())}
         index.word_idf = state["word_idf"]
         for key in ("name_items", "word_items"):
-            setattr(index, key, sp.csr_matrix(
-                (state[f"{key}_data"], state[f"{key}_indices"], state[f"{key}_indptr"]),
-                shape=tuple(state[f"{key}_shape"])))
+            setattr(index, key, csr_from_state(state, key))
         return index
 
 
