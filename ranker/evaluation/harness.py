@@ -206,6 +206,11 @@ class MethodResult:
     per_category: dict[str, dict[str, float]]
     train_seconds: float
     recommend_seconds: float
+    per_case: list[dict[str, float]] = field(default_factory=list, repr=False)  # in the split's case order
+
+    def values(self, metric: str) -> list[float]:
+        """One metric per case, in the split's case order: what ``compare.paired_bootstrap`` pairs."""
+        return [row[metric] for row in self.per_case]
 
     def to_json(self) -> dict[str, Any]:
         return {"overall": self.overall, "per_category": self.per_category,
@@ -216,14 +221,17 @@ def score_cases(split: Split, ranked: list[np.ndarray]) -> MethodResult:
     """Per-category and overall means of the track metrics (overall = mean over all test playlists)."""
     artist = split.playlists.item_artist
     rows: dict[str, list[dict[str, float]]] = {}
+    per_case = []
     for case, picks in zip(split.cases, ranked, strict=True):
         top = picks.tolist()
         hidden = case.hidden.tolist()
         artist_of = {t: artist[t] for t in (*hidden, *top[:len(hidden)]) if artist[t]}
-        rows.setdefault(case.category, []).append(metrics.track_metrics(top, hidden, artist_of))
+        per_case.append(metrics.track_metrics(top, hidden, artist_of))
+        rows.setdefault(case.category, []).append(per_case[-1])
     per_category = {name: metrics.mean_metrics(rows[name]) for name in CATEGORY_NAMES if name in rows}
     overall = metrics.mean_metrics(r for name in per_category for r in rows[name])
-    return MethodResult(overall=overall, per_category=per_category, train_seconds=0.0, recommend_seconds=0.0)
+    return MethodResult(overall=overall, per_category=per_category, train_seconds=0.0, recommend_seconds=0.0,
+                        per_case=per_case)
 
 
 def score_model(model: Recommender | None, split: Split, *, show_progress: bool = False) -> MethodResult:
