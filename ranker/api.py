@@ -42,7 +42,8 @@ class PickListSerializer(serializers.Serializer):
     variant = serializers.CharField()
     experiment = serializers.CharField(allow_null=True, required=False)
     source = serializers.CharField(
-        help_text="precomputed | model | model+title (a title and a few seeds) | title | popularity | most_followed")
+        help_text="precomputed | reranked (second stage) | model | model+title (a title and a few seeds) | title | "
+                  "popularity | most_followed")
     cached = serializers.BooleanField(required=False, help_text="served from the picks cache")
 
 

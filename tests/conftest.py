@@ -110,7 +110,9 @@ def model_dir(tmp_path_factory):
     settings.MODEL_DIR = previous
 
 
-FAST = {"bpr": {"epochs": 15, "validation_users": 100, "eval_every": 5}, "als": {"factors": 32, "iterations": 5}}
+# No second stage by default (it trains a second first stage): tests/ranker/test_rerank.py trains and serves one.
+FAST = {"bpr": {"epochs": 15, "validation_users": 100, "eval_every": 5}, "als": {"factors": 32, "iterations": 5},
+        "second_stage_cases": 0}
 
 
 @pytest.fixture(scope="module")

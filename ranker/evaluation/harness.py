@@ -27,9 +27,16 @@ from pairing.knn import exact_topk
 from ranker.evaluation import metrics
 from ranker.recommenders import Recommender, topk
 from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights, user_vector
+from ranker.recommenders.rerank import Reranked
 from ranker.recommenders.text import TextModel, fuse_ranked, title_heavy
 from ranker.recommenders.title import TitleIndex
 from ranker.training.data import Playlists, rows_matrix
+from ranker.training.second_stage import (
+    CATEGORIES,
+    CATEGORY_NAMES,
+    second_stage_train,
+    unique_in_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +45,6 @@ MIN_HIDDEN = 10
 TRACK_METRICS = ("r_precision", "r_precision_artist", "ndcg_g", "ndcg", "clicks")
 
 
-@dataclass(frozen=True)
-class Category:
-    name: str
-    title: bool
-    seeds: int
-    random: bool = False
-
-
-CATEGORIES = (
-    Category("title_only", True, 0),
-    Category("title_first1", True, 1),
-    Category("title_first5", True, 5),
-    Category("first5_no_title", False, 5),
-    Category("title_first10", True, 10),
-    Category("first10_no_title", False, 10),
-    Category("title_first25", True, 25),
-    Category("title_random25", True, 25, random=True),
-    Category("title_first100", True, 100),
-    Category("title_random100", True, 100, random=True),
-)
-CATEGORY_NAMES = tuple(c.name for c in CATEGORIES)
 
 
 @dataclass
@@ -83,11 +69,6 @@ class Split:
         return np.asarray([c.row for c in self.cases], dtype=np.int64)
 
 
-def _unique_in_order(tracks: np.ndarray) -> np.ndarray:
-    _, first = np.unique(tracks, return_index=True)
-    return tracks[np.sort(first)]
-
-
 def split(playlists: Playlists, *, test_size: int = 1000, categories: Iterable[str] | None = None,
           random_state: int = 0) -> Split:
     """Choose ``test_size`` test playlists spread evenly over the categories; deterministic for a seed.
@@ -102,7 +83,7 @@ def split(playlists: Playlists, *, test_size: int = 1000, categories: Iterable[s
     if not chosen or test_size < len(chosen):
         raise ValueError(f"test_size {test_size} is too small for {len(chosen)} categories")
     rng = np.random.default_rng(random_state)
-    unique = [_unique_in_order(playlists.tracks_of(i)) for i in range(len(playlists))]
+    unique = [unique_in_order(playlists.tracks_of(i)) for i in range(len(playlists))]
     sizes = np.asarray([len(u) for u in unique])
     order = rng.permutation(len(playlists))
     taken = np.zeros(len(playlists), dtype=bool)
@@ -151,7 +132,7 @@ def complete(top: np.ndarray, fallback: np.ndarray, k: int = K) -> np.ndarray:
     return np.concatenate([have, extra])[:k]
 
 
-def recommend_cases(model: Recommender | None, split: Split, *, k: int = K, batch_size: int = 256,
+def recommend_cases(model: Recommender | Reranked | None, split: Split, *, k: int = K, batch_size: int = 256,
                     show_progress: bool = False) -> list[np.ndarray]:
     """``k`` item indices per case. ``model=None`` is pure popularity (the baseline)."""
     out: list[np.ndarray] = []
@@ -166,6 +147,12 @@ def recommend_cases(model: Recommender | None, split: Split, *, k: int = K, batc
             ranked = [complete(np.zeros(0, np.int64), by_popularity[~np.isin(by_popularity, s)], k)
                       for s in seeds_of[start:start + batch_size]]
             out.extend(ranked)
+            bar.update(len(batch))
+            continue
+        if isinstance(model, Reranked):  # titles are among its features: no separate title fusion
+            top, _ = model.recommend(None, seeds, k, titles=[c.title for c in batch])
+            for n, case in enumerate(batch):
+                out.append(complete(top[n], by_popularity[~np.isin(by_popularity, case.seeds)], k))
             bar.update(len(batch))
             continue
         top, _ = model.recommend(rows, seeds, k)
@@ -234,10 +221,11 @@ def score_cases(split: Split, ranked: list[np.ndarray]) -> MethodResult:
                         per_case=per_case)
 
 
-def score_model(model: Recommender | None, split: Split, *, show_progress: bool = False) -> MethodResult:
+def score_model(model: Recommender | Reranked | None, split: Split, *, show_progress: bool = False,
+                batch_size: int = 256) -> MethodResult:
     """Recommend for every case with an already fitted ``model`` (None = popularity) and score."""
     started = time.perf_counter()
-    result = score_cases(split, recommend_cases(model, split, show_progress=show_progress))
+    result = score_cases(split, recommend_cases(model, split, show_progress=show_progress, batch_size=batch_size))
     result.recommend_seconds = time.perf_counter() - started
     return result
 
@@ -251,6 +239,37 @@ def evaluate_method(factory: Callable[[], Recommender] | None, split: Split, *, 
         model = factory().fit(split.train, show_progress=show_progress)
     trained = time.perf_counter()
     result = score_model(model, split, show_progress=show_progress)
+    result.train_seconds = trained - started
+    return result, model
+
+
+def training_rows(split: Split) -> tuple[list[np.ndarray], list[str]]:
+    """The split's training part as ordered track lists and names: every playlist, the test playlists cut to
+    their seeds and their titles blanked (what ``split`` trains on)."""
+    rows = [split.playlists.tracks_of(i) for i in range(len(split.playlists))]
+    names = list(split.playlists.names)
+    for case in split.cases:
+        rows[case.row] = case.seeds
+        names[case.row] = ""
+    return rows, names
+
+
+def evaluate_second_stage(first: Recommender, factory: Callable[[], Recommender], split: Split, *,
+                          cases: int | None = None, random_state: int = 0, show_progress: bool = False
+                          ) -> tuple[MethodResult, Reranked]:
+    """The served blend ``first`` (already fitted on the split's training part) with a second stage trained on
+    cases cut from that training part only (``second_stage_train``: never a test playlist), scored on the split.
+
+    ``factory`` makes the first stage that the second stage's own training cases are scored by.
+    """
+    started = time.perf_counter()
+    rows, names = training_rows(split)
+    stage = second_stage_train(split.playlists, factory, train_rows=rows, names=names,
+                               exclude_rows=split.test_rows(), random_state=random_state,
+                               show_progress=show_progress, **({"cases": cases} if cases else {}))
+    model = Reranked(first, stage, split.text)
+    trained = time.perf_counter()
+    result = score_model(model, split, show_progress=show_progress, batch_size=128)
     result.train_seconds = trained - started
     return result, model
 

@@ -6,7 +6,12 @@ The order of resort, each step used only when the one before has nothing to say:
 2. the tracks of playlists with the same or similar titles (the text model, ``ranker.recommenders.text``; the
    title index in versions made before it);
 3. the most popular tracks.
-A title with only a few seeds (``title_heavy``) gets the model's ranking fused with the text model's. Seeds are
+A title with only a few seeds (``title_heavy``) gets the model's ranking fused with the text model's.
+
+A version with a second stage (``ranker.recommenders.rerank``) replaces steps 1–2 for a playlist's continuation:
+its candidates from every part and from the title, ordered by the booster (source ``reranked``); popularity still
+tops a short list up. A user's own picks keep the blend's order, as the weekly precompute serves them (the second
+stage is measured on continuation, and its features cost about 25 ms a playlist on 2 cores). Seeds are
 never returned. Unknown seed URIs are reported, not fatal.
 """
 
@@ -38,7 +43,7 @@ from ranker.experiments.assign import active_for, changes_digest, served_record
 from ranker.picks import cache
 from ranker.picks.selectors import picks_for_user
 from ranker.playlist_ranking.selectors import playlist_ranker_live
-from ranker.recommenders import topk
+from ranker.recommenders import Blend, topk
 from ranker.recommenders.explore import explore_info, thompson_pick
 from ranker.recommenders.playlist_ranker import PlaylistRanker
 from ranker.recommenders.playlists import PlaylistWeights
@@ -57,7 +62,7 @@ MAX_K = 500
 class TrackPicks:
     tracks: list[str]
     scores: list[float]
-    source: str  # model | model+title | title | popularity
+    source: str  # reranked | model | model+title | title | popularity
     model_version: str | None
     unknown_seeds: list[str] = field(default_factory=list)
 
@@ -93,6 +98,10 @@ def recommend_tracks(*, user: str | None = None, seed_tracks: list[str] | None =
     known = [items[s] for s in seeds if s in items]
     unknown = [s for s in seeds if s not in items]
     exclude = list(known)
+    if user is None and model.second_stage is not None and isinstance(model.recommender, Blend):
+        picks = _reranked(model, known=known, title=title, k=k, unknown=unknown)
+        if picks is not None:
+            return picks
     scores = None
     source = "model"
     if user is not None and user in model.user_index and not seeds and user_tracks is None:
@@ -117,6 +126,19 @@ def recommend_tracks(*, user: str | None = None, seed_tracks: list[str] | None =
     if scores is None:
         scores, source = np.log1p(model.popularity).astype(np.float32), "popularity"
     return _top(model, scores, exclude, k, source, unknown)
+
+
+def _reranked(model: RankerModel, *, known: list[int], title: str | None, k: int, unknown: list[str]
+              ) -> TrackPicks | None:
+    """A playlist's continuation by the second stage (None when neither its seeds nor its title give a candidate)."""
+    seeds = rows_matrix([np.asarray(known, dtype=np.int64)], len(model.item_ids))
+    ids, _ = model.second_stage.rank(model.recommender, seeds, k, titles=[title], text=model.text)
+    ids = ids[0][ids[0] >= 0]
+    if not len(ids):
+        return None
+    scores = np.full(len(model.item_ids), -np.inf, dtype=np.float32)
+    scores[ids] = 1.0 - np.arange(len(ids), dtype=np.float32) / max(k, 1)
+    return _top(model, scores, known, k, "reranked", unknown)
 
 
 def _title_heavy(model: RankerModel, scores: np.ndarray, title: str, exclude: list[int], k: int,

@@ -13,8 +13,10 @@ training matrix, track artists, popularity); ``playlists.npz`` (pids, names, and
 row of its owner that holds exactly its tracks, as every MPD pseudo-user's does, or its own tracks); the
 recommender's ``.npz``/``.json`` files; ``text.npz`` (the text model's vocabulary, idf and name vectors,
 ``ranker.recommenders.text``; versions without it load with no text model and serve titles by the title index);
-``manifest.json``. The training matrix is stored once: item-kNN, whose
-state it is, and the playlists get it back at load, and the title index is rebuilt from the playlists' names.
+``second_stage.npz`` (the LightGBM re-ranker of track picks in its own text format, with the per-track artist and
+album codes it reads, ``ranker.recommenders.rerank``; versions without it serve the blend's order); ``manifest.json``.
+The training matrix is stored once: item-kNN, whose state it is, and the playlists get it back at load, and the
+title index is rebuilt from the playlists' names.
 Strings are UTF-8 with lengths (a numpy string array takes four bytes a character, padded to the longest).
 Every ``.npz`` is read with ``allow_pickle=False``; versions of the earlier layout (format 1) still load.
 """
@@ -41,6 +43,7 @@ from gridfs.errors import CorruptGridFile
 from ranker import collections as c
 from ranker.recommenders import BPR, Blend, Recommender
 from ranker.recommenders.playlists import PlaylistSpace
+from ranker.recommenders.rerank import SecondStage
 from ranker.recommenders.text import TextModel
 from ranker.recommenders.title import TitleIndex
 from recsys_site.exceptions import UnavailableError
@@ -85,6 +88,7 @@ class RankerModel:
     meta: dict[str, Any] = field(default_factory=dict)
     playlist_names: list[str] | np.ndarray | None = None  # normalised, one per playlist: the title index's source
     text: TextModel | None = None  # names and tracks in one space (text.npz); None in versions made before it
+    second_stage: SecondStage | None = None  # the re-ranker of track picks (second_stage.npz); None: blend only
     _user_index: dict[str, int] | None = field(default=None, repr=False)
     _item_index: dict[str, int] | None = field(default=None, repr=False)
     _space: Any = field(default=None, repr=False)
@@ -170,6 +174,8 @@ class RankerModel:
             if self.text is not None:
                 # deflated: the vocabulary is text and the sparse indices repeat (no playlists × tracks matrix in it)
                 np.savez_compressed(tmp / "text.npz", **self.text.get_state())
+            if self.second_stage is not None:
+                np.savez_compressed(tmp / "second_stage.npz", **self.second_stage.get_state())
             if isinstance(self.recommender, Blend):
                 self.recommender.save(tmp / "recommender", training_matrix=m)
             else:
@@ -255,13 +261,17 @@ class RankerModel:
         if (path / "text.npz").exists():
             with np.load(path / "text.npz", allow_pickle=False) as t:
                 text = TextModel.from_state({k: t[k] for k in t.files}, playlist_items)
+        second_stage = None
+        if (path / "second_stage.npz").exists():
+            with np.load(path / "second_stage.npz", allow_pickle=False) as t:
+                second_stage = SecondStage.from_state({k: t[k] for k in t.files})
         recommender_meta = json.loads((path / "recommender.json").read_text())
         if recommender_meta.get("class") == Blend.name:
             recommender = Blend.load(path / "recommender", training_matrix=user_items)
         else:
             recommender = Recommender.load(path / "recommender")
         return cls(version=version, user_items=user_items, recommender=recommender, titles=titles, meta=meta,
-                   playlist_names=names, text=text, **arrays)
+                   playlist_names=names, text=text, second_stage=second_stage, **arrays)
 
 
 def _playlists_from(p: Any, user_items: sp.csr_matrix, user_ids: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -43,6 +43,7 @@ class Playlists:
     item_artist: np.ndarray  # artist key per item (unicode array)
     item_artist_name: np.ndarray  # artist display name per item (unicode array)
     item_name: np.ndarray | None = None  # track title per item (unicode array); the text model reads it
+    item_album: np.ndarray | None = None  # album URI per item ("" unknown); the second stage reads it
     _item_index: dict[str, int] | None = field(default=None, repr=False)
 
     @classmethod
@@ -57,6 +58,7 @@ class Playlists:
         artists: list[str] = []
         artist_names: list[str] = []
         track_names: list[str] = []
+        albums: list[str] = []
         names: list[str] = []
         owners: list[str] = []
         pids, followers, indptr, tracks = array("q"), array("q"), array("q", [0]), array("i")
@@ -74,6 +76,7 @@ class Playlists:
                     artists.append(track.get("artist_key") or "")
                     artist_names.append(track.get("artist_name") or "")
                     track_names.append(track.get("name") or "")
+                    albums.append(track.get("album_uri") or "")
                 add(idx)
             indptr.append(len(tracks))
         return cls(
@@ -83,7 +86,8 @@ class Playlists:
             tracks=np.frombuffer(tracks, dtype=np.int32).copy() if tracks else np.zeros(0, dtype=np.int32),
             item_ids=np.asarray(list(item_index), dtype=str),
             item_artist=np.asarray(artists, dtype=str), item_artist_name=np.asarray(artist_names, dtype=str),
-            item_name=np.asarray(track_names, dtype=str), _item_index=item_index,
+            item_name=np.asarray(track_names, dtype=str), item_album=np.asarray(albums, dtype=str),
+            _item_index=item_index,
         )
 
     @classmethod
@@ -91,7 +95,7 @@ class Playlists:
         """Every stored playlist in one streaming pass: only the fields used, ``batch_size`` documents a round trip."""
 
         fields = ("name_norm", "owner", "num_followers", "tracks.uri", "tracks.artist_key", "tracks.artist_name",
-                  "tracks.name")
+                  "tracks.name", "tracks.album_uri")
         return cls.from_docs(playlist_iter(fields=fields, batch_size=batch_size))
 
     def __len__(self) -> int:

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "bpr_weight": 0.25,
     "als": {"factors": 128, "regularization": 0.01, "alpha": 20.0, "iterations": 15},
     "bpr": {"factors": 64, "learning_rate": 0.1, "regularization": 0.01, "epochs": 100},
+    # The second stage (ADR 0018): training playlists cut for it; 0 serves the blend's order alone.
+    "second_stage_cases": 2500,
 }
 NESTED = ("als", "bpr")
 

@@ -28,6 +28,7 @@ from ranker.recommenders.base import Callback
 from ranker.recommenders.blend import minmax_rows
 from ranker.recommenders.candidates import CandidateScorer, DeviceScorer, Unsupported
 from ranker.recommenders.device import resolve_device
+from ranker.recommenders.rerank import SecondStage
 from ranker.recommenders.text import TextModel
 from ranker.recommenders.title import TitleIndex
 from recsys_site.mongo import get_db
@@ -44,6 +45,7 @@ from .artifacts import (
     verify_stored,
 )
 from .data import Interactions, Playlists
+from .second_stage import second_stage_train
 from .selectors import live_version, model_get
 from .served import SERVED_NAME, make_served, served_params
 
@@ -79,6 +81,8 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
     history: list[dict[str, float]] = []
     recommender.fit(interactions.positives, negatives=interactions.negatives, show_progress=show_progress,
                     callback=_recording(history, callback))
+    second_stage = _second_stage(playlists, full_params, device=device, random_state=random_state,
+                                 show_progress=show_progress)
     playlist_items = playlists.matrix()
     titles = TitleIndex().fit(playlists.names, playlist_items)
     began = time.perf_counter()
@@ -86,7 +90,7 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
                            item_artists=playlists.item_artist_name)
     log.info("text model: %d features in %.1f s", len(text.vocab), time.perf_counter() - began)
     popularity = np.asarray(interactions.positives.sum(axis=0)).ravel().astype(np.float32)
-    metrics = _flat_metrics(recommender)
+    metrics = _flat_metrics(recommender) | {"second_stage": second_stage.metrics_ if second_stage else None}
     began = time.perf_counter()
     histogram = score_histogram(recommender=recommender, user_ids=interactions.user_ids,
                                 user_items=interactions.positives)
@@ -97,6 +101,7 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
         item_artist_name=playlists.item_artist_name, recommender=recommender, titles=titles,
         popularity=popularity, playlist_ids=playlists.pids, playlist_items=playlist_items,
         playlist_owners=np.asarray(playlists.owners, dtype=str), playlist_names=playlists.names, text=text,
+        second_stage=second_stage,
         meta={"kind": KIND, "recommender": SERVED_NAME, "params": full_params, "data": interactions.snapshot(),
               "metrics": metrics, "device": device, "random_state": random_state,
               "trained_at": _now().isoformat(), "history": history, "score_histogram": histogram},
@@ -105,6 +110,26 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
     upload(model.version)
     model_register(model=model, path=str(path))
     return model
+
+
+def _second_stage(playlists: Playlists, params: dict[str, Any], *, device: str, random_state: int,
+                  show_progress: bool) -> SecondStage | None:
+    """The second stage for a new version (``ranker.training.second_stage``), or None when the parameters turn it
+    off or the store holds too few long playlists to learn one from: that version serves the blend's order."""
+    cases = int(params.get("second_stage_cases") or 0)
+    if not cases:
+        return None
+    began = time.perf_counter()
+    try:
+        stage = second_stage_train(
+            playlists, lambda: make_served(params, device=device, threads=settings.RANKER_THREADS,
+                                           random_state=random_state),
+            cases=cases, random_state=random_state, threads=settings.RANKER_THREADS, show_progress=show_progress)
+    except ValueError as exc:
+        log.warning("no second stage for this version (the blend's order is served): %s", exc)
+        return None
+    log.info("second stage in %.0f s: %s", time.perf_counter() - began, stage.metrics_)
+    return stage
 
 
 def _recording(history: list[dict[str, float]], callback: Callback | None) -> Callback:

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ranker.evaluation.compare import paired_bootstrap
 from ranker.evaluation.harness import (
     CATEGORY_NAMES,
     evaluate_method,
     evaluate_playlists,
+    evaluate_second_stage,
     format_playlist_table,
     format_table,
     score_model,
@@ -22,7 +24,10 @@ from ranker.evaluation.harness import (
 from ranker.evaluation.services import evaluation_record
 from ranker.playlist_ranking.selectors import playlist_ranker_live
 from ranker.training.data import Playlists
-from ranker.training.served import SERVED_NAME, make_served
+from ranker.training.served import SERVED_NAME, make_served, served_params
+
+RERANKED = "reranked"
+COMPARED = ("r_precision", "ndcg", "clicks")
 
 
 class Command(BaseCommand):
@@ -36,6 +41,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
         parser.add_argument("--epochs", type=int, help="BPR epochs (default: the served setting)")
         parser.add_argument("--threads", type=int, help="torch threads for BPR")
+        parser.add_argument("--second-stage-cases", type=int,
+                            help="training playlists cut for the second stage (default: the served setting; 0: none)")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, **opts):
@@ -56,7 +63,9 @@ class Command(BaseCommand):
             raise CommandError(f"no playlist is long enough for the chosen categories ({len(playlists)} playlists)")
         self.stdout.write(f"{len(playlists):,} playlists, {playlists.n_items:,} tracks; "
                           f"{len(the_split.cases):,} test playlists, training on {the_split.train.nnz:,} rows")
-        params = {"bpr": {"epochs": opts["epochs"]}} if opts["epochs"] else None
+        params = served_params({"bpr": {"epochs": opts["epochs"]}} if opts["epochs"] else None)
+        if opts["second_stage_cases"] is not None:
+            params["second_stage_cases"] = opts["second_stage_cases"]
         served = make_served(params, threads=opts["threads"], random_state=opts["seed"])
         results = {}
         results["popularity"], _ = evaluate_method(None, the_split, show_progress=show)
@@ -65,18 +74,37 @@ class Command(BaseCommand):
         for part, _weight in fitted.components:
             results[part.name] = score_model(part, the_split)
             results[part.name].train_seconds = float(getattr(part, "metrics_", {}).get("seconds", 0.0))
+        served_name = SERVED_NAME
+        comparison = {}
+        if params["second_stage_cases"]:
+            # The second stage re-ranks the blend trained above, and learns from cases cut from the training part.
+            results[RERANKED], reranked = evaluate_second_stage(
+                fitted, lambda: make_served(params, threads=opts["threads"], random_state=opts["seed"]), the_split,
+                cases=params["second_stage_cases"], random_state=opts["seed"], show_progress=show)
+            served_name = RERANKED
+            comparison = {m: paired_bootstrap(results[SERVED_NAME].values(m), results[RERANKED].values(m),
+                                              metric=m).to_json() for m in COMPARED}
         bpr = next(p for p, _ in fitted.components if p.name == "bpr")
         learned = playlist_ranker_live()  # the live learned playlist ranker, when one is trained: a row of its own
         playlists_result = evaluate_playlists(the_split, bpr, learned=learned, show_progress=show)
-        order = ["popularity", "itemknn", "als", "bpr", SERVED_NAME]
+        order = ["popularity", "itemknn", "als", "bpr", SERVED_NAME, RERANKED]
         results = {name: results[name] for name in order if name in results}
         self.stdout.write("\nTrack picks (500 per playlist), overall:\n")
-        self.stdout.write(format_table(results, served=SERVED_NAME))
+        self.stdout.write(format_table(results, served=served_name))
+        if comparison:
+            self.stdout.write(f"\n{RERANKED} against {SERVED_NAME}, paired bootstrap over the same test playlists:\n")
+            self.stdout.write(format_comparison(comparison))
         self.stdout.write("\nPlaylist picks (10 per user, test playlists with seeds):\n")
         self.stdout.write(format_playlist_table(playlists_result))
+        if comparison:
+            self.stdout.write(f"\n{RERANKED} = LightGBM LambdaRank over {SERVED_NAME}'s candidates "
+                              f"({reranked.stage.metrics_['cases']} training cases, "
+                              f"{reranked.stage.metrics_['rounds']} rounds)")
         self.stdout.write(f"\n{SERVED_NAME} = {fitted.describe()}; done in {time.perf_counter() - started:.0f} s")
         report = {
-            "served": SERVED_NAME,
+            "served": served_name,
+            "comparison": {"baseline": SERVED_NAME, "method": served_name, "metrics": comparison} if comparison
+            else None,
             "methods": {name: r.to_json() for name, r in results.items()},
             "playlists": playlists_result,
             "served_playlists": "buddies",
@@ -91,3 +119,11 @@ class Command(BaseCommand):
             Path(opts["json"]).write_text(json.dumps(report, indent=2, default=float))
             self.stdout.write(f"wrote {opts['json']}")
 
+
+
+def format_comparison(comparison: dict[str, dict]) -> str:
+    lines = ["| metric | baseline | method | difference [95 % interval] | relative |", "|---|---|---|---|---|"]
+    for metric, d in comparison.items():
+        lines.append(f"| {metric} | {d['a']:.4f} | {d['b']:.4f} | {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                     f" | {d['relative']:+.1%} |")
+    return "\n".join(lines)

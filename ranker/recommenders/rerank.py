@@ -1,0 +1,342 @@
+"""The second stage of track picks: a LightGBM LambdaRank model that re-ranks the first stage's candidates.
+
+The first stage (``Blend``: item-kNN + ALS + BPR) scores the whole catalogue cheaply. Its candidates for one
+playlist are the union of the top ``per_part`` tracks of each part, of the blend, and of the text model when the
+playlist has a title. Each candidate gets the features below; a gradient-boosted ranker trained on playlists cut
+from the training data (``ranker.training.second_stage``) orders them. Tracks outside the candidates keep the
+blend's order after them, so a list is always complete.
+
+Features (``FEATURES``), per (playlist, candidate):
+
+- each part's score, min-max scaled over the row as the blend does, and its rank among that part's top
+  ``per_part`` (``per_part`` when it is not there): ``knn``, ``als``, ``bpr``, ``blend``, ``text``;
+- ``popularity`` (training playlists holding the track) and its log;
+- ``artist_share`` / ``album_share``: the share of the seeds by the candidate's artist / on its album;
+- co-occurrence with the seeds (playlists holding both): ``cooc_max``, ``cooc_mean``, ``cooc_max_cosine``
+  (max over seeds of co / sqrt(pop_seed · pop_candidate)) and ``cooc_seed_share`` (share of seeds it ever
+  co-occurs with);
+- similarity to the seeds in each factor model's space (cosine of the track vectors): ``als_seed_max``,
+  ``als_seed_mean``, ``bpr_seed_max``, ``bpr_seed_mean``;
+- ``n_seeds`` and ``has_title``.
+
+``docs/adr/0018-second-stage.md`` gives what each is worth and what the stage costs per request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from .base import topk
+from .blend import Blend, minmax_rows
+
+PARTS = ("knn", "als", "bpr", "blend", "text")
+FEATURES = (
+    *(f"{p}{suffix}" for p in PARTS for suffix in ("", "_rank")),
+    "popularity", "log_popularity", "artist_share", "album_share",
+    "cooc_max", "cooc_mean", "cooc_max_cosine", "cooc_seed_share",
+    "als_seed_max", "als_seed_mean", "bpr_seed_max", "bpr_seed_mean", "n_seeds", "has_title",
+)
+PER_PART = 200  # candidates taken from each part
+BLEND_DEPTH = 500  # ... and from the blend: every track the first stage would serve is a candidate
+_COMPONENT = {"itemknn": "knn", "als": "als", "bpr": "bpr"}
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "lambdarank",
+    "metric": "ndcg",
+    "eval_at": [10, 100],
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambdarank_truncation_level": 100,
+    "verbosity": -1,
+}
+
+
+@dataclass
+class Candidates:
+    """One batch's candidates and their features: ``ids[i]`` and ``features[offsets[i]:offsets[i+1]]`` are row
+    i's; ``fallback`` is each row's blend ranking beyond its candidates (the list's tail)."""
+
+    ids: list[np.ndarray]
+    features: np.ndarray  # (all candidates of the batch) × len(FEATURES), float32
+    offsets: np.ndarray
+    fallback: list[np.ndarray]
+
+    def of(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids[row], self.features[self.offsets[row]:self.offsets[row + 1]]
+
+
+def codes(values: np.ndarray) -> np.ndarray:
+    """Integer codes of string keys (artist keys, album URIs); the empty key is -1 (unknown, never shared)."""
+    values = np.asarray(values, dtype=str)
+    _, inverse = np.unique(values, return_inverse=True)
+    out = inverse.astype(np.int32)
+    out[values == ""] = -1
+    return out
+
+
+class SecondStage:
+    """Features for the first stage's candidates and the booster that orders them (``booster_`` once fitted)."""
+
+    def __init__(self, *, per_part: int = PER_PART, blend_depth: int = BLEND_DEPTH,
+                 params: dict[str, Any] | None = None, item_artist: np.ndarray | None = None,
+                 item_album: np.ndarray | None = None) -> None:
+        self.per_part = per_part
+        self.blend_depth = blend_depth
+        self.params = {**DEFAULT_PARAMS, **(params or {})}
+        self.item_artist = item_artist  # int codes per item (``codes``), -1 unknown
+        self.item_album = item_album
+        self.booster_: Any = None
+        self.metrics_: dict[str, Any] = {}
+        self._unit: tuple[Any, dict[str, np.ndarray]] | None = None  # (first stage, its unit track vectors)
+
+    def _unit_vectors(self, first: Blend) -> dict[str, np.ndarray]:
+        """Each factor part's track vectors scaled to unit length, computed once per first stage."""
+        if self._unit is None or self._unit[0] is not first:
+            unit = {}
+            for model, _ in first.components:
+                if model.name in ("als", "bpr"):
+                    v = np.asarray(model.item_factors, dtype=np.float32)
+                    norms = np.linalg.norm(v, axis=1, keepdims=True)
+                    unit[model.name] = v / np.maximum(norms, 1e-12)
+            self._unit = (first, unit)
+        return self._unit[1]
+
+    # -- candidates and features ------------------------------------------------------------------------------
+
+    def candidates(self, first: Blend, seeds: sp.csr_matrix, *, userids: np.ndarray | None = None,
+                   titles: list[str | None] | None = None, text: Any = None, tail: int = 0) -> Candidates:
+        """Candidates and features for each row of ``seeds`` (rows × items, the playlist's tracks so far).
+
+        ``userids`` are trained user rows (None: fold each row in from its seeds); ``titles`` go to ``text`` (a
+        ``TextModel``). A row's seeds are never candidates. ``tail`` keeps that many of the blend's next tracks
+        per row as ``fallback``.
+        """
+        n_rows, n_items = seeds.shape
+        knn = next(m for m, _ in first.components if m.name == "itemknn")
+        scaled: dict[str, np.ndarray] = {}
+        blend = np.zeros((n_rows, n_items), dtype=np.float32)
+        for model, weight in first.components:
+            part = minmax_rows(model.score(userids, seeds))
+            scaled[_COMPONENT.get(model.name, model.name)] = part
+            if weight:
+                blend += weight * part
+        scaled["blend"] = minmax_rows(blend)
+        del blend
+        has_title = np.asarray([bool((t or "").strip()) for t in (titles or [None] * n_rows)])
+        if text is not None and has_title.any():
+            raw = np.zeros((n_rows, n_items), dtype=np.float32)
+            raw[has_title] = text.scores([t for t, h in zip(titles, has_title, strict=True) if h], n_items)
+            peak = raw.max(axis=1, keepdims=True)
+            scaled["text"] = np.divide(raw, peak, out=np.zeros_like(raw), where=peak > 0)
+        n_seeds = np.diff(seeds.indptr)
+        for name, matrix in scaled.items():
+            rows, cols = seeds.nonzero()
+            matrix[rows, cols] = -np.inf  # a seed is never a candidate
+            if name != "text":
+                matrix[n_seeds == 0] = -np.inf  # no seeds: the models know nothing of this playlist
+        depth = {name: self.blend_depth if name == "blend" else self.per_part for name in scaled}
+        tops = {name: topk(matrix, depth[name])[0] for name, matrix in scaled.items()}
+        if "text" in scaled:
+            tops["text"][~(np.take_along_axis(scaled["text"], np.maximum(tops["text"], 0), axis=1) > 0)] = -1
+        blend_top = topk(scaled["blend"], self.blend_depth + tail)[0] if tail else tops["blend"]
+
+        ids, blocks, fallback = [], [], []
+        popularity = knn.counts_
+        knn_t = knn._matrix_t  # items × training rows: co-occurrence by sparse products
+        unit = self._unit_vectors(first)
+        for r in range(n_rows):
+            cands = np.unique(np.concatenate([t[r][t[r] >= 0] for t in tops.values()]))
+            ids.append(cands.astype(np.int64))
+            x = np.zeros((len(cands), len(FEATURES)), dtype=np.float32)
+            col = 0
+            for name in PARTS:
+                if name in scaled:
+                    x[:, col] = np.maximum(scaled[name][r, cands], 0.0)
+                    x[:, col + 1] = _ranks(tops[name][r], cands, depth[name])
+                else:
+                    x[:, col + 1] = self.blend_depth if name == "blend" else self.per_part
+                col += 2
+            pop = popularity[cands]
+            x[:, col], x[:, col + 1] = pop, np.log1p(pop)
+            seed_ids = seeds.indices[seeds.indptr[r]:seeds.indptr[r + 1]]
+            x[:, col + 2] = _share(self.item_artist, seed_ids, cands)
+            x[:, col + 3] = _share(self.item_album, seed_ids, cands)
+            if len(seed_ids) and len(cands):
+                co = (knn_t[seed_ids] @ knn_t[cands].T).toarray()
+                x[:, col + 4] = co.max(axis=0)
+                x[:, col + 5] = co.mean(axis=0)
+                norm = np.sqrt(np.outer(np.maximum(popularity[seed_ids], 1), np.maximum(pop, 1)))
+                x[:, col + 6] = (co / norm).max(axis=0)
+                x[:, col + 7] = (co > 0).mean(axis=0)
+                for n, name in enumerate(("als", "bpr")):
+                    if name in unit:
+                        cosine = unit[name][seed_ids] @ unit[name][cands].T
+                        x[:, col + 8 + 2 * n] = cosine.max(axis=0)
+                        x[:, col + 9 + 2 * n] = cosine.mean(axis=0)
+            x[:, col + 12] = len(seed_ids)
+            x[:, col + 13] = float(has_title[r])
+            blocks.append(x)
+            if tail:
+                rest = blend_top[r][blend_top[r] >= 0]
+                fallback.append(rest[~np.isin(rest, cands)])
+            else:
+                fallback.append(np.zeros(0, dtype=np.int64))
+        offsets = np.concatenate([[0], np.cumsum([len(c) for c in ids])]).astype(np.int64)
+        features = np.concatenate(blocks) if blocks else np.zeros((0, len(FEATURES)), dtype=np.float32)
+        return Candidates(ids=ids, features=features, offsets=offsets, fallback=fallback)
+
+    # -- ranking ----------------------------------------------------------------------------------------------
+
+    def rank(self, first: Blend, seeds: sp.csr_matrix, k: int, *, userids: np.ndarray | None = None,
+             titles: list[str | None] | None = None, text: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item ids and scores per row (rows × k, -1 / -inf where fewer), best first: the candidates
+        in the booster's order, then the blend's next tracks. Scores fall with rank and are only comparable
+        within a row."""
+        if self.booster_ is None:
+            raise RuntimeError("the second stage is not fitted: call fit() or from_state() first")
+        return self.order(self.candidates(first, seeds, userids=userids, titles=titles, text=text, tail=k), k)
+
+    def order(self, cands: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``rank`` for candidates already computed."""
+        predicted = self.booster_.predict(cands.features, num_threads=self.params.get("num_threads", 0)) \
+            if len(cands.features) else np.zeros(0)
+        n_rows = len(cands.ids)
+        out_ids = np.full((n_rows, k), -1, dtype=np.int64)
+        out_scores = np.full((n_rows, k), -np.inf, dtype=np.float32)
+        for r in range(n_rows):
+            ids = cands.ids[r]
+            order = np.argsort(-predicted[cands.offsets[r]:cands.offsets[r + 1]], kind="stable")
+            ranked = np.concatenate([ids[order], cands.fallback[r]])[:k]
+            out_ids[r, :len(ranked)] = ranked
+            out_scores[r, :len(ranked)] = 1.0 - np.arange(len(ranked), dtype=np.float32) / max(k, 1)
+        return out_ids, out_scores
+
+    # -- training ---------------------------------------------------------------------------------------------
+
+    def fit(self, cands: Candidates, hidden: list[np.ndarray], *, valid_share: float = 0.2, rounds: int = 400,
+            early_stopping: int = 30, random_state: int = 0, num_threads: int | None = None) -> SecondStage:
+        """Fit the booster on candidates whose relevant tracks are ``hidden[i]`` (row i's held-out tracks).
+
+        Rows with no hidden track among their candidates teach a ranker nothing and are dropped. A share of the
+        rows is held out for early stopping on NDCG@100.
+        """
+        import lightgbm as lgb  # lazy: a heavy import only the weekly training and the harness need
+
+        labels = [np.isin(ids, h).astype(np.float32) for ids, h in zip(cands.ids, hidden, strict=True)]
+        useful = [r for r, y in enumerate(labels) if y.any() and not y.all()]
+        if len(useful) < 10:
+            raise ValueError(f"only {len(useful)} training playlists have a hidden track among their candidates; "
+                             "the second stage needs at least 10")
+        rng = np.random.default_rng(random_state)
+        rng.shuffle(useful)
+        n_valid = max(1, int(len(useful) * valid_share))
+        parts = {"valid": sorted(useful[:n_valid]), "train": sorted(useful[n_valid:])}
+
+        def dataset(rows: list[int], reference: Any = None) -> Any:
+            x = np.concatenate([cands.of(r)[1] for r in rows])
+            y = np.concatenate([labels[r] for r in rows])
+            return lgb.Dataset(x, y, group=[len(cands.ids[r]) for r in rows], feature_name=list(FEATURES),
+                               reference=reference, free_raw_data=True)
+
+        train = dataset(parts["train"])
+        valid = dataset(parts["valid"], reference=train)
+        params = {**self.params, "seed": random_state, "num_threads": num_threads or 0, "deterministic": True,
+                  "force_row_wise": True}
+        evals: dict[str, Any] = {}
+        self.booster_ = lgb.train(params, train, num_boost_round=rounds, valid_sets=[valid], valid_names=["valid"],
+                                  callbacks=[lgb.early_stopping(early_stopping, verbose=False),
+                                             lgb.record_evaluation(evals)])
+        gain = self.booster_.feature_importance(importance_type="gain")
+        self.metrics_ = {
+            "rounds": int(self.booster_.best_iteration or self.booster_.current_iteration()),
+            "train_playlists": len(parts["train"]), "valid_playlists": len(parts["valid"]),
+            "candidates_per_playlist": float(np.mean([len(cands.ids[r]) for r in useful])),
+            "recall_of_candidates": float(np.mean([labels[r].sum() / max(len(hidden[r]), 1) for r in useful])),
+            "valid_ndcg_100": float(max(evals.get("valid", {}).get("ndcg@100", [0.0]))),
+            "gain": {name: round(float(g / max(gain.sum(), 1e-12)), 4) for name, g in zip(FEATURES, gain,
+                                                                                          strict=True)},
+        }
+        return self
+
+    # -- persistence inside a model version (plain arrays; the booster as LightGBM's own text format) -----------
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        if self.booster_ is None:
+            raise RuntimeError("the second stage is not fitted")
+        meta = {"per_part": self.per_part, "blend_depth": self.blend_depth, "params": self.params,
+                "metrics": self.metrics_, "features": list(FEATURES)}
+        return {"booster": np.asarray(self.booster_.model_to_string()), "meta": np.asarray(json.dumps(meta)),
+                "item_artist": self.item_artist, "item_album": self.item_album}
+
+    @classmethod
+    def from_state(cls, state: dict[str, np.ndarray]) -> SecondStage:
+        import lightgbm as lgb  # lazy: see fit
+
+        meta = json.loads(str(state["meta"]))
+        if list(meta["features"]) != list(FEATURES):
+            raise ValueError(f"the second stage was trained on features {meta['features']}, this code computes "
+                             f"{list(FEATURES)}: retrain the model version")
+        stage = cls(per_part=int(meta["per_part"]), blend_depth=int(meta.get("blend_depth", BLEND_DEPTH)),
+                    params=meta["params"], item_artist=state["item_artist"], item_album=state["item_album"])
+        stage.booster_ = lgb.Booster(model_str=str(state["booster"]))
+        stage.metrics_ = meta.get("metrics", {})
+        return stage
+
+
+class Reranked:
+    """The track recommender with its second stage: ``first`` (the fitted blend) proposes and features, ``stage``
+    orders; ``text`` (a ``TextModel``) scores titles. Not a ``Recommender``: it needs the playlists' titles."""
+
+    name = "reranked"
+
+    def __init__(self, first: Blend, stage: SecondStage, text: Any = None) -> None:
+        self.first, self.stage, self.text = first, stage, text
+
+    @property
+    def n_items(self) -> int:
+        return self.first.n_items
+
+    def recommend(self, userids: np.ndarray | None, seeds: sp.csr_matrix, k: int, *,
+                  titles: list[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows × k) ids and scores, best first, -1 where fewer; a row's seeds are never picked."""
+        return self.stage.rank(self.first, seeds, k, userids=userids, titles=titles, text=self.text)
+
+
+def _ranks(top: np.ndarray, cands: np.ndarray, cap: int) -> np.ndarray:
+    """Each candidate's position in ``top`` (a part's best-first ids, -1 padded), ``cap`` where it is absent."""
+    out = np.full(len(cands), cap, dtype=np.float32)
+    valid = np.flatnonzero(top >= 0)
+    if not len(valid):
+        return out
+    order = np.argsort(top[valid])
+    sorted_ids = top[valid][order]
+    pos = np.minimum(np.searchsorted(sorted_ids, cands), len(sorted_ids) - 1)
+    hit = sorted_ids[pos] == cands
+    out[hit] = valid[order[pos[hit]]]
+    return out
+
+
+def _share(item_codes: np.ndarray | None, seeds: np.ndarray, cands: np.ndarray) -> np.ndarray:
+    """For each candidate, the share of ``seeds`` with the same code (artist or album); 0 for unknown codes."""
+    out = np.zeros(len(cands), dtype=np.float32)
+    if item_codes is None or not len(seeds):
+        return out
+    seed_codes = item_codes[seeds]
+    seed_codes = seed_codes[seed_codes >= 0]
+    if not len(seed_codes):
+        return out
+    values, counts = np.unique(seed_codes, return_counts=True)
+    cand_codes = item_codes[cands]
+    pos = np.minimum(np.searchsorted(values, cand_codes), len(values) - 1)
+    hit = (values[pos] == cand_codes) & (cand_codes >= 0)
+    out[hit] = counts[pos[hit]] / len(seeds)
+    return out
