@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 from pairing.knn import exact_topk
 from ranker.evaluation import metrics
 from ranker.recommenders import Recommender, topk
+from ranker.recommenders.base import Callback
 from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights, user_vector
 from ranker.recommenders.text import TextModel, fuse_ranked, title_heavy
 from ranker.recommenders.title import TitleIndex
 from ranker.training.data import Playlists, rows_matrix
+from ranker.training.served import make_served
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,7 @@ class MethodResult:
     train_seconds: float
     recommend_seconds: float
     per_case: list[dict[str, float]] = field(default_factory=list, repr=False)  # in the split's case order
+    model: Any = field(default=None, repr=False, compare=False)  # the fitted recommender, where kept (not in JSON)
 
     def values(self, metric: str) -> list[float]:
         """One metric per case, in the split's case order: what ``compare.paired_bootstrap`` pairs."""
@@ -253,6 +256,26 @@ def evaluate_method(factory: Callable[[], Recommender] | None, split: Split, *, 
     result = score_model(model, split, show_progress=show_progress)
     result.train_seconds = trained - started
     return result, model
+
+
+def evaluate_served(params: dict[str, Any] | None, split: Split, *, random_state: int = 0, device: str = "cpu",
+                    threads: int | None = None, show_progress: bool = False, callback: Callback | None = None
+                    ) -> MethodResult:
+    """The served recipe (``ranker.training.served``) with ``params``, trained on the split's training part only
+    and scored on its cases; the fitted recommender is kept in ``result.model`` (its parts are rows of their own in
+    ``manage.py evaluate``).
+
+    The one place that says what "the served method" is offline: ``manage.py evaluate``'s served row and the
+    weekly evaluation of every new version (``services.version_evaluate``) both come from here.
+    """
+    started = time.perf_counter()
+    model = make_served(params, device=device, threads=threads, random_state=random_state)
+    model.fit(split.train, show_progress=show_progress, callback=callback)
+    trained = time.perf_counter()
+    result = score_model(model, split, show_progress=show_progress)
+    result.train_seconds = trained - started
+    result.model = model
+    return result
 
 
 def format_table(results: dict[str, MethodResult], *, served: str | None = None) -> str:

@@ -14,6 +14,7 @@ from ranker.evaluation.harness import (
     CATEGORY_NAMES,
     evaluate_method,
     evaluate_playlists,
+    evaluate_served,
     format_playlist_table,
     format_table,
     score_model,
@@ -22,7 +23,7 @@ from ranker.evaluation.harness import (
 from ranker.evaluation.services import evaluation_record
 from ranker.playlist_ranking.selectors import playlist_ranker_live
 from ranker.training.data import Playlists
-from ranker.training.served import SERVED_NAME, make_served
+from ranker.training.served import SERVED_NAME
 
 
 class Command(BaseCommand):
@@ -57,11 +58,12 @@ class Command(BaseCommand):
         self.stdout.write(f"{len(playlists):,} playlists, {playlists.n_items:,} tracks; "
                           f"{len(the_split.cases):,} test playlists, training on {the_split.train.nnz:,} rows")
         params = {"bpr": {"epochs": opts["epochs"]}} if opts["epochs"] else None
-        served = make_served(params, threads=opts["threads"], random_state=opts["seed"])
         results = {}
         results["popularity"], _ = evaluate_method(None, the_split, show_progress=show)
         # The served blend is trained once; its fitted parts are scored alone too (the kNN is the baseline).
-        results[SERVED_NAME], fitted = evaluate_method(lambda: served, the_split, show_progress=show)
+        results[SERVED_NAME] = evaluate_served(params, the_split, random_state=opts["seed"], threads=opts["threads"],
+                                               show_progress=show)
+        fitted = results[SERVED_NAME].model
         for part, _weight in fitted.components:
             results[part.name] = score_model(part, the_split)
             results[part.name].train_seconds = float(getattr(part, "metrics_", {}).get("seconds", 0.0))
