@@ -16,7 +16,7 @@ from ranker.recommenders.base import Callback
 from ranker.recommenders.device import resolve_device
 from ranker.training.data import Playlists
 from ranker.training.selectors import live_version, model_get
-from ranker.training.served import SERVED_NAME
+from ranker.training.served import SERVED_NAME, served_params
 from ranker.training.services import EVALUATION_METRICS, model_record_evaluation
 from recsys_site.mongo import get_db
 
@@ -119,13 +119,19 @@ def _trained(params: dict[str, Any] | None, the_split: Split, *, seed: int, call
 
 def _phase(progress: Progress | None, start: float, share: float, label: str, params: dict[str, Any] | None
            ) -> Callback | None:
-    """A training callback that reports into [start, start + share) of the evaluation: the blend's parts report
-    their own epochs (ALS's iterations, then BPR's epochs), shown against BPR's as the training step does."""
+    """A training callback that reports into [start, start + share) of the evaluation. The blend's parts report in
+    turn (item-kNN once, ALS per iteration, BPR per epoch), each counting from 1: the calls are counted, so the
+    progress only goes forwards."""
     if progress is None:
         return None
-    epochs = int(((params or {}).get("bpr") or {}).get("epochs") or 1)
+    p = served_params(params)
+    expected = 1 + int(p["als"]["iterations"]) + int(p["bpr"]["epochs"])
+    calls = 0
 
     def report(epoch: int, elapsed: float, metrics: dict[str, float]) -> None:
-        progress(start + share * min(epoch / max(epochs, 1), 1.0), f"{label}: epoch {epoch}/{epochs}")
+        nonlocal calls
+        calls += 1
+        part = "BPR" if "loss" in metrics else "kNN, ALS"
+        progress(start + share * min(calls / expected, 1.0), f"{label}: {part}, step {calls}/{expected}")
 
     return report
