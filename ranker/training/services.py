@@ -216,10 +216,11 @@ def model_register(*, model: RankerModel, path: str) -> None:
 
 
 def model_record_evaluation(*, version: str, evaluation: dict[str, Any]) -> None:
-    """Keep a version's verdict from the weekly evaluation on its registry document (``evaluation``), where
-    ``model_promote`` reads it: ``against`` (the version live when it was evaluated, or None), the candidate's
-    overall metrics and, against a live version, ``comparison``: per metric of ``EVALUATION_METRICS``, the paired
-    bootstrap of candidate − live (``diff``, ``low``, ``high``, ...). The full report is in ``evaluations``."""
+    """Keep a version's verdict from the training jobs' evaluation (ADR 0019) on its registry document
+    (``evaluation``), where ``model_promote`` reads it: ``against`` (the version live when it was evaluated, or
+    None), the candidate's overall metrics and, against a live version, ``comparison``: per metric of
+    ``EVALUATION_METRICS``, the paired bootstrap of candidate − live (``diff``, ``low``, ``high``, ...). The full
+    report is in ``evaluations``."""
     result = get_db()[c.MODELS].update_one({"_id": version}, {"$set": {"evaluation": {**evaluation,
                                                                                       "recorded_at": _now()}}})
     if result.matched_count == 0:
