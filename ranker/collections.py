@@ -6,7 +6,7 @@ Other packages read them only through the selectors of ranker's subpackages (``t
 MODELS = "models"  # one document per trained model version: status, parameters, data snapshot, metrics
 MODEL_FILES = "model_files"  # GridFS bucket (``model_files.files``, ``.chunks``): every model version's files
 MODEL_LIVE = "model_live"  # one document per model kind: the version serving now (swapped atomically)
-EVALUATIONS = "evaluations"  # one document per ``manage.py evaluate`` run: the JSON report, for the dashboard
+EVALUATIONS = "evaluations"  # one per ``manage.py evaluate`` run or version evaluated: its report, for the dashboard
 PICKS = "picks"  # one document per user: precomputed track and playlist picks of the live model
 PICKS_REFRESHES = "picks_refreshes"  # one document per user whose picks a refresh rewrote: when (the swap replays)
 PICKS_STATE = "picks_state"  # one document: which model version the precomputed picks come from, and when

@@ -15,6 +15,7 @@ from ingestion.selectors import user_ids_of_source
 from ingestion.services import catalogue_stats_compute
 from pairing.selectors import buddies_state
 from pairing.services import buddies_compute
+from ranker.evaluation.services import version_evaluate
 from ranker.experiments.assign import pinned_versions
 from ranker.experiments.served_log import served_delete_before
 from ranker.picks.precompute import picks_discard, picks_plan, picks_refresh_user, picks_shard, picks_swap
@@ -40,6 +41,30 @@ def _train(ctx: Context) -> dict[str, Any]:
     metrics = {k: v for k, v in model.meta["metrics"].items() if k != "components"}
     ctx.log(f"trained {model.version}: {metrics}")
     return {"model_version": model.version, **metrics}
+
+
+def _evaluate(ctx: Context) -> dict[str, Any]:
+    """The new version's recipe and the live one's, retrained on one sampled RecSys 2018 split and compared like
+    for like (ADR 0019): the report goes to the Models page and the verdict to the registry, where the promotion
+    reads it. ``EVAL_SAMPLE_PLAYLISTS=0`` skips it (promotion then goes by the validation hit rate alone)."""
+    version = ctx.state["model_version"]
+    sample = settings.EVAL_SAMPLE_PLAYLISTS
+    if sample <= 0:
+        ctx.log(f"{version} not evaluated (EVAL_SAMPLE_PLAYLISTS={sample})")
+        return {"evaluated": False, "reason": f"EVAL_SAMPLE_PLAYLISTS={sample}"}
+    live = live_version()
+    ctx.log(f"evaluating {version} against {live or 'no live version'}: {sample:,} sampled playlists, "
+            f"{settings.EVAL_TEST_SIZE} test playlists, seed {settings.EVAL_SEED}")
+    summary = version_evaluate(version=version, live_version=live, sample=sample, test_size=settings.EVAL_TEST_SIZE,
+                               seed=settings.EVAL_SEED, progress=ctx.progress)
+    if not summary["evaluated"]:
+        ctx.log(f"{version} not evaluated: {summary['reason']}")
+        return summary
+    shown = ", ".join(f"{m} {d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+                      for m, d in summary["comparison"].items())
+    ctx.log(f"evaluated {version} on {summary['cases']} test playlists: {summary['overall']}"
+            + (f"; against {summary['against']}: {shown}" if shown else ""))
+    return summary
 
 
 def _promote(ctx: Context) -> dict[str, Any]:
@@ -198,6 +223,8 @@ def _set_run_fields(ctx: Context, **fields: Any) -> None:
 
 
 TRAIN = Step("train", _train, queue="gpu", weight=6)
+# Two trainings of the served recipe on a sample of the store (the candidate's and the live one's parameters).
+EVALUATE = Step("evaluate", _evaluate, queue="gpu", weight=2)
 PROMOTE = Step("promote", _promote, weight=0.2)
 # The weekly refresh goes on when its candidate is refused: the live model's buddies and picks are recomputed.
 PROMOTE_OR_KEEP = Step("promote", _promote_or_keep, weight=0.2)
@@ -208,12 +235,14 @@ METRICS = Step("metrics", _metrics, weight=0.1)
 CLEANUP = Step("cleanup", _cleanup, weight=0.1)
 TRAIN_PLAYLIST_RANKER = Step("train_playlist_ranker", _train_playlist_ranker, queue="gpu", weight=1)
 
-register(Job("weekly_refresh", "Train the ranker, promote it if not worse, recompute buddies and every user's picks, "
-             "then remove the model versions nobody needs (a refused candidate leaves the live model serving: the "
-             "buddies and picks are recomputed with it).", (TRAIN, PROMOTE_OR_KEEP, BUDDIES, PICKS, METRICS, CLEANUP),
+register(Job("weekly_refresh", "Train the ranker, evaluate it against the live one on the same split, promote it if "
+             "not worse, recompute buddies and every user's picks, then remove the model versions nobody needs (a "
+             "refused candidate leaves the live model serving: the buddies and picks are recomputed with it).",
+             (TRAIN, EVALUATE, PROMOTE_OR_KEEP, BUDDIES, PICKS, METRICS, CLEANUP),
              params={"ranker": {}, "force": False, "shard_users": None}))
-register(Job("train_ranker", "Train the ranker and promote it if not worse (unless promote is false).",
-             (TRAIN, PROMOTE), params={"ranker": {}, "force": False, "promote": True}))
+register(Job("train_ranker", "Train the ranker, evaluate it against the live one on the same split, and promote it "
+             "if not worse (unless promote is false).",
+             (TRAIN, EVALUATE, PROMOTE), params={"ranker": {}, "force": False, "promote": True}))
 register(Job("compute_buddies", "Recompute every user's buddies from the live model.", (BUDDIES,)))
 register(Job("precompute_picks", "Recompute every user's track and playlist picks from the live model.", (PICKS,),
              params={"shard_users": None}))

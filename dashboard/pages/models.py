@@ -3,8 +3,10 @@ by side.
 
 Everything here comes from the ``models`` registry and the ``evaluations`` reports (a few small documents each:
 training records its per-epoch history and metrics in the registry document), so the page reads no model files
-and needs no cache. An evaluation report is filed under the version that was live when ``manage.py evaluate``
-ran (it retrains the served recipe on a split of the store of that time); a version without one says so.
+and needs no cache. The training jobs evaluate every new version (ADR 0019): its recipe and the one live then,
+each retrained on one sampled split, scored on the same cases and compared by the paired bootstrap; the report is
+filed under the new version, and the comparison's verdict is on its registry document. ``manage.py evaluate``
+files its report under the version live when it ran. A version with neither says so.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ INTRO = ("Every trained ranker version, newest first: its training curves (BPR l
          "epoch), its RecSys 2018 evaluation beside the baselines, and any two versions compared.")
 MAX_VERSIONS = 50
 VERSION_COLUMNS = ("version", "status", "created", "epochs", "val_hit_rate_50", "final_loss", "bpr_seconds",
-                   "users", "tracks", "evaluated")
+                   "users", "tracks", "evaluated", "r_precision", "ndcg", "against", "r_precision vs live",
+                   "ndcg vs live")
+COMPARISON_COLUMNS = ("metric", "live recipe", "this version", "diff", "95 % interval", "verdict")
 CATEGORY_METRICS = {"r_precision": "R-precision", "r_precision_artist": "R-precision (artist credit)",
                     "ndcg": "NDCG", "ndcg_g": "NDCG (g)", "clicks": "clicks"}
 COMPARE_COLUMNS = ("metric", "A", "B", "delta (B − A)", "change")
@@ -187,24 +191,53 @@ def version_detail(version: str | None, metric: str = "r_precision") -> Any:
 def evaluation_view(version: str, metric: str = "r_precision") -> Any:
     report = evaluation_for_version(version=version)
     if report is None:
-        return html.P(f"No evaluation recorded for version {version}: run manage.py evaluate while it is live to "
-                      "score it on the RecSys 2018 categories.", className="note", id="models-no-evaluation")
+        return html.P(f"No evaluation recorded for version {version}: the training jobs evaluate every new version "
+                      "unless EVAL_SAMPLE_PLAYLISTS is 0, and manage.py evaluate scores the live one on the RecSys "
+                      "2018 categories.", className="note", id="models-no-evaluation")
     split = report.get("split") or {}
-    served = report.get("served")
     overall, categories, playlists = evaluation_tables(report, metric)
     return html.Div([
         html.H3("Evaluation"),
         html.P(f"Recorded {_when(report.get('created_at'))}: {split.get('test_size')} test playlists "
                f"over {len(split.get('categories') or [])} categories (split seed {split.get('seed')}, "
                f"{split.get('playlists')} playlists), 500 picks each; every method retrained on the training part. "
-               f"Served: {served}; the others are its parts and the baselines.", className="note"),
+               f"{_methods_note(report)}", className="note"),
+        *comparison_view(report),
         html.H4("Track picks, overall"),
         table(overall, ("method", *TRACK_METRIC_NAMES, "train_s"), id="models-eval-overall"),
         html.H4(f"{CATEGORY_METRICS.get(metric, metric)} per seed category"),
         table(categories, ("category", *[row["method"] for row in overall]), id="models-eval-categories"),
-        html.H4("Playlist picks (10 per user)"),
-        table(playlists, ("method", *PLAYLIST_METRIC_NAMES), id="models-eval-playlists"),
+        *([html.H4("Playlist picks (10 per user)"),
+           table(playlists, ("method", *PLAYLIST_METRIC_NAMES), id="models-eval-playlists")] if playlists else []),
     ])
+
+
+def _methods_note(report: dict[str, Any]) -> str:
+    served = report.get("served")
+    if report.get("kind") != "version":
+        return f"Served: {served}; the others are its parts and the baselines."
+    note = (f"The playlists were sampled from the store; {served} is the served recipe with this version's "
+            "parameters")
+    live = report.get("live_version")
+    return f"{note}, live the same recipe with those of {live}, the version live then." if live else f"{note}."
+
+
+def comparison_view(report: dict[str, Any]) -> list[Any]:
+    """The like-for-like comparison with the live recipe, when the report has one: nothing otherwise."""
+    rows = comparison_rows(report.get("comparison") or {})
+    if not rows:
+        return []
+    return [html.H4(f"Against the live version {report.get('live_version')}, on the same test playlists"),
+            table(rows, COMPARISON_COLUMNS, id="models-eval-comparison"),
+            html.P("diff: this version − the live recipe, mean over the test playlists; the 95 % interval is the "
+                   "paired bootstrap over those playlists. A version whose interval lies wholly below zero is not "
+                   "promoted unless forced.", className="note")]
+
+
+def comparison_rows(comparison: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per compared metric: both means, the difference, its interval and what it says."""
+    return [{"metric": metric, "live recipe": d.get("a"), "this version": d.get("b"), "diff": _signed(d.get("diff")),
+             "95 % interval": _interval(d), "verdict": _verdict(d)} for metric, d in comparison.items()]
 
 
 def evaluation_tables(report: dict[str, Any], metric: str = "r_precision"
@@ -231,21 +264,51 @@ def evaluation_tables(report: dict[str, Any], metric: str = "r_precision"
 
 
 def version_rows(docs: list[dict[str, Any]], live: str | None, evaluated: set[str]) -> list[dict[str, Any]]:
+    """One row per version; its evaluation figures come from the verdict on its registry document (the weekly
+    evaluation's), so the table reads no report."""
     rows = []
     for doc in docs:
         metrics = doc.get("metrics") or {}
         history = doc.get("history") or []
         data = doc.get("data") or {}
+        verdict = doc.get("evaluation") or {}
+        overall, comparison = verdict.get("overall") or {}, verdict.get("comparison") or {}
         rows.append({"version": doc["_id"], "status": f"{doc.get('status')}{' ★' if doc['_id'] == live else ''}",
                      "created": doc.get("created_at"), "epochs": metrics.get("epochs"),
                      "val_hit_rate_50": metrics.get("val_hit_rate_50"),
                      "final_loss": history[-1]["loss"] if history else None, "bpr_seconds": metrics.get("seconds"),
-                     "users": data.get("users"), "tracks": data.get("items"), "evaluated": doc["_id"] in evaluated})
+                     "users": data.get("users"), "tracks": data.get("items"), "evaluated": doc["_id"] in evaluated,
+                     "r_precision": overall.get("r_precision"), "ndcg": overall.get("ndcg"),
+                     "against": verdict.get("against"),
+                     **{f"{m} vs live": _difference(d) for m, d in comparison.items()}})
     return rows
 
 
 def _label(doc: dict[str, Any], live: str | None) -> str:
     return f"{doc['_id']} ({doc.get('status')}{', serving' if doc['_id'] == live else ''})"
+
+
+def _signed(value: float | None) -> str | None:
+    return None if value is None else f"{value:+.4f}"
+
+
+def _interval(d: dict[str, Any]) -> str | None:
+    if d.get("low") is None or d.get("high") is None:
+        return None
+    return f"[{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def _verdict(d: dict[str, Any]) -> str:
+    if d.get("high") is not None and d["high"] < 0:
+        return "worse"
+    if d.get("low") is not None and d["low"] > 0:
+        return "better"
+    return "within noise"
+
+
+def _difference(d: dict[str, Any]) -> str:
+    """A comparison in one cell: the difference, its interval and the verdict."""
+    return f"{_signed(d.get('diff'))} {_interval(d)} ({_verdict(d)})"
 
 
 def _when(moment: Any) -> str:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from pairing.knn import exact_topk
 from ranker.evaluation import metrics
 from ranker.recommenders import Recommender, topk
+from ranker.recommenders.base import Callback
 from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights, user_vector
 from ranker.recommenders.rerank import Reranked
 from ranker.recommenders.text import TextModel, fuse_ranked, title_heavy
@@ -37,6 +38,7 @@ from ranker.training.second_stage import (
     second_stage_train,
     unique_in_order,
 )
+from ranker.training.served import make_served, served_params
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +196,9 @@ class MethodResult:
     train_seconds: float
     recommend_seconds: float
     per_case: list[dict[str, float]] = field(default_factory=list, repr=False)  # in the split's case order
+    model: Any = field(default=None, repr=False, compare=False)  # the fitted recommender, where kept (not in JSON)
+    # A second stage's result keeps its first stage's (the blend alone, on the same cases): not in JSON either.
+    first_stage: MethodResult | None = field(default=None, repr=False, compare=False)
 
     def values(self, metric: str) -> list[float]:
         """One metric per case, in the split's case order: what ``compare.paired_bootstrap`` pairs."""
@@ -272,6 +277,37 @@ def evaluate_second_stage(first: Recommender, factory: Callable[[], Recommender]
     result = score_model(model, split, show_progress=show_progress, batch_size=128)
     result.train_seconds = trained - started
     return result, model
+
+
+def evaluate_served(params: dict[str, Any] | None, split: Split, *, random_state: int = 0, device: str = "cpu",
+                    threads: int | None = None, show_progress: bool = False, callback: Callback | None = None
+                    ) -> MethodResult:
+    """The served recipe (``ranker.training.served``) with ``params``, trained on the split's training part only
+    and scored on its cases; the fitted recommender is kept in ``result.model`` (its parts are rows of their own in
+    ``manage.py evaluate``).
+
+    When the recipe has a second stage (``second_stage_cases``), the result is the blend re-ranked by it
+    (``evaluate_second_stage``), and the blend's own result is kept in ``result.first_stage``.
+
+    The one place that says what "the served method" is offline: ``manage.py evaluate``'s served row and the
+    weekly evaluation of every new version (``services.version_evaluate``) both come from here.
+    """
+    started = time.perf_counter()
+    model = make_served(params, device=device, threads=threads, random_state=random_state)
+    model.fit(split.train, show_progress=show_progress, callback=callback)
+    trained = time.perf_counter()
+    result = score_model(model, split, show_progress=show_progress)
+    result.train_seconds = trained - started
+    result.model = model
+    cases = served_params(params)["second_stage_cases"]
+    if not cases:
+        return result
+    reranked, both = evaluate_second_stage(
+        model, lambda: make_served(params, device=device, threads=threads, random_state=random_state), split,
+        cases=cases, random_state=random_state, show_progress=show_progress)
+    reranked.train_seconds += result.train_seconds
+    reranked.model, reranked.first_stage = both, result
+    return reranked
 
 
 def format_table(results: dict[str, MethodResult], *, served: str | None = None) -> str:

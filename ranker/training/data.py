@@ -125,6 +125,27 @@ class Playlists:
         m.data[:] = 1.0
         return m
 
+    def sample(self, n: int, *, seed: int = 0) -> Playlists:
+        """``n`` playlists drawn without replacement (seeded), in their stored order; all of them when ``n`` is at
+        least their number. Items are re-indexed compactly to the tracks the sample holds, so a small sample of a
+        large catalogue scores a small matrix."""
+        if n >= len(self):
+            return self
+        if n < 0:
+            raise ValueError(f"cannot sample {n} playlists")
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(self.lengths()[rows], out=indptr[1:])
+        kept = np.concatenate([self.tracks_of(r) for r in rows]) if n else np.zeros(0, dtype=np.int32)
+        used, tracks = np.unique(kept, return_inverse=True)
+        return Playlists(
+            pids=self.pids[rows], names=[self.names[r] for r in rows], owners=[self.owners[r] for r in rows],
+            followers=self.followers[rows], indptr=indptr, tracks=tracks.astype(np.int32).ravel(),
+            item_ids=self.item_ids[used], item_artist=self.item_artist[used],
+            item_artist_name=self.item_artist_name[used],
+            item_name=self.item_name[used] if self.item_name is not None else None,
+        )
+
 
 def rows_matrix(rows: list[np.ndarray], n_items: int) -> sp.csr_matrix:
     """A binary CSR matrix whose row i holds the item indices ``rows[i]``."""

@@ -52,10 +52,13 @@ from .served import SERVED_NAME, make_served, served_params
 log = logging.getLogger(__name__)
 
 PROMOTION_METRIC = "val_hit_rate_50"
+# The RecSys 2018 metrics on which a candidate's recipe is compared with the live one's (``model_record_evaluation``)
+EVALUATION_METRICS = ("r_precision", "ndcg")
 
 
 class PromotionRefused(Exception):
-    """The candidate validates worse than the live model (``force`` overrides)."""
+    """The candidate validates worse than the live model, or its recipe evaluates worse than the live one's beyond
+    the bootstrap interval (``force`` overrides)."""
 
 
 def _now() -> datetime:
@@ -237,6 +240,44 @@ def model_register(*, model: RankerModel, path: str) -> None:
     })
 
 
+def model_record_evaluation(*, version: str, evaluation: dict[str, Any]) -> None:
+    """Keep a version's verdict from the training jobs' evaluation (ADR 0019) on its registry document
+    (``evaluation``), where ``model_promote`` reads it: ``against`` (the version live when it was evaluated, or
+    None), the candidate's overall metrics and, against a live version, ``comparison``: per metric of
+    ``EVALUATION_METRICS``, the paired bootstrap of candidate − live (``diff``, ``low``, ``high``, ...). The full
+    report is in ``evaluations``."""
+    result = get_db()[c.MODELS].update_one({"_id": version}, {"$set": {"evaluation": {**evaluation,
+                                                                                      "recorded_at": _now()}}})
+    if result.matched_count == 0:
+        raise ValueError(f"unknown model version {version!r}")
+
+
+def evaluation_refusal(candidate: dict[str, Any], live: str) -> str | None:
+    """Why the candidate's recorded evaluation refuses it, or None: refused when, against ``live`` itself, the
+    whole 95 % interval of candidate − live lies below zero on any of ``EVALUATION_METRICS``. An evaluation made
+    against another version (the live one changed since), or none, says nothing."""
+    evaluation = candidate.get("evaluation") or {}
+    if evaluation.get("against") != live:
+        return None
+    for metric in EVALUATION_METRICS:
+        d = (evaluation.get("comparison") or {}).get(metric)
+        if d is not None and d["high"] < 0:
+            return (f"{metric} {d['b']:.4f} is below the live model {live}'s recipe's {d['a']:.4f}, retrained on the "
+                    f"same split ({d['cases']} test playlists): diff {d['diff']:+.4f}, 95 % interval "
+                    f"[{d['low']:+.4f}, {d['high']:+.4f}]")
+    return None
+
+
+def _hit_rate_refusal(candidate: dict[str, Any], live: str) -> str | None:
+    new_score = (candidate.get("metrics") or {}).get(PROMOTION_METRIC)
+    old_score = ((model_get(version=live) or {}).get("metrics") or {}).get(PROMOTION_METRIC)
+    floor = None if old_score is None else old_score * (1.0 - settings.RANKER_PROMOTION_TOLERANCE)
+    if floor is not None and (new_score is None or new_score < floor):
+        return (f"{PROMOTION_METRIC} {new_score} is below the live model {live}'s {old_score} "
+                f"(floor {floor:.4f} with tolerance {settings.RANKER_PROMOTION_TOLERANCE})")
+    return None
+
+
 @dataclass(frozen=True)
 class Promotion:
     version: str
@@ -247,10 +288,19 @@ class Promotion:
 def model_promote(*, version: str, force: bool = False) -> Promotion:
     """Make ``version`` the live model, atomically.
 
-    Refused (``PromotionRefused``) when its validation hit rate is below the live model's by more than
-    ``RANKER_PROMOTION_TOLERANCE`` (relative), unless ``force``. Whatever ``force`` says, the version must be whole
-    in the store (every byte checked against its manifest: the other machines load it from there) and load
-    completely here, else ``ModelUnavailable``.
+    Refused (``PromotionRefused``, the version marked ``rejected`` with the reason) unless ``force``, on either of
+    two rules that guard different things:
+
+    - the trained files: its validation hit rate is below the live model's by more than
+      ``RANKER_PROMOTION_TOLERANCE`` (relative), e.g. a training that went wrong;
+    - the recipe: its recorded evaluation (``model_record_evaluation``: its parameters and the live version's, each
+      retrained on one sampled RecSys 2018 split) puts it below the live one beyond the paired-bootstrap interval
+      on R-precision or NDCG (``evaluation_refusal``). Without such an evaluation against the live version
+      (``EVAL_SAMPLE_PLAYLISTS=0``, the live version's parameters unknown, the live model changed since) only
+      the first rule applies, as before the evaluation existed.
+
+    Whatever ``force`` says, the version must be whole in the store (every byte checked against its manifest: the
+    other machines load it from there) and load completely here, else ``ModelUnavailable``.
     """
     db = get_db()
     candidate = model_get(version=version)
@@ -262,13 +312,8 @@ def model_promote(*, version: str, force: bool = False) -> Promotion:
     if previous == version:
         return Promotion(version=version, previous=previous, forced=force)
     if previous is not None and not force:
-        live = model_get(version=previous) or {}
-        new_score = (candidate.get("metrics") or {}).get(PROMOTION_METRIC)
-        old_score = (live.get("metrics") or {}).get(PROMOTION_METRIC)
-        floor = None if old_score is None else old_score * (1.0 - settings.RANKER_PROMOTION_TOLERANCE)
-        if floor is not None and (new_score is None or new_score < floor):
-            reason = (f"{PROMOTION_METRIC} {new_score} is below the live model {previous}'s {old_score} "
-                      f"(floor {floor:.4f} with tolerance {settings.RANKER_PROMOTION_TOLERANCE})")
+        reason = _hit_rate_refusal(candidate, previous) or evaluation_refusal(candidate, previous)
+        if reason is not None:
             db[c.MODELS].update_one({"_id": version}, {"$set": {"status": "rejected", "reason": reason}})
             raise PromotionRefused(f"model {version} not promoted: {reason}; use force to override")
     now = _now()

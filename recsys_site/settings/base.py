@@ -296,6 +296,12 @@ RECSYS_DEVICE = env("RECSYS_DEVICE", default="auto")  # auto | cpu | cuda
 # A candidate model goes live only if its validation hit rate is at least (1 - this) × the live one's: the
 # validation sample is small enough that an identical retrain can score a few percent lower by chance.
 RANKER_PROMOTION_TOLERANCE = env.float("RANKER_PROMOTION_TOLERANCE", default=0.05)
+# Every new version is evaluated (ADR 0019): its recipe and the live one's, each retrained on one RecSys 2018 split
+# of this many playlists sampled from the store (0: no evaluation, promotion by the hit rate alone), with this many
+# test playlists, drawn with this seed.
+EVAL_SAMPLE_PLAYLISTS = env.int("EVAL_SAMPLE_PLAYLISTS", default=2000)
+EVAL_TEST_SIZE = env.int("EVAL_TEST_SIZE", default=200)
+EVAL_SEED = env.int("EVAL_SEED", default=0)
 RANKER_THREADS = env.int("RANKER_THREADS", default=0) or None  # torch threads for training; None = torch's choice
 MODEL_POLL_SECONDS = env.float("MODEL_POLL_SECONDS", default=5.0)  # how often a process checks which model is live
 PAIRING_K = env.int("PAIRING_K", default=50)  # buddies stored per user

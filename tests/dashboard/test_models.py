@@ -157,6 +157,39 @@ def test_comparing_two_versions_shows_the_deltas(versions):
     assert "pick two different versions" in text_of(compare_view(versions["old"], versions["old"]))
 
 
+def test_a_version_evaluated_by_the_job_shows_its_like_for_like_comparison(versions):
+    """Last in this module: it adds a third version, evaluated as the training jobs do, against the live one."""
+    from dashboard.pages.models import layout, version_detail
+    from ranker.evaluation.selectors import evaluation_for_version
+    from ranker.evaluation.services import version_evaluate
+    from ranker.training.services import ranker_train
+
+    third = ranker_train(params=FAST, random_state=3).version
+    version_evaluate(version=third, live_version=versions["old"], sample=300, test_size=40, seed=0)
+    report = evaluation_for_version(version=third)
+    detail = version_detail(third)
+    assert f"live the same recipe with those of {versions['old']}" in text_of(detail)
+    shown = {r["metric"]: r for r in rows_of(find(detail, "models-eval-comparison"))}
+    assert set(shown) == {"r_precision", "ndcg"}
+    for metric, d in report["comparison"].items():
+        row = shown[metric]
+        assert (row["live recipe"], row["this version"]) == (fmt(d["a"]), fmt(d["b"]))
+        assert row["diff"] == f"{d['diff']:+.4f}" and row["95 % interval"] == f"[{d['low']:+.4f}, {d['high']:+.4f}]"
+        assert row["verdict"] == ("worse" if d["high"] < 0 else "better" if d["low"] > 0 else "within noise")
+    overall = {r["method"]: r for r in rows_of(find(detail, "models-eval-overall"))}
+    assert set(overall) == {f"{report['served']} (served)", "live"}
+    assert overall["live"]["r_precision"] == fmt(report["methods"]["live"]["overall"]["r_precision"])
+    assert find(detail, "models-eval-playlists") is None  # the version evaluation scores track picks only
+    # The all-versions table has each version's figures and comparison; a manage.py evaluate report has none.
+    rows = {r["version"]: r for r in rows_of(find(layout(), "models-table"))}
+    d = report["comparison"]["ndcg"]
+    assert rows[third]["ndcg"] == fmt(report["methods"][report["served"]]["overall"]["ndcg"])
+    assert rows[third]["against"] == versions["old"]
+    assert rows[third]["ndcg vs live"].startswith(f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (")
+    assert rows[versions["old"]]["ndcg vs live"] is None and rows[versions["old"]]["against"] is None
+    assert find(version_detail(versions["old"]), "models-eval-comparison") is None
+
+
 def test_empty_store_says_there_is_no_model(store):
     from dashboard.pages.models import compare_view, layout, version_view
 

@@ -104,3 +104,23 @@ def test_many_events_match_one_at_a_time():
         return {(inter.user_ids[r], inter.item_ids[c]) for r, c in zip(coo.row, coo.col, strict=True)}
 
     assert pairs(inter.positives) == pos and pairs(inter.negatives) == neg
+
+
+def test_a_sample_keeps_whole_playlists_and_only_their_tracks():
+    docs = [{"_id": pid, "name_norm": f"p{pid}", "owner": f"u{pid}", "num_followers": pid,
+             "tracks": [{"uri": f"t{pid}-{i}", "artist_key": f"a{i}", "name": f"n{i}"} for i in range(pid % 4)]
+             + [{"uri": "shared"}]} for pid in range(30)]
+    pl = Playlists.from_docs(docs)
+    sample = pl.sample(10, seed=7)
+    assert len(sample) == 10 and sample.pids.tolist() == sorted(sample.pids.tolist())  # stored order kept
+    for row, pid in enumerate(sample.pids.tolist()):
+        whole = pl.item_ids[pl.tracks_of(pid)].tolist()  # pid = its row in ``pl``
+        assert sample.item_ids[sample.tracks_of(row)].tolist() == whole
+        assert (sample.names[row], sample.owners[row], sample.followers[row]) == (f"p{pid}", f"u{pid}", pid)
+    # Only the sample's tracks are items, each once, with its own artist and name.
+    assert sorted(sample.item_ids.tolist()) == sorted(set(sample.item_ids[sample.tracks].tolist()))
+    for uri, artist, name in zip(sample.item_ids, sample.item_artist, sample.item_name, strict=True):
+        assert (artist, name) == (pl.item_artist[pl.item_index[uri]], pl.item_name[pl.item_index[uri]])
+    assert sample.matrix().shape == (10, sample.n_items)
+    assert sample.pids.tolist() == pl.sample(10, seed=7).pids.tolist() != pl.sample(10, seed=8).pids.tolist()
+    assert pl.sample(30) is pl and pl.sample(100) is pl

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.conftest import FAST
+from tests.conftest import FAST, WORSE
 from tests.processes import celery_worker, stop, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,8 @@ def test_weekly_refresh_in_process_records_every_step(demo_store, model_dir, db)
     run = job_start(name="weekly_refresh", params=PARAMS, sync=True, trigger="test")
     assert run["status"] == "succeeded", run.get("traceback")
     assert run["progress"] == 100.0 and run["duration_s"] > 0
-    assert [s["name"] for s in run["steps"]] == ["train", "promote", "buddies", "picks", "metrics", "cleanup"]
+    assert [s["name"] for s in run["steps"]] == ["train", "evaluate", "promote", "buddies", "picks", "metrics",
+                                                 "cleanup"]
     assert all(s["status"] == "succeeded" and s["duration_s"] >= 0 for s in run["steps"])
     assert run["model_version"] == live_version() == run["metrics"]["promote"]["live"]
     assert run["metrics"]["train"]["val_hit_rate_50"] is not None and run["device"] == "cpu"
@@ -59,6 +60,71 @@ def test_weekly_refresh_in_process_records_every_step(demo_store, model_dir, db)
     picks = picks_for_user(user=owner)
     assert picks["model_version"] == run["model_version"]
     assert len(picks["tracks"]) == 50 and len(picks["playlists"]) == 10
+
+
+@pytest.mark.slow
+def test_every_version_the_refresh_trains_is_evaluated_beside_the_live_recipe(demo_store, model_dir, db):
+    """The evaluate step files the new version's RecSys 2018 report, the live recipe's scored on the same cases,
+    and the comparison, under the new version; and leaves the verdict on its registry document."""
+    from ranker.evaluation.selectors import evaluation_for_version
+    from ranker.training.selectors import live_version, model_get
+    from recsys_site.jobs import job_start
+
+    first = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, sync=True, trigger="test")
+    assert first["status"] == "succeeded", first.get("traceback")
+    run = job_start(name="weekly_refresh", params={**PARAMS, "force": True}, sync=True, trigger="test")
+    assert run["status"] == "succeeded", run.get("traceback")
+    version, live = run["model_version"], first["model_version"]
+    evaluated = run["metrics"]["evaluate"]
+    assert evaluated["evaluated"] and evaluated["version"] == version and evaluated["against"] == live
+    report = evaluation_for_version(version=version)
+    assert report["kind"] == "version" and report["live_version"] == live
+    assert set(report["methods"]) == {"live", report["served"]}
+    for metric in ("r_precision", "ndcg"):
+        d = report["comparison"][metric]
+        assert d["cases"] == report["split"]["test_size"] == evaluated["cases"] > 0
+        assert d["b"] == pytest.approx(report["methods"][report["served"]]["overall"][metric])
+        assert d["a"] == pytest.approx(report["methods"]["live"]["overall"][metric])
+    assert model_get(version=version)["evaluation"]["comparison"] == report["comparison"]
+    assert any(f"evaluated {version} on {evaluated['cases']} test playlists" in line for line in run["log"])
+    assert live_version() == version
+
+
+@pytest.mark.slow
+def test_a_recipe_evaluated_worse_than_the_live_one_is_refused_unless_forced(demo_store, model_dir, settings, db):
+    from ranker.training.selectors import live_version, model_get
+    from recsys_site.jobs import job_start
+
+    settings.RANKER_PROMOTION_TOLERANCE = 1.0  # the validation hit rate lets anything through: the evaluation decides
+    live = job_start(name="train_ranker", params={**PARAMS, "force": True}, sync=True, trigger="test")
+    assert live_version() == live["model_version"]
+    run = job_start(name="train_ranker", params={"ranker": WORSE}, sync=True, trigger="test")
+    assert run["status"] == "succeeded", run.get("traceback")
+    refused = run["model_version"]
+    evaluated = run["steps"][1]["metrics"]
+    assert evaluated["against"] == live["model_version"] and "r_precision" in evaluated["worse"]
+    assert "not promoted" in run["message"] and "r_precision" in run["message"] and "95 % interval" in run["message"]
+    assert model_get(version=refused)["status"] == "rejected" and live_version() == live["model_version"]
+    forced = job_start(name="train_ranker", params={"ranker": WORSE, "force": True}, sync=True, trigger="test")
+    assert forced["metrics"]["promote"]["live"] == forced["model_version"] == live_version()
+    # The usual recipe against the worse one now live: better, promoted without force.
+    back = job_start(name="train_ranker", params=PARAMS, sync=True, trigger="test")
+    assert "r_precision" in back["metrics"]["evaluate"]["better"]
+    assert back["metrics"]["promote"]["live"] == back["model_version"] == live_version()
+
+
+def test_no_evaluation_when_the_sample_is_zero(demo_store, model_dir, settings, db):
+    from ranker.evaluation.selectors import evaluation_for_version
+    from ranker.training.selectors import model_get
+    from recsys_site.jobs import job_start
+
+    settings.EVAL_SAMPLE_PLAYLISTS = 0
+    run = job_start(name="train_ranker", params={**PARAMS, "promote": False}, sync=True, trigger="test")
+    assert run["status"] == "succeeded", run.get("traceback")
+    assert run["metrics"]["evaluate"] == {"evaluated": False, "reason": "EVAL_SAMPLE_PLAYLISTS=0"}
+    assert evaluation_for_version(version=run["model_version"]) is None
+    assert "evaluation" not in model_get(version=run["model_version"])
+    assert any("not evaluated (EVAL_SAMPLE_PLAYLISTS=0)" in line for line in run["log"])
 
 
 def test_weekly_refresh_removes_the_versions_nobody_needs(demo_store, model_dir, settings, db):

@@ -15,7 +15,7 @@ from ranker.evaluation.harness import (
     CATEGORY_NAMES,
     evaluate_method,
     evaluate_playlists,
-    evaluate_second_stage,
+    evaluate_served,
     format_playlist_table,
     format_table,
     score_model,
@@ -24,7 +24,7 @@ from ranker.evaluation.harness import (
 from ranker.evaluation.services import evaluation_record
 from ranker.playlist_ranking.selectors import playlist_ranker_live
 from ranker.training.data import Playlists
-from ranker.training.served import SERVED_NAME, make_served, served_params
+from ranker.training.served import SERVED_NAME, served_params
 
 RERANKED = "reranked"
 COMPARED = ("r_precision", "ndcg", "clicks")
@@ -66,24 +66,24 @@ class Command(BaseCommand):
         params = served_params({"bpr": {"epochs": opts["epochs"]}} if opts["epochs"] else None)
         if opts["second_stage_cases"] is not None:
             params["second_stage_cases"] = opts["second_stage_cases"]
-        served = make_served(params, threads=opts["threads"], random_state=opts["seed"])
         results = {}
         results["popularity"], _ = evaluate_method(None, the_split, show_progress=show)
-        # The served blend is trained once; its fitted parts are scored alone too (the kNN is the baseline).
-        results[SERVED_NAME], fitted = evaluate_method(lambda: served, the_split, show_progress=show)
-        for part, _weight in fitted.components:
-            results[part.name] = score_model(part, the_split)
-            results[part.name].train_seconds = float(getattr(part, "metrics_", {}).get("seconds", 0.0))
-        served_name = SERVED_NAME
-        comparison = {}
-        if params["second_stage_cases"]:
-            # The second stage re-ranks the blend trained above, and learns from cases cut from the training part.
-            results[RERANKED], reranked = evaluate_second_stage(
-                fitted, lambda: make_served(params, threads=opts["threads"], random_state=opts["seed"]), the_split,
-                cases=params["second_stage_cases"], random_state=opts["seed"], show_progress=show)
+        # The served recipe: the blend, re-ranked by the second stage when it has one (learned from cases cut from
+        # the training part only). The blend and its fitted parts are scored alone too (the kNN is the baseline).
+        served = evaluate_served(params, the_split, random_state=opts["seed"], threads=opts["threads"],
+                                 show_progress=show)
+        served_name, comparison, reranked = SERVED_NAME, {}, None
+        if served.first_stage is not None:
+            results[SERVED_NAME], results[RERANKED], reranked = served.first_stage, served, served.model
             served_name = RERANKED
             comparison = {m: paired_bootstrap(results[SERVED_NAME].values(m), results[RERANKED].values(m),
                                               metric=m).to_json() for m in COMPARED}
+        else:
+            results[SERVED_NAME] = served
+        fitted = results[SERVED_NAME].model
+        for part, _weight in fitted.components:
+            results[part.name] = score_model(part, the_split)
+            results[part.name].train_seconds = float(getattr(part, "metrics_", {}).get("seconds", 0.0))
         bpr = next(p for p, _ in fitted.components if p.name == "bpr")
         learned = playlist_ranker_live()  # the live learned playlist ranker, when one is trained: a row of its own
         playlists_result = evaluate_playlists(the_split, bpr, learned=learned, show_progress=show)
