@@ -152,7 +152,7 @@ def recommend_cases(model: Recommender | Reranked | None, split: Split, *, k: in
             bar.update(len(batch))
             continue
         if isinstance(model, Reranked):  # titles are among its features: no separate title fusion
-            top, _ = model.recommend(None, seeds, k, titles=[c.title for c in batch])
+            top, _ = model.recommend(None, seeds, k, titles=[c.title for c in batch], order=[c.seeds for c in batch])
             for n, case in enumerate(batch):
                 out.append(complete(top[n], by_popularity[~np.isin(by_popularity, case.seeds)], k))
             bar.update(len(batch))

@@ -132,7 +132,8 @@ def _reranked(model: RankerModel, *, known: list[int], title: str | None, k: int
               ) -> TrackPicks | None:
     """A playlist's continuation by the second stage (None when neither its seeds nor its title give a candidate)."""
     seeds = rows_matrix([np.asarray(known, dtype=np.int64)], len(model.item_ids))
-    ids, _ = model.second_stage.rank(model.recommender, seeds, k, titles=[title], text=model.text)
+    ids, _ = model.second_stage.rank(model.recommender, seeds, k, titles=[title], text=model.text,
+                                     order=[np.asarray(known, dtype=np.int64)])
     ids = ids[0][ids[0] >= 0]
     if not len(ids):
         return None

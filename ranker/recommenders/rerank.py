@@ -17,6 +17,8 @@ Features (``FEATURES``), per (playlist, candidate):
   co-occurs with);
 - similarity to the seeds in each factor model's space (cosine of the track vectors): ``als_seed_max``,
   ``als_seed_mean``, ``bpr_seed_max``, ``bpr_seed_mean``;
+- the same against the playlist's last ``LAST`` seeds, where the order is known (a playlist grows at its end):
+  ``cooc_last_max``, ``cooc_last_mean``, ``als_last_max``;
 - ``n_seeds`` and ``has_title``.
 
 ``docs/adr/0018-second-stage.md`` gives what each is worth and what the stage costs per request.
@@ -39,8 +41,10 @@ FEATURES = (
     *(f"{p}{suffix}" for p in PARTS for suffix in ("", "_rank")),
     "popularity", "log_popularity", "artist_share", "album_share",
     "cooc_max", "cooc_mean", "cooc_max_cosine", "cooc_seed_share",
-    "als_seed_max", "als_seed_mean", "bpr_seed_max", "bpr_seed_mean", "n_seeds", "has_title",
+    "als_seed_max", "als_seed_mean", "bpr_seed_max", "bpr_seed_mean",
+    "cooc_last_max", "cooc_last_mean", "als_last_max", "n_seeds", "has_title",
 )
+LAST = 5  # the seeds nearest the end of a playlist: what comes next is most like them
 PER_PART = 200  # candidates taken from each part
 BLEND_DEPTH = 500  # ... and from the blend: every track the first stage would serve is a candidate
 _COMPONENT = {"itemknn": "knn", "als": "als", "bpr": "bpr"}
@@ -113,12 +117,14 @@ class SecondStage:
     # -- candidates and features ------------------------------------------------------------------------------
 
     def candidates(self, first: Blend, seeds: sp.csr_matrix, *, userids: np.ndarray | None = None,
-                   titles: list[str | None] | None = None, text: Any = None, tail: int = 0) -> Candidates:
+                   titles: list[str | None] | None = None, text: Any = None, tail: int = 0,
+                   order: list[np.ndarray] | None = None) -> Candidates:
         """Candidates and features for each row of ``seeds`` (rows × items, the playlist's tracks so far).
 
         ``userids`` are trained user rows (None: fold each row in from its seeds); ``titles`` go to ``text`` (a
-        ``TextModel``). A row's seeds are never candidates. ``tail`` keeps that many of the blend's next tracks
-        per row as ``fallback``.
+        ``TextModel``). ``order[i]`` is row i's seeds in playlist order, when known (else the last seeds are
+        taken in index order). A row's seeds are never candidates. ``tail`` keeps that many of the blend's next
+        tracks per row as ``fallback``.
         """
         n_rows, n_items = seeds.shape
         knn = next(m for m, _ in first.components if m.name == "itemknn")
@@ -177,13 +183,21 @@ class SecondStage:
                 norm = np.sqrt(np.outer(np.maximum(popularity[seed_ids], 1), np.maximum(pop, 1)))
                 x[:, col + 6] = (co / norm).max(axis=0)
                 x[:, col + 7] = (co > 0).mean(axis=0)
+                cosines = {}
                 for n, name in enumerate(("als", "bpr")):
                     if name in unit:
-                        cosine = unit[name][seed_ids] @ unit[name][cands].T
-                        x[:, col + 8 + 2 * n] = cosine.max(axis=0)
-                        x[:, col + 9 + 2 * n] = cosine.mean(axis=0)
-            x[:, col + 12] = len(seed_ids)
-            x[:, col + 13] = float(has_title[r])
+                        cosines[name] = unit[name][seed_ids] @ unit[name][cands].T
+                        x[:, col + 8 + 2 * n] = cosines[name].max(axis=0)
+                        x[:, col + 9 + 2 * n] = cosines[name].mean(axis=0)
+                in_order = np.asarray(order[r], dtype=np.int64) if order is not None else seed_ids
+                # their rows in co (a CSR row's indices are sorted)
+                last = np.minimum(np.searchsorted(seed_ids, in_order[-LAST:]), len(seed_ids) - 1)
+                x[:, col + 12] = co[last].max(axis=0)
+                x[:, col + 13] = co[last].mean(axis=0)
+                if "als" in cosines:
+                    x[:, col + 14] = cosines["als"][last].max(axis=0)
+            x[:, col + 15] = len(seed_ids)
+            x[:, col + 16] = float(has_title[r])
             blocks.append(x)
             if tail:
                 rest = blend_top[r][blend_top[r] >= 0]
@@ -197,13 +211,15 @@ class SecondStage:
     # -- ranking ----------------------------------------------------------------------------------------------
 
     def rank(self, first: Blend, seeds: sp.csr_matrix, k: int, *, userids: np.ndarray | None = None,
-             titles: list[str | None] | None = None, text: Any = None) -> tuple[np.ndarray, np.ndarray]:
+             titles: list[str | None] | None = None, text: Any = None, order: list[np.ndarray] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item ids and scores per row (rows × k, -1 / -inf where fewer), best first: the candidates
         in the booster's order, then the blend's next tracks. Scores fall with rank and are only comparable
         within a row."""
         if self.booster_ is None:
             raise RuntimeError("the second stage is not fitted: call fit() or from_state() first")
-        return self.order(self.candidates(first, seeds, userids=userids, titles=titles, text=text, tail=k), k)
+        return self.order(self.candidates(first, seeds, userids=userids, titles=titles, text=text, tail=k,
+                                          order=order), k)
 
     def order(self, cands: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``rank`` for candidates already computed."""
@@ -306,9 +322,10 @@ class Reranked:
         return self.first.n_items
 
     def recommend(self, userids: np.ndarray | None, seeds: sp.csr_matrix, k: int, *,
-                  titles: list[str | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  titles: list[str | None] | None = None, order: list[np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """(rows × k) ids and scores, best first, -1 where fewer; a row's seeds are never picked."""
-        return self.stage.rank(self.first, seeds, k, userids=userids, titles=titles, text=self.text)
+        return self.stage.rank(self.first, seeds, k, userids=userids, titles=titles, text=self.text, order=order)
 
 
 def _ranks(top: np.ndarray, cands: np.ndarray, cap: int) -> np.ndarray:

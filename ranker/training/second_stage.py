@@ -173,7 +173,7 @@ def second_stage_data(playlists: Playlists, first_factory: Callable[[], Blend], 
     for start in range(0, len(chosen), BATCH):
         batch = chosen[start:start + BATCH]
         got = stage.candidates(first, rows_matrix([c.seeds for c in batch], playlists.n_items),
-                               titles=[c.title for c in batch], text=text)
+                               titles=[c.title for c in batch], text=text, order=[c.seeds for c in batch])
         features.append(got.features)
         ids.extend(got.ids)
         fallback.extend(got.fallback)

@@ -51,8 +51,8 @@ def test_candidates_never_hold_a_seed_and_their_features_are_what_they_claim():
     matrix = pl.matrix()
     first = _first().fit(matrix)
     stage = SecondStage(per_part=30, blend_depth=40, item_artist=codes(pl.item_artist), item_album=codes(pl.item_album))
-    seeds = [pl.tracks_of(0)[:5], pl.tracks_of(1)[:1]]
-    got = stage.candidates(first, rows_matrix(seeds, pl.n_items), titles=[None, None])
+    seeds = [pl.tracks_of(0)[:8], pl.tracks_of(1)[:1]]  # in playlist order
+    got = stage.candidates(first, rows_matrix(seeds, pl.n_items), titles=[None, None], order=seeds)
     assert len(got.ids) == 2 and got.features.shape[1] == len(FEATURES)
     col = {name: i for i, name in enumerate(FEATURES)}
     for r, s in enumerate(seeds):
@@ -65,6 +65,8 @@ def test_candidates_never_hold_a_seed_and_their_features_are_what_they_claim():
             counts = [int(matrix[:, s_][matrix[:, ids[j]].nonzero()[0]].sum()) for s_ in s]
             assert x[j, col["cooc_max"]] == max(counts)
             assert x[j, col["cooc_mean"]] == pytest.approx(np.mean(counts))
+            assert x[j, col["cooc_last_max"]] == max(counts[-5:])  # the playlist's last five seeds
+            assert x[j, col["cooc_last_mean"]] == pytest.approx(np.mean(counts[-5:]))
             same_artist = np.mean([pl.item_artist[t] == pl.item_artist[ids[j]] for t in s])
             assert x[j, col["artist_share"]] == pytest.approx(same_artist)
 

@@ -103,7 +103,8 @@ class Command(BaseCommand):
         self.stdout.write(f"\n{SERVED_NAME} = {fitted.describe()}; done in {time.perf_counter() - started:.0f} s")
         report = {
             "served": served_name,
-            "comparison": {"baseline": SERVED_NAME, "method": served_name, "metrics": comparison} if comparison
+            "second_stage_comparison": {"baseline": SERVED_NAME, "method": served_name, "metrics": comparison}
+            if comparison
             else None,
             "methods": {name: r.to_json() for name, r in results.items()},
             "playlists": playlists_result,
