@@ -4,7 +4,8 @@ started as the product starts them (``recsys_site.stack.gunicorn_command``).
 
     .venv/bin/python bench/api.py [--quick] [--duration S] [--rates 100,300,1000] [--scenarios ...] [--json PATH]
 
-Scenarios (each at every rate in ``--rates``; continuation also at 50 requests/s):
+Scenarios (each at every rate in ``--rates``; continuation also at ``--continuation-extra-rate`` and search also at
+``--search-extra-rate``, both 50 requests/s by default, the rate of the issue's acceptance):
 
 1. ``picks cached``: ``GET /api/v1/users/{id}/playlists/recommended?k=10`` for users whose picks were precomputed,
    after one warm-up request per user that fills the picks cache (process LRU over Redis);
@@ -14,7 +15,14 @@ Scenarios (each at every rate in ``--rates``; continuation also at 50 requests/s
 3. ``picks on the fly``: the same endpoint for users whose precomputed picks were removed, each request with a
    (user, k) the cache has never seen, so every response is computed from the live model (``source: model``);
 4. ``continuation k=500`` and ``k=50``: ``POST /api/v1/recommendations/continuation`` with the name and the first
-   5, 10, 25 or 100 tracks of real sample playlists.
+   5, 10, 25 or 100 tracks of real sample playlists;
+5. ``search``: ``GET /api/v1/search?q=<text>&type=<tracks|playlists>&k=10``, the type alternating request by
+   request, each query once per type. The queries are 300 distinct playlist names of the sample as stored
+   (``name_norm``, a seeded choice) and the first 3-6 characters of 100 of them (type-ahead), in a seeded order.
+   The response's ``source`` is ``text`` (the live model's text model) or ``none`` (a model made before text
+   models: no results), so a store whose live model has no ``text.npz`` is retrained first when search runs;
+6. ``overload`` (not in the default list): the on-the-fly requests at ``--overload-rate`` with ``X-Request-Start``
+   as nginx stamps it, so the deadline sheds what waited too long.
 
 The cached and peer scenarios use only users in the ``control`` arm of the default A/B experiment: the
 ``discovery`` arm changes the re-ranking weights, so its picks are never precomputed and the peer would compute
@@ -59,6 +67,7 @@ from api_load import (
     FLY,
     OVERLOAD,
     PEER,
+    SEARCH,
     SHORT,
     SLUG,
     Generator,
@@ -93,8 +102,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rates", help="comma-separated requests/s (default 100,300,1000; 20,50 with --quick)")
     parser.add_argument("--continuation-extra-rate", type=float, default=50,
                         help="continuation also runs at this rate (default 50; 0 for none)")
-    parser.add_argument("--scenarios", default="cached,fly,cont500,cont50,peer",
-                        help="any of cached, peer, fly, cont500, cont50 (default: all)")
+    parser.add_argument("--search-extra-rate", type=float, default=50,
+                        help="search also runs at this rate (default 50; 0 for none)")
+    parser.add_argument("--scenarios", default="cached,fly,cont500,cont50,search,peer",
+                        help="any of cached, peer, fly, cont500, cont50, search, overload (default: all but overload)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds before a request counts as an error")
     parser.add_argument("--max-inflight", type=int, default=1000, help="outstanding requests at most (default 1000)")
     parser.add_argument("--clients", type=int, default=1000,
@@ -158,7 +169,7 @@ def run_steps(world: World, web: Web, scenario: str, rates: list[float], args: a
             web.stop()
             web.start()
             warm(gen, request_maker(CACHED, gen, material, counter), 20)
-            if scenario in (FLY, OVERLOAD):
+            if scenario in (FLY, OVERLOAD, SEARCH):  # the first computed pick or search loads the live model
                 warm(gen, make, 16)
         pids = server_pids(world, web)
         load = os.getloadavg()
@@ -196,7 +207,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     world = start_world(args)
     try:
-        prepared = prepare(world, data)
+        prepared = prepare(world, data, text_model=SEARCH in args.scenarios)
         if args.threads is None:
             from django.conf import settings
 
@@ -206,7 +217,7 @@ def main() -> int:
         material = request_material(args.quick)
         say(f"{material['users']:,} users, {material['control_users']:,} in the control arm; cached pool "
             f"{len(material['cached']):,}, on-the-fly pool {len(material['fly']):,}, "
-            f"{len(material['bodies']):,} continuation bodies")
+            f"{len(material['bodies']):,} continuation bodies, {len(material['queries']):,} search queries")
         load_start = wait_for_load(args.max_load, args.load_wait)
         say(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}; DRF throttle raised to "
             f"{THROTTLE} (API_THROTTLE_ANON/USER) so the throttle is not what is measured")
@@ -215,6 +226,7 @@ def main() -> int:
         warmups: dict[str, Any] = {}
         counter: dict[str, int] = {}
         cont_rates = sorted({*args.rates, *([args.continuation_extra_rate] if args.continuation_extra_rate else [])})
+        search_rates = sorted({*args.rates, *([args.search_extra_rate] if args.search_extra_rate else [])})
         product = [s for s in args.scenarios if s != PEER]
         if product:
             web = Web(world, "product", args.port_base + 10, args.workers, args.threads, args.web_env)
@@ -229,14 +241,17 @@ def main() -> int:
             if {CONT500, CONT50} & set(product):
                 warmups["continuation"] = warm(gen, request_maker(CONT500, gen, material, counter), 20)
                 say(f"  continuation warm-up: {warmups['continuation']}")
+            if SEARCH in product:
+                warmups[SEARCH] = warm(gen, request_maker(SEARCH, gen, material, counter), 20)
+                say(f"  search warm-up: {warmups[SEARCH]}")
             if FLY in product:
                 # The first computed pick in a worker builds the model's playlist space (FAISS index, seconds):
                 # pay that before measuring, as a worker that has served for a while has.
                 warmups[FLY] = warm(gen, request_maker(FLY, gen, material, counter), 16)
                 say(f"  on-the-fly warm-up: {warmups[FLY]}")
             for scenario in product:
-                rates = (cont_rates if scenario in (CONT500, CONT50) else [args.overload_rate] if scenario == OVERLOAD
-                         else args.rates)
+                rates = (cont_rates if scenario in (CONT500, CONT50) else search_rates if scenario == SEARCH
+                         else [args.overload_rate] if scenario == OVERLOAD else args.rates)
                 rows += run_steps(world, web, scenario, rates, args, material, counter)
             web.stop()
             world.webs.remove(web)
@@ -252,7 +267,8 @@ def main() -> int:
             web.stop()
             world.webs.remove(web)
         load_end = os.getloadavg()
-        report(args, world, prepared, material, warmups, rows, cont_rates, started_at, load_start, load_end)
+        report(args, world, prepared, material, warmups, rows, cont_rates, search_rates, started_at, load_start,
+               load_end)
         return 0
     finally:
         world.stop()

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import re
 import statistics
 import time
+import urllib.parse
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +24,16 @@ from api_servers import fly_user
 CACHED, PEER, FLY, CONT500, CONT50 = ("picks cached", "picks no cache (peer)", "picks on the fly",
                                       "continuation k=500", "continuation k=50")
 OVERLOAD = "picks on the fly, overload"  # FLY's requests stamped with X-Request-Start as nginx does (deadline shed)
-SCENARIOS = [CACHED, PEER, FLY, CONT500, CONT50, OVERLOAD]
-SHORT = {"cached": CACHED, "peer": PEER, "fly": FLY, "cont500": CONT500, "cont50": CONT50, "overload": OVERLOAD}
+SEARCH = "search"
+SCENARIOS = [CACHED, PEER, FLY, CONT500, CONT50, SEARCH, OVERLOAD]
+SHORT = {"cached": CACHED, "peer": PEER, "fly": FLY, "cont500": CONT500, "cont50": CONT50, "search": SEARCH,
+         "overload": OVERLOAD}
 SLUG = {v: k for k, v in SHORT.items()}
 SEED_COUNTS = (5, 10, 25, 100)
+SEARCH_TYPES = ("tracks", "playlists")  # alternating, request by request
+SEARCH_NAMES = 300  # distinct stored playlist names (name_norm), a seeded choice ...
+SEARCH_PREFIXES = 100  # ... and the first 3-6 characters of this many of them, as type-ahead sends
+SEARCH_SEED = 0
 SOURCE_RE = re.compile(rb'"source": ?"([a-z_]+)"')
 FALLBACK_RE = re.compile(rb'"fallback": ?"overload"')
 CACHED_RE = re.compile(rb'"cached":(true|false)')
@@ -33,7 +41,7 @@ CACHED_RE = re.compile(rb'"cached":(true|false)')
 
 # --- what the requests are made of ------------------------------------------------------------------------------------
 def request_material(quick: bool) -> dict[str, Any]:
-    """User pools and continuation bodies, from the store."""
+    """User pools, continuation bodies and search queries, from the store."""
     from ranker.experiments.assign import active_for
     from recsys_site.mongo import get_db
 
@@ -53,7 +61,27 @@ def request_material(quick: bool) -> dict[str, Any]:
             bodies.append({"name": doc.get("name") or "", "seed_tracks": uris[:n]})
         if len(bodies) >= 2000:
             break
-    return {"cached": cached, "fly": fly, "bodies": bodies, "control_users": len(control), "users": len(users)}
+    # the names as stored (ingestion.mpd.normalize_name), within the API's SEARCH_MAX_QUERY_CHARS (200)
+    names = [name for doc in db["playlists"].find({}, {"name_norm": 1})
+             if 0 < len(name := (doc.get("name_norm") or "").strip()) <= 200]
+    return {"cached": cached, "fly": fly, "bodies": bodies, "queries": search_queries(names),
+            "control_users": len(control), "users": len(users)}
+
+
+def search_queries(names: list[str], count: int = SEARCH_NAMES, prefixes: int = SEARCH_PREFIXES,
+                   seed: int = SEARCH_SEED) -> list[str]:
+    """``count`` distinct normalised playlist names (a seeded choice among ``names``, the store's ``name_norm``)
+    and the first 3-6 characters of ``prefixes`` of them (type-ahead), in one seeded order; the same list for the
+    same names on every run."""
+    rng = random.Random(seed)
+    chosen = rng.sample(sorted(set(names)), min(count, len(set(names))))
+    queries = list(chosen)
+    for name in chosen[:prefixes]:
+        prefix = name[:rng.randint(3, 6)].strip()
+        if prefix:
+            queries.append(prefix)
+    rng.shuffle(queries)
+    return queries
 
 
 # --- the load generator -----------------------------------------------------------------------------------------------
@@ -168,6 +196,15 @@ def request_maker(scenario: str, gen: Generator, material: dict[str, Any], count
             return gen.build("GET", f"/api/v1/users/{users[j % len(users)]}/playlists/recommended?k={k}", None)
 
         return fly
+    if scenario == SEARCH:
+        queries = material["queries"]
+
+        def search(i: int) -> bytes:
+            # each query twice in a row, once per type, so that both types see every query
+            q = urllib.parse.quote(queries[(i // 2) % len(queries)], safe="")
+            return gen.build("GET", f"/api/v1/search?q={q}&type={SEARCH_TYPES[i % 2]}&k=10", None)
+
+        return search
     k = 500 if scenario == CONT500 else 50
     bodies = material["bodies"]
     return lambda i: gen.build("POST", "/api/v1/recommendations/continuation", {**bodies[i % len(bodies)], "k": k})

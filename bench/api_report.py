@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import _common  # bench/ is on sys.path when a script runs
-from api_load import CACHED, CONT500, OVERLOAD, SEED_COUNTS, Outcome
+from api_load import CACHED, CONT500, OVERLOAD, SEARCH, SEARCH_NAMES, SEARCH_PREFIXES, SEARCH_SEED, SEED_COUNTS, Outcome
 from api_servers import REPO, SETTINGS, THROTTLE, World
 
 
@@ -109,7 +109,7 @@ def acceptance(rows: list[dict[str, Any]]) -> list[str]:
     def find(scenario: str, rate: float) -> dict[str, Any] | None:
         return next((r for r in rows if r["scenario"] == scenario and r["target_rps"] == rate), None)
 
-    for scenario, rate, limit, zero in ((CACHED, 300, 50, True), (CONT500, 50, 200, False)):
+    for scenario, rate, limit, zero in ((CACHED, 300, 50, True), (CONT500, 50, 200, False), (SEARCH, 50, 100, False)):
         row = find(scenario, rate)
         if row is None:
             out.append(f"{scenario} at {rate}/s: not run")
@@ -134,8 +134,8 @@ def worker_kind(threads: int) -> str:
 
 
 def report(args: argparse.Namespace, world: World, prepared: dict[str, Any], material: dict[str, Any],
-           warmups: dict[str, Any], rows: list[dict[str, Any]], cont_rates: list[float], started_at: datetime,
-           load_start: tuple[float, float, float], load_end: tuple[float, float, float]) -> None:
+           warmups: dict[str, Any], rows: list[dict[str, Any]], cont_rates: list[float], search_rates: list[float],
+           started_at: datetime, load_start: tuple[float, float, float], load_end: tuple[float, float, float]) -> None:
     """The same figures twice: JSON to ``--json``, and the machine, settings, table, details and acceptance lines on
     stdout."""
     facts = {**_common.machine_facts("gunicorn", "django", "djangorestframework", "pymongo", "secantusdb",
@@ -148,13 +148,17 @@ def report(args: argparse.Namespace, world: World, prepared: dict[str, Any], mat
         "machine": facts,
         "load_avg": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
         "settings": {"duration_s": args.duration, "rates": args.rates, "continuation_rates": cont_rates,
+                     "search_rates": search_rates,
                      "timeout_s": args.timeout, "max_inflight": args.max_inflight,
                      "workers": args.workers, "threads": args.threads,
                      "web_env": args.web_env, "clients": args.clients,
                      "retry_writes": args.retry_writes or not world.embedded,
                      "django_settings": SETTINGS, "throttle": THROTTLE, "seed_counts": SEED_COUNTS,
                      "pools": {"cached": len(material["cached"]), "fly": len(material["fly"]),
-                               "continuation_bodies": len(material["bodies"])}},
+                               "continuation_bodies": len(material["bodies"]),
+                               "search_queries": len(material["queries"])},
+                     "search_queries": {"names": SEARCH_NAMES, "prefixes": SEARCH_PREFIXES, "seed": SEARCH_SEED,
+                                        "types": "tracks/playlists alternating", "k": 10}},
         "world": prepared,
         "warmups": warmups,
         "results": rows,

@@ -117,8 +117,11 @@ def fly_user(user: str) -> bool:
     return int(hashlib.sha1(f"bench-api:{user}".encode()).hexdigest()[:8], 16) % 3 == 0
 
 
-def prepare(world: World, data: Path) -> dict[str, Any]:
-    """Ingest, train + promote, buddies, picks: each skipped when the store already has it for the live model."""
+def prepare(world: World, data: Path, text_model: bool = False) -> dict[str, Any]:
+    """Ingest, train + promote, buddies, picks: each skipped when the store already has it for the live model.
+
+    With ``text_model`` (the search scenario runs), a live model made before text models (no ``text.npz``: search
+    would answer ``source: none`` with no results) is replaced by a newly trained one."""
     say(f"preparing the world in {world.store} (each step is skipped when already done)")
     manage(world, "migrate", "--noinput", "-v", "0")
     manage(world, "ensure_indexes")
@@ -136,6 +139,10 @@ def prepare(world: World, data: Path) -> dict[str, Any]:
     from ranker.training.selectors import live_version
 
     live = live_version()
+    if live is not None and text_model and (model_root() / live).exists() and \
+            not (model_root() / live / "text.npz").exists():
+        say(f"live model {live} has no text model (made before them), which search needs: training a new one")
+        live = None
     if live is None or not (model_root() / live).exists():
         say("training and promoting a model (a few minutes on 2 cores) ...")
         manage(world, "train_ranker", "--promote", "--force")
