@@ -207,7 +207,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     world = start_world(args)
     try:
-        prepared = prepare(world, data, text_model=SEARCH in args.scenarios)
+        prepared = prepare(world, data)
         if args.threads is None:
             from django.conf import settings
 

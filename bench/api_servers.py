@@ -117,11 +117,16 @@ def fly_user(user: str) -> bool:
     return int(hashlib.sha1(f"bench-api:{user}".encode()).hexdigest()[:8], 16) % 3 == 0
 
 
-def prepare(world: World, data: Path, text_model: bool = False) -> dict[str, Any]:
+# What a version of today's served recipe holds beyond the blend: the text model (search, titles) and the second
+# stage (continuations). A live model made before them is not what the product serves now, so it is retrained.
+CURRENT_ARTIFACTS = ("text.npz", "second_stage.npz")
+
+
+def prepare(world: World, data: Path) -> dict[str, Any]:
     """Ingest, train + promote, buddies, picks: each skipped when the store already has it for the live model.
 
-    With ``text_model`` (the search scenario runs), a live model made before text models (no ``text.npz``: search
-    would answer ``source: none`` with no results) is replaced by a newly trained one."""
+    A live model without one of ``CURRENT_ARTIFACTS`` (made before them: search would answer with no results,
+    continuations would skip the second stage) is replaced by a newly trained one."""
     say(f"preparing the world in {world.store} (each step is skipped when already done)")
     manage(world, "migrate", "--noinput", "-v", "0")
     manage(world, "ensure_indexes")
@@ -139,9 +144,10 @@ def prepare(world: World, data: Path, text_model: bool = False) -> dict[str, Any
     from ranker.training.selectors import live_version
 
     live = live_version()
-    if live is not None and text_model and (model_root() / live).exists() and \
-            not (model_root() / live / "text.npz").exists():
-        say(f"live model {live} has no text model (made before them), which search needs: training a new one")
+    missing = [f for f in CURRENT_ARTIFACTS if live is not None and (model_root() / live).exists()
+               and not (model_root() / live / f).exists()]
+    if missing:
+        say(f"live model {live} has no {', '.join(missing)} (made before them): training a new one")
         live = None
     if live is None or not (model_root() / live).exists():
         say("training and promoting a model (a few minutes on 2 cores) ...")
