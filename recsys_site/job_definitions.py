@@ -35,7 +35,8 @@ def _train(ctx: Context) -> dict[str, Any]:
     params = ctx.params.get("ranker") or {}
     epochs = served_params(params)["bpr"]["epochs"]
     ctx.log(f"training the ranker ({epochs} BPR epochs at most)")
-    model = ranker_train(params=params, callback=ctx.epoch_callback(epochs, "training (ALS, then BPR)"))
+    model = ranker_train(params=params, callback=ctx.epoch_callback(epochs, "training (ALS, then BPR)"),
+                         say=lambda message: ctx.progress(1.0, message, force=True))
     ctx.remember(model_version=model.version)
     _set_run_fields(ctx, model_version=model.version, device=model.meta.get("device"))
     metrics = {k: v for k, v in model.meta["metrics"].items() if k != "components"}

@@ -260,8 +260,8 @@ def training_rows(split: Split) -> tuple[list[np.ndarray], list[str]]:
 
 
 def evaluate_second_stage(first: Recommender, factory: Callable[[], Recommender], split: Split, *,
-                          cases: int | None = None, random_state: int = 0, show_progress: bool = False
-                          ) -> tuple[MethodResult, Reranked]:
+                          cases: int | None = None, folds: int = 1, random_state: int = 0,
+                          show_progress: bool = False) -> tuple[MethodResult, Reranked]:
     """The served blend ``first`` (already fitted on the split's training part) with a second stage trained on
     cases cut from that training part only (``second_stage_train``: never a test playlist), scored on the split.
 
@@ -270,7 +270,7 @@ def evaluate_second_stage(first: Recommender, factory: Callable[[], Recommender]
     started = time.perf_counter()
     rows, names = training_rows(split)
     stage = second_stage_train(split.playlists, factory, train_rows=rows, names=names,
-                               exclude_rows=split.test_rows(), random_state=random_state,
+                               exclude_rows=split.test_rows(), folds=folds, random_state=random_state,
                                show_progress=show_progress, **({"cases": cases} if cases else {}))
     model = Reranked(first, stage, split.text)
     trained = time.perf_counter()
@@ -299,12 +299,13 @@ def evaluate_served(params: dict[str, Any] | None, split: Split, *, random_state
     result = score_model(model, split, show_progress=show_progress)
     result.train_seconds = trained - started
     result.model = model
-    cases = served_params(params)["second_stage_cases"]
-    if not cases:
+    recipe = served_params(params)
+    if not recipe["second_stage_cases"]:
         return result
     reranked, both = evaluate_second_stage(
         model, lambda: make_served(params, device=device, threads=threads, random_state=random_state), split,
-        cases=cases, random_state=random_state, show_progress=show_progress)
+        cases=recipe["second_stage_cases"], folds=recipe["second_stage_folds"], random_state=random_state,
+        show_progress=show_progress)
     reranked.train_seconds += result.train_seconds
     reranked.model, reranked.first_stage = both, result
     return reranked

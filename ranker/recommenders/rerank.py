@@ -52,14 +52,17 @@ _COMPONENT = {"itemknn": "knn", "als": "als", "bpr": "bpr"}
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "lambdarank",
     "metric": "ndcg",
-    "eval_at": [10, 100],
+    # Lists are scored over 500 picks (RecSys 2018): the lambdas and the early stopping look that deep. Measured on
+    # the real sample against truncation 100 / NDCG@10,100: NDCG +7.1 % against +6.8 % over the blend (ADR 0018).
+    "eval_at": [500],
+    "first_metric_only": True,
     "learning_rate": 0.05,
     "num_leaves": 31,
     "min_data_in_leaf": 50,
     "feature_fraction": 0.9,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
-    "lambdarank_truncation_level": 100,
+    "lambdarank_truncation_level": 500,
     "verbosity": -1,
 }
 
@@ -243,7 +246,7 @@ class SecondStage:
         """Fit the booster on candidates whose relevant tracks are ``hidden[i]`` (row i's held-out tracks).
 
         Rows with no hidden track among their candidates teach a ranker nothing and are dropped. A share of the
-        rows is held out for early stopping on NDCG@100.
+        rows is held out for early stopping on NDCG at the first ``eval_at``.
         """
         import lightgbm as lgb  # lazy: a heavy import only the weekly training and the harness need
 
@@ -277,7 +280,7 @@ class SecondStage:
             "train_playlists": len(parts["train"]), "valid_playlists": len(parts["valid"]),
             "candidates_per_playlist": float(np.mean([len(cands.ids[r]) for r in useful])),
             "recall_of_candidates": float(np.mean([labels[r].sum() / max(len(hidden[r]), 1) for r in useful])),
-            "valid_ndcg_100": float(max(evals.get("valid", {}).get("ndcg@100", [0.0]))),
+            "valid_ndcg": float(max(evals.get("valid", {}).get(f"ndcg@{self.params['eval_at'][0]}", [0.0]))),
             "gain": {name: round(float(g / max(gain.sum(), 1e-12)), 4) for name, g in zip(FEATURES, gain,
                                                                                           strict=True)},
         }

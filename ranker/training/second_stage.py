@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CASES = 1000  # training playlists cut; ~600 candidates each
 MIN_HIDDEN = 5
 MAX_SHARE = 0.5  # of the playlists that may be cut: the first stage fitted for the cases keeps at least the rest whole
+FOLDS = 1
 BATCH = 128  # playlists per feature batch: bounds the dense (batch × catalogue) score matrices
 
 
@@ -119,68 +120,87 @@ def cut_cases(rows: list[np.ndarray], names: list[str], *, cases: int, random_st
 
 def second_stage_train(playlists: Playlists, first_factory: Callable[[], Blend], *, train_rows: list[np.ndarray]
                        | None = None, names: list[str] | None = None, exclude_rows: np.ndarray | None = None,
-                       cases: int = CASES, random_state: int = 0, threads: int | None = None,
-                       show_progress: bool = False, **stage_options: Any) -> SecondStage:
+                       cases: int = CASES, folds: int = FOLDS, random_state: int = 0, threads: int | None = None,
+                       show_progress: bool = False, say: Callable[[str], None] | None = None,
+                       **stage_options: Any) -> SecondStage:
     """Cut ``cases`` training playlists, fit ``first_factory()`` and a text model without their hidden tracks, and
     train a ``SecondStage`` (``stage_options``: its parameters) on their candidates.
 
     ``train_rows`` / ``names`` default to the playlists' own tracks and names (the harness passes its training
-    part, whose test rows hold only their seeds, and names with the test titles blanked).
+    part, whose test rows hold only their seeds, and names with the test titles blanked). ``say`` hears each phase
+    as it starts (the training job shows it as its progress message).
     """
     began = time.perf_counter()
     stage, joined, hidden, chosen = second_stage_data(
         playlists, first_factory, train_rows=train_rows, names=names, exclude_rows=exclude_rows, cases=cases,
-        random_state=random_state, show_progress=show_progress, **stage_options)
+        folds=folds, random_state=random_state, show_progress=show_progress, say=say, **stage_options)
+    if say:
+        say(f"second stage: boosting over {len(joined.features):,} candidates of {len(chosen):,} playlists")
     stage.fit(joined, hidden, random_state=random_state, num_threads=threads)
     stage.metrics_["cases"] = len(chosen)
     stage.metrics_["seconds"] = round(time.perf_counter() - began, 1)
-    log.info("second stage: %d cases, %d rounds, valid NDCG@100 %.4f in %.0f s", len(chosen),
-             stage.metrics_["rounds"], stage.metrics_["valid_ndcg_100"], stage.metrics_["seconds"])
+    log.info("second stage: %d cases, %d rounds, validation NDCG %.4f in %.0f s", len(chosen),
+             stage.metrics_["rounds"], stage.metrics_["valid_ndcg"], stage.metrics_["seconds"])
     return stage
 
 
 def second_stage_data(playlists: Playlists, first_factory: Callable[[], Blend], *,
                       train_rows: list[np.ndarray] | None = None, names: list[str] | None = None,
-                      exclude_rows: np.ndarray | None = None, cases: int = CASES, random_state: int = 0,
-                      show_progress: bool = False, **stage_options: Any
-                      ) -> tuple[SecondStage, Candidates, list[np.ndarray], list[TrainingCase]]:
+                      exclude_rows: np.ndarray | None = None, cases: int = CASES, folds: int = FOLDS,
+                      random_state: int = 0, show_progress: bool = False, say: Callable[[str], None] | None = None,
+                      **stage_options: Any) -> tuple[SecondStage, Candidates, list[np.ndarray], list[TrainingCase]]:
     """What ``second_stage_train`` fits on: an unfitted stage, the training cases' candidates and features, their
-    hidden tracks, and the cases."""
+    hidden tracks, and the cases (in that order).
+
+    ``folds`` sets of ``cases`` playlists each (disjoint): each fold fits its own first stage and text model with
+    its cases cut, so every case is scored by a first stage that never saw its hidden tracks while each first stage
+    still learns from all the other playlists whole. More folds, more to learn from, one first-stage fit each.
+    """
     rows = train_rows if train_rows is not None else [playlists.tracks_of(i) for i in range(len(playlists))]
     names = list(names if names is not None else playlists.names)
     distinct = [unique_in_order(np.asarray(r)) for r in rows]
     eligible = len(rows) - (len(np.unique(exclude_rows)) if exclude_rows is not None else 0)
     cases = min(cases, int(MAX_SHARE * eligible))
-    chosen = cut_cases(distinct, names, cases=cases, random_state=random_state, exclude_rows=exclude_rows)
-    if not chosen:
+    every = cut_cases(distinct, names, cases=cases * folds, random_state=random_state, exclude_rows=exclude_rows)
+    if not every:
         raise ValueError("no playlist is long enough to train the second stage on")
-    reduced_rows = list(rows)
-    reduced_names = list(names)
-    for case in chosen:
-        reduced_rows[case.row] = case.seeds
-        reduced_names[case.row] = ""
-    reduced = rows_matrix(reduced_rows, playlists.n_items)
-    first = first_factory().fit(reduced, show_progress=show_progress)
-    text = TextModel().fit(reduced_names, reduced, item_names=playlists.item_name,
-                           item_artists=playlists.item_artist_name)
     album = playlists.item_album if playlists.item_album is not None else np.full(playlists.n_items, "")
     stage = SecondStage(item_artist=codes(playlists.item_artist), item_album=codes(album), **stage_options)
-    features, ids, hidden = [], [], []
+    features, ids, hidden, fallback, ordered = [], [], [], [], []
     offsets = [0]
-    fallback = []
-    bar = tqdm(total=len(chosen), disable=not show_progress, unit="playlist", desc="second stage features",
+    bar = tqdm(total=len(every), disable=not show_progress, unit="playlist", desc="second stage features",
                leave=False)
-    for start in range(0, len(chosen), BATCH):
-        batch = chosen[start:start + BATCH]
-        got = stage.candidates(first, rows_matrix([c.seeds for c in batch], playlists.n_items),
-                               titles=[c.title for c in batch], text=text, order=[c.seeds for c in batch])
-        features.append(got.features)
-        ids.extend(got.ids)
-        fallback.extend(got.fallback)
-        offsets.extend((got.offsets[1:] + offsets[-1]).tolist())
-        hidden.extend(c.hidden for c in batch)
-        bar.update(len(batch))
+    for fold in range(folds):
+        chosen = every[fold::folds]
+        if not chosen:
+            continue
+        reduced_rows = list(rows)
+        reduced_names = list(names)
+        for case in chosen:
+            reduced_rows[case.row] = case.seeds
+            reduced_names[case.row] = ""
+        reduced = rows_matrix(reduced_rows, playlists.n_items)
+        if say:
+            say(f"second stage: fold {fold + 1} of {folds}, fitting a first stage without the hidden tracks of "
+                f"{len(chosen):,} playlists")
+        first = first_factory().fit(reduced, show_progress=show_progress)
+        text = TextModel().fit(reduced_names, reduced, item_names=playlists.item_name,
+                               item_artists=playlists.item_artist_name)
+        for start in range(0, len(chosen), BATCH):
+            if say:
+                say(f"second stage: fold {fold + 1} of {folds}, candidates and features, {start:,} of "
+                    f"{len(chosen):,} playlists")
+            batch = chosen[start:start + BATCH]
+            got = stage.candidates(first, rows_matrix([c.seeds for c in batch], playlists.n_items),
+                                   titles=[c.title for c in batch], text=text, order=[c.seeds for c in batch])
+            features.append(got.features)
+            ids.extend(got.ids)
+            fallback.extend(got.fallback)
+            offsets.extend((got.offsets[1:] + offsets[-1]).tolist())
+            hidden.extend(c.hidden for c in batch)
+            ordered.extend(batch)
+            bar.update(len(batch))
     bar.close()
     joined = Candidates(ids=ids, features=np.concatenate(features), offsets=np.asarray(offsets, dtype=np.int64),
                         fallback=fallback)
-    return stage, joined, hidden, chosen
+    return stage, joined, hidden, ordered

@@ -20,8 +20,10 @@ DEFAULTS: dict[str, Any] = {
     "bpr_weight": 0.25,
     "als": {"factors": 128, "regularization": 0.01, "alpha": 20.0, "iterations": 15},
     "bpr": {"factors": 64, "learning_rate": 0.1, "regularization": 0.01, "epochs": 100},
-    # The second stage (ADR 0018): training playlists cut for it; 0 serves the blend's order alone.
+    # The second stage (ADR 0018): training playlists cut for it per fold (each fold fits its own first stage);
+    # 0 cases serves the blend's order alone.
     "second_stage_cases": 2500,
+    "second_stage_folds": 2,
 }
 NESTED = ("als", "bpr")
 

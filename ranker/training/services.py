@@ -11,7 +11,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,9 +66,10 @@ def _now() -> datetime:
 
 
 def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = False,
-                 callback: Callback | None = None, random_state: int = 0) -> RankerModel:
+                 callback: Callback | None = None, random_state: int = 0,
+                 say: Callable[[str], None] | None = None) -> RankerModel:
     """Train the served recommender on everything in the store, save it as a new version, upload it to the store
-    (``model_files``) and register it.
+    (``model_files``) and register it. ``callback`` hears the blend's epochs, ``say`` the second stage's phases.
 
     The new version is a candidate: nothing serves it until ``model_promote``.
     """
@@ -85,7 +86,7 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
     recommender.fit(interactions.positives, negatives=interactions.negatives, show_progress=show_progress,
                     callback=_recording(history, callback))
     second_stage = _second_stage(playlists, full_params, device=device, random_state=random_state,
-                                 show_progress=show_progress)
+                                 show_progress=show_progress, say=say)
     playlist_items = playlists.matrix()
     titles = TitleIndex().fit(playlists.names, playlist_items)
     began = time.perf_counter()
@@ -116,7 +117,7 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
 
 
 def _second_stage(playlists: Playlists, params: dict[str, Any], *, device: str, random_state: int,
-                  show_progress: bool) -> SecondStage | None:
+                  show_progress: bool, say: Callable[[str], None] | None) -> SecondStage | None:
     """The second stage for a new version (``ranker.training.second_stage``), or None when the parameters turn it
     off or the store holds too few long playlists to learn one from: that version serves the blend's order."""
     cases = int(params.get("second_stage_cases") or 0)
@@ -127,7 +128,8 @@ def _second_stage(playlists: Playlists, params: dict[str, Any], *, device: str, 
         stage = second_stage_train(
             playlists, lambda: make_served(params, device=device, threads=settings.RANKER_THREADS,
                                            random_state=random_state),
-            cases=cases, random_state=random_state, threads=settings.RANKER_THREADS, show_progress=show_progress)
+            cases=cases, folds=int(params.get("second_stage_folds") or 1), random_state=random_state,
+            threads=settings.RANKER_THREADS, show_progress=show_progress, say=say)
     except ValueError as exc:
         log.warning("no second stage for this version (the blend's order is served): %s", exc)
         return None

@@ -101,22 +101,29 @@ def test_training_cases_follow_the_categories_and_never_touch_excluded_rows():
         assert not set(c.seeds.tolist()) & set(c.hidden.tolist())
 
 
-def test_the_second_stages_first_stage_never_sees_the_hidden_tracks():
+@pytest.mark.parametrize("folds", [1, 2])
+def test_the_second_stages_first_stage_never_sees_the_hidden_tracks(folds):
     pl = _clustered(n=200)
-    seen = {}
+    seen = []
 
     class Spy(Blend):
         def fit(self, interactions, **kwargs):
-            seen["matrix"] = interactions.copy()
+            seen.append(interactions.copy())
             return super().fit(interactions, **kwargs)
 
     def factory():
         return Spy(components=_first().components)
 
-    stage, cands, hidden, cases = second_stage_data(pl, factory, cases=40, per_part=20, blend_depth=20)
-    for case in cases:
-        assert set(seen["matrix"][case.row].indices.tolist()) == set(case.seeds.tolist())
+    stage, cands, hidden, cases = second_stage_data(pl, factory, cases=40, folds=folds, per_part=20, blend_depth=20)
+    assert len(seen) == folds and len(cases) == 40 * folds and len({c.row for c in cases}) == len(cases)
     assert len(hidden) == len(cands.ids) == len(cases)
+    for n, case in enumerate(cases):
+        fold = n // 40  # the cases come back fold by fold
+        assert set(seen[fold][case.row].indices.tolist()) == set(case.seeds.tolist())
+        for other in range(folds):  # the other folds' first stages learn from this playlist whole
+            if other != fold:
+                assert seen[other][case.row].nnz == len(set(pl.tracks_of(case.row).tolist()))
+        assert np.isin(case.hidden, hidden[n]).all() and len(case.hidden) == len(hidden[n])
 
 
 def test_the_booster_puts_hidden_tracks_above_the_other_candidates_and_survives_a_round_trip():
@@ -177,8 +184,11 @@ def test_a_version_trained_with_a_second_stage_serves_continuations_through_it(d
     from ranker.training.services import model_promote, ranker_train
     from tests.conftest import FAST, app_client
 
-    model = ranker_train(params={**FAST, "second_stage_cases": 120})
+    said = []
+    model = ranker_train(params={**FAST, "second_stage_cases": 120}, say=said.append)
     assert model.second_stage is not None and model.meta["metrics"]["second_stage"]["cases"] == 120
+    phases = [m.split(":")[1].split()[0] for m in said]  # fitting, candidates..., boosting: in that order
+    assert phases[0] == "fitting" and phases[-1] == "boosting" and "candidates" in phases
     loaded = RankerModel.load(model.version, model_dir)
     assert loaded.second_stage is not None
     seeds = model.item_ids[model.user_items[0].indices[:5]].tolist()
