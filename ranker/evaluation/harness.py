@@ -302,10 +302,14 @@ def evaluate_served(params: dict[str, Any] | None, split: Split, *, random_state
     recipe = served_params(params)
     if not recipe["second_stage_cases"]:
         return result
-    reranked, both = evaluate_second_stage(
-        model, lambda: make_served(params, device=device, threads=threads, random_state=random_state), split,
-        cases=recipe["second_stage_cases"], folds=recipe["second_stage_folds"], random_state=random_state,
-        show_progress=show_progress)
+    try:
+        reranked, both = evaluate_second_stage(
+            model, lambda: make_served(params, device=device, threads=threads, random_state=random_state), split,
+            cases=recipe["second_stage_cases"], folds=recipe["second_stage_folds"], random_state=random_state,
+            show_progress=show_progress)
+    except ValueError as exc:  # too few long playlists to learn from: the version would serve the blend alone
+        log.warning("no second stage on this split (the blend is scored alone): %s", exc)
+        return result
     reranked.train_seconds += result.train_seconds
     reranked.model, reranked.first_stage = both, result
     return reranked

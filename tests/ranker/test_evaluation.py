@@ -165,6 +165,14 @@ def test_evaluate_command_writes_the_documented_json(demo_store, model_dir, tmp_
     for name, method in report["methods"].items():
         assert set(method["overall"]) == {"r_precision", "r_precision_artist", "ndcg_g", "ndcg", "clicks"}, name
         assert set(method["per_category"]) <= set(CATEGORY_NAMES)
+    # The served recipe is the blend re-ranked by the second stage, compared with the blend on the same cases.
+    assert report["served"] == "reranked" and "blend" in report["methods"]
+    comparison = report["second_stage_comparison"]
+    assert comparison["baseline"] == "blend" and set(comparison["metrics"]) == {"r_precision", "ndcg", "clicks"}
+    for metric, d in comparison["metrics"].items():
+        assert d["b"] == pytest.approx(report["methods"]["reranked"]["overall"][metric]), metric
+        assert d["a"] == pytest.approx(report["methods"]["blend"]["overall"][metric]), metric
+        assert d["low"] <= d["diff"] <= d["high"] and d["cases"] == report["split"]["test_size"]
     served = report["methods"][report["served"]]["overall"]
     popularity = report["methods"]["popularity"]["overall"]
     assert served["r_precision"] > popularity["r_precision"]
