@@ -137,9 +137,13 @@ def _reranked(model: RankerModel, *, known: list[int], title: str | None, k: int
     ids = ids[0][ids[0] >= 0]
     if not len(ids):
         return None
-    scores = np.full(len(model.item_ids), -np.inf, dtype=np.float32)
-    scores[ids] = 1.0 - np.arange(len(ids), dtype=np.float32) / max(k, 1)
-    return _top(model, scores, known, k, "reranked", unknown)
+    if len(ids) < k:  # fewer candidates than asked (a title alone): popularity tops the list up
+        scores = np.full(len(model.item_ids), -np.inf, dtype=np.float32)
+        scores[ids] = 1.0 - np.arange(len(ids), dtype=np.float32) / max(k, 1)
+        return _top(model, scores, known, k, "reranked", unknown)
+    n = len(ids)
+    return TrackPicks(tracks=model.item_ids[ids].tolist(), scores=[round(1.0 - i / n, 6) for i in range(n)],
+                      source="reranked", model_version=model.version, unknown_seeds=unknown)
 
 
 def _title_heavy(model: RankerModel, scores: np.ndarray, title: str, exclude: list[int], k: int,

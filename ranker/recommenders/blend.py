@@ -22,6 +22,12 @@ from .base import REGISTRY, Callback, Recommender
 def minmax_rows(scores: np.ndarray) -> np.ndarray:
     """Each row scaled to [0, 1] over its finite entries; a flat row becomes all zeros."""
     finite = np.isfinite(scores)
+    if finite.all():  # the usual case, a quarter of the work: no masks, no clean-up
+        lo = scores.min(axis=1, keepdims=True)
+        hi = scores.max(axis=1, keepdims=True)
+        out = (scores - lo) / np.where(hi > lo, hi - lo, 1.0)
+        out[(hi <= lo).ravel()] = 0.0
+        return out.astype(np.float32, copy=False)
     lo = np.where(finite, scores, np.inf).min(axis=1, keepdims=True)
     hi = np.where(finite, scores, -np.inf).max(axis=1, keepdims=True)
     span = np.where(hi > lo, hi - lo, 1.0)

@@ -221,7 +221,9 @@ class SecondStage:
         within a row."""
         if self.booster_ is None:
             raise RuntimeError("the second stage is not fitted: call fit() or from_state() first")
-        return self.order(self.candidates(first, seeds, userids=userids, titles=titles, text=text, tail=k,
+        # The blend's top ``blend_depth`` are candidates already: its tail is needed only beyond them.
+        tail = max(0, k - self.blend_depth)
+        return self.order(self.candidates(first, seeds, userids=userids, titles=titles, text=text, tail=tail,
                                           order=order), k)
 
     def order(self, cands: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
