@@ -30,8 +30,8 @@ def versions(live):
 
     from ranker.training.services import ranker_train
 
-    call_command("evaluate", "--test-size", "20", "--categories", "first5_no_title,title_first10", "--epochs", "2",
-                 "--no-progress", stdout=io.StringIO())
+    call_command("evaluate", "--test-size", "20", "--second-stage-cases", "60", "--categories",
+                 "first5_no_title,title_first10", "--epochs", "2", "--no-progress", stdout=io.StringIO())
     calls: list[tuple[int, float, dict[str, float]]] = []
     newer = ranker_train(params=FAST, random_state=1, callback=lambda e, t, m: calls.append((e, t, dict(m))))
     return {"old": live.version, "new": newer.version, "calls": calls, "newer": newer}

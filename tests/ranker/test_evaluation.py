@@ -158,8 +158,8 @@ def test_every_playlist_method_is_scored_on_the_same_test_playlists():
 @pytest.mark.slow
 def test_evaluate_command_writes_the_documented_json(demo_store, model_dir, tmp_path):
     out = tmp_path / "eval.json"
-    call_command("evaluate", "--test-size", "40", "--epochs", "10", "--json", str(out), "--no-progress",
-                 "--categories", "title_first5,title_first10,title_random25,title_only")
+    call_command("evaluate", "--test-size", "40", "--epochs", "10", "--second-stage-cases", "60", "--json", str(out),
+                 "--no-progress", "--categories", "title_first5,title_first10,title_random25,title_only")
     report = json.loads(out.read_text())
     assert report["served"] in report["methods"]
     for name, method in report["methods"].items():
