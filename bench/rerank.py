@@ -99,12 +99,7 @@ def main() -> int:
 
     def scored(predict: Any) -> tuple[Any, float]:
         began = time.perf_counter()
-        ranked = []
-        for cands in test:
-            predicted = predict(cands.features)
-            for r in range(len(cands.ids)):
-                order = np.argsort(-predicted[cands.offsets[r]:cands.offsets[r + 1]], kind="stable")
-                ranked.append(np.concatenate([cands.ids[r][order], cands.fallback[r]])[:500])
+        ranked = [row for cands in test for row in stage.order(cands, 500, predict=predict)[0]]
         ms = 1000 * (time.perf_counter() - began) / len(the_split.cases)
         ranked = [complete(r, by_popularity[~np.isin(by_popularity, c.seeds)], 500)
                   for r, c in zip(ranked, the_split.cases, strict=True)]

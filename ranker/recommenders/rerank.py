@@ -147,8 +147,8 @@ class SecondStage:
             peak = raw.max(axis=1, keepdims=True)
             scaled["text"] = np.divide(raw, peak, out=np.zeros_like(raw), where=peak > 0)
         n_seeds = np.diff(seeds.indptr)
+        rows, cols = seeds.nonzero()
         for name, matrix in scaled.items():
-            rows, cols = seeds.nonzero()
             matrix[rows, cols] = -np.inf  # a seed is never a candidate
             if name != "text":
                 matrix[n_seeds == 0] = -np.inf  # no seeds: the models know nothing of this playlist
@@ -226,10 +226,11 @@ class SecondStage:
         return self.order(self.candidates(first, seeds, userids=userids, titles=titles, text=text, tail=tail,
                                           order=order), k)
 
-    def order(self, cands: Candidates, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``rank`` for candidates already computed."""
-        predicted = self.booster_.predict(cands.features, num_threads=self.params.get("num_threads", 0)) \
-            if len(cands.features) else np.zeros(0)
+    def order(self, cands: Candidates, k: int, *, predict: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``rank`` for candidates already computed. ``predict`` (features → scores) stands in for the booster:
+        ``bench/rerank.py`` orders the same candidates by other rankers."""
+        predict = predict or (lambda x: self.booster_.predict(x, num_threads=self.params.get("num_threads", 0)))
+        predicted = predict(cands.features) if len(cands.features) else np.zeros(0)
         n_rows = len(cands.ids)
         out_ids = np.full((n_rows, k), -1, dtype=np.int64)
         out_scores = np.full((n_rows, k), -np.inf, dtype=np.float32)

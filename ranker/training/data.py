@@ -144,6 +144,7 @@ class Playlists:
             item_ids=self.item_ids[used], item_artist=self.item_artist[used],
             item_artist_name=self.item_artist_name[used],
             item_name=self.item_name[used] if self.item_name is not None else None,
+            item_album=self.item_album[used] if self.item_album is not None else None,
         )
 
 

@@ -108,7 +108,8 @@ def test_many_events_match_one_at_a_time():
 
 def test_a_sample_keeps_whole_playlists_and_only_their_tracks():
     docs = [{"_id": pid, "name_norm": f"p{pid}", "owner": f"u{pid}", "num_followers": pid,
-             "tracks": [{"uri": f"t{pid}-{i}", "artist_key": f"a{i}", "name": f"n{i}"} for i in range(pid % 4)]
+             "tracks": [{"uri": f"t{pid}-{i}", "artist_key": f"a{i}", "name": f"n{i}", "album_uri": f"al{pid}"}
+                        for i in range(pid % 4)]
              + [{"uri": "shared"}]} for pid in range(30)]
     pl = Playlists.from_docs(docs)
     sample = pl.sample(10, seed=7)
@@ -119,8 +120,10 @@ def test_a_sample_keeps_whole_playlists_and_only_their_tracks():
         assert (sample.names[row], sample.owners[row], sample.followers[row]) == (f"p{pid}", f"u{pid}", pid)
     # Only the sample's tracks are items, each once, with its own artist and name.
     assert sorted(sample.item_ids.tolist()) == sorted(set(sample.item_ids[sample.tracks].tolist()))
-    for uri, artist, name in zip(sample.item_ids, sample.item_artist, sample.item_name, strict=True):
+    for uri, artist, name, album in zip(sample.item_ids, sample.item_artist, sample.item_name, sample.item_album,
+                                        strict=True):
         assert (artist, name) == (pl.item_artist[pl.item_index[uri]], pl.item_name[pl.item_index[uri]])
+        assert album == pl.item_album[pl.item_index[uri]]  # the second stage's album share reads it
     assert sample.matrix().shape == (10, sample.n_items)
     assert sample.pids.tolist() == pl.sample(10, seed=7).pids.tolist() != pl.sample(10, seed=8).pids.tolist()
     assert pl.sample(30) is pl and pl.sample(100) is pl
