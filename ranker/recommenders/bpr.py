@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from ranker.recommenders.device import resolve_device
 
-from .base import Callback, Recommender, check_fitted, check_params, cosine_top
+from .base import Callback, Recommender, check_fitted, check_params, cosine_top, sliced
 from .bpr_kernel import Epochs, load
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,11 @@ class BPR(Recommender):
         check_fitted(self, "item_factors")
         vectors = self.fold_in(user_items) if userids is None else self.user_factors[userids]
         return (vectors @ self.item_factors.T + self.item_bias).astype(np.float32)
+
+    def score_items(self, userids: np.ndarray | None, user_items: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+        check_fitted(self, "item_factors")
+        vectors = self.fold_in(user_items) if userids is None else self.user_factors[userids]
+        return (vectors @ sliced(self, "item_factors", items).T + sliced(self, "item_bias", items)).astype(np.float32)
 
     def similar_items(self, itemid: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         check_fitted(self, "item_factors")

@@ -1,10 +1,10 @@
 """The second stage of track picks: a LightGBM LambdaRank model that re-ranks the first stage's candidates.
 
-The first stage (``Blend``: item-kNN + ALS + BPR) scores the whole catalogue cheaply. Its candidates for one
-playlist are the union of the top ``per_part`` tracks of each part, of the blend, and of the text model when the
-playlist has a title. Each candidate gets the features below; a gradient-boosted ranker trained on playlists cut
-from the training data (``ranker.training.second_stage``) orders them. Tracks outside the candidates keep the
-blend's order after them, so a list is always complete.
+The first stage (``Blend``: item-kNN + ALS + BPR) scores the catalogue cheaply. Its candidates for one playlist are
+the union of the top ``per_part`` tracks of each part, of playlist kNN, of the blend (``blend_depth``), and of the
+text model when the playlist has a title. Each candidate gets the features below; a gradient-boosted ranker trained
+on playlists cut from the training data (``ranker.training.second_stage``) orders them. Tracks outside the
+candidates keep the blend's order after them, so a list is always complete.
 
 Features (``FEATURES``), per (playlist, candidate):
 
@@ -19,6 +19,7 @@ Features (``FEATURES``), per (playlist, candidate):
   ``als_seed_mean``, ``bpr_seed_max``, ``bpr_seed_mean``;
 - the same against the playlist's last ``LAST`` seeds, where the order is known (a playlist grows at its end):
   ``cooc_last_max``, ``cooc_last_mean``, ``als_last_max``;
+- ``pknn`` and its rank: playlist kNN (``_playlist_neighbours``), also a source of candidates;
 - ``n_seeds`` and ``has_title``.
 
 ``docs/adr/0018-second-stage.md`` gives what each is worth and what the stage costs per request.
@@ -36,7 +37,7 @@ import scipy.sparse as sp
 from .base import topk
 from .blend import Blend, minmax_rows
 
-PARTS = ("knn", "als", "bpr", "blend", "text")
+PARTS = ("knn", "als", "bpr", "blend", "text", "pknn")
 FEATURES = (
     *(f"{p}{suffix}" for p in PARTS for suffix in ("", "_rank")),
     "popularity", "log_popularity", "artist_share", "album_share",
@@ -46,6 +47,17 @@ FEATURES = (
 )
 LAST = 5  # the seeds nearest the end of a playlist: what comes next is most like them
 PER_PART = 200  # candidates taken from each part
+# The factor parts (ALS, BPR) score the catalogue's head only: tracks in at least this many training playlists. A
+# track in one playlist almost never reaches their top 500 (2.5 % of ALS's, 0.5 % of BPR's on the real sample) but
+# is 2/3 of the catalogue, and their scores are a memory-bound pass over every track's factors: the head cuts a
+# request's cost by 7 ms (ADR 0018). Such tracks stay candidates through item-kNN (their co-occurrence) and the text.
+HEAD_MIN_COUNT = 2
+FACTOR_PARTS = ("als", "bpr")
+# Playlist kNN ("pknn"): the training playlists sharing most seeds (cosine of the track sets), each voting for its
+# tracks with its similarity to this power. Item-kNN adds up pairs of tracks; this looks at whole playlists like the
+# one being made, the neighbourhood model the RecSys 2018 leaders paired with item-kNN.
+PLAYLIST_NEIGHBOURS = 100
+PLAYLIST_POWER = 2.0
 BLEND_DEPTH = 500  # ... and from the blend: every track the first stage would serve is a candidate
 _COMPONENT = {"itemknn": "knn", "als": "als", "bpr": "bpr"}
 
@@ -103,19 +115,31 @@ class SecondStage:
         self.item_album = item_album
         self.booster_: Any = None
         self.metrics_: dict[str, Any] = {}
-        self._unit: tuple[Any, dict[str, np.ndarray]] | None = None  # (first stage, its unit track vectors)
+        self._derived: tuple[Any, dict[str, np.ndarray], np.ndarray | None] | None = None  # see _of
 
-    def _unit_vectors(self, first: Blend) -> dict[str, np.ndarray]:
-        """Each factor part's track vectors scaled to unit length, computed once per first stage."""
-        if self._unit is None or self._unit[0] is not first:
+    def _of(self, first: Blend) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """What the stage derives from a first stage, once: each factor part's track vectors scaled to unit length,
+        and the head of the catalogue the factor parts score (None: every track is in it)."""
+        if self._derived is None or self._derived[0] is not first:
             unit = {}
             for model, _ in first.components:
-                if model.name in ("als", "bpr"):
+                if model.name in FACTOR_PARTS:
                     v = np.asarray(model.item_factors, dtype=np.float32)
                     norms = np.linalg.norm(v, axis=1, keepdims=True)
                     unit[model.name] = v / np.maximum(norms, 1e-12)
-            self._unit = (first, unit)
-        return self._unit[1]
+            counts = next(m for m, _ in first.components if m.name == "itemknn").counts_
+            head = np.flatnonzero(counts >= HEAD_MIN_COUNT)
+            self._derived = (first, unit, head if 0 < len(head) < len(counts) else None)
+        return self._derived[1], self._derived[2]
+
+    def warm(self, first: Blend) -> None:
+        """Derive now what ``candidates`` needs from ``first`` (unit vectors, the head and its factors)."""
+        _, head = self._of(first)
+        if head is not None:
+            nothing = sp.csr_matrix((1, first.n_items), dtype=np.float32)
+            for model, _ in first.components:
+                if model.name in FACTOR_PARTS:
+                    model.score_items(None, nothing, head)
 
     # -- candidates and features ------------------------------------------------------------------------------
 
@@ -133,8 +157,13 @@ class SecondStage:
         knn = next(m for m, _ in first.components if m.name == "itemknn")
         scaled: dict[str, np.ndarray] = {}
         blend = np.zeros((n_rows, n_items), dtype=np.float32)
+        unit, head = self._of(first)
         for model, weight in first.components:
-            part = minmax_rows(model.score(userids, seeds))
+            if head is not None and model.name in FACTOR_PARTS:
+                part = np.zeros((n_rows, n_items), dtype=np.float32)  # beyond the head: the part's lowest, 0
+                part[:, head] = minmax_rows(model.score_items(userids, seeds, head))
+            else:
+                part = minmax_rows(model.score(userids, seeds))
             scaled[_COMPONENT.get(model.name, model.name)] = part
             if weight:
                 blend += weight * part
@@ -147,6 +176,7 @@ class SecondStage:
             peak = raw.max(axis=1, keepdims=True)
             scaled["text"] = np.divide(raw, peak, out=np.zeros_like(raw), where=peak > 0)
         n_seeds = np.diff(seeds.indptr)
+        scaled["pknn"] = _playlist_neighbours(knn, seeds)
         rows, cols = seeds.nonzero()
         for name, matrix in scaled.items():
             matrix[rows, cols] = -np.inf  # a seed is never a candidate
@@ -154,14 +184,14 @@ class SecondStage:
                 matrix[n_seeds == 0] = -np.inf  # no seeds: the models know nothing of this playlist
         depth = {name: self.blend_depth if name == "blend" else self.per_part for name in scaled}
         tops = {name: topk(matrix, depth[name])[0] for name, matrix in scaled.items()}
-        if "text" in scaled:
-            tops["text"][~(np.take_along_axis(scaled["text"], np.maximum(tops["text"], 0), axis=1) > 0)] = -1
+        for name in ("text", "pknn"):  # sparse parts: a track they give nothing is not their candidate
+            if name in scaled:
+                tops[name][~(np.take_along_axis(scaled[name], np.maximum(tops[name], 0), axis=1) > 0)] = -1
         blend_top = topk(scaled["blend"], self.blend_depth + tail)[0] if tail else tops["blend"]
 
         ids, blocks, fallback = [], [], []
         popularity = knn.counts_
         knn_t = knn._matrix_t  # items × training rows: co-occurrence by sparse products
-        unit = self._unit_vectors(first)
         for r in range(n_rows):
             cands = np.unique(np.concatenate([t[r][t[r] >= 0] for t in tops.values()]))
             ids.append(cands.astype(np.int64))
@@ -304,9 +334,12 @@ class SecondStage:
         import lightgbm as lgb  # lazy: see fit
 
         meta = json.loads(str(state["meta"]))
-        if list(meta["features"]) != list(FEATURES):
-            raise ValueError(f"the second stage was trained on features {meta['features']}, this code computes "
-                             f"{list(FEATURES)}: retrain the model version")
+        theirs, ours = list(meta["features"]), list(FEATURES)
+        if theirs != ours:
+            lacks, beyond = [f for f in ours if f not in theirs], [f for f in theirs if f not in ours]
+            raise ValueError(f"the second stage was trained on other features than this code computes (it lacks "
+                             f"{lacks or 'none'}; it has {beyond or 'none'} beyond them; or another order): "
+                             "retrain the model version")
         stage = cls(per_part=int(meta["per_part"]), blend_depth=int(meta.get("blend_depth", BLEND_DEPTH)),
                     params=meta["params"], item_artist=state["item_artist"], item_album=state["item_album"])
         stage.booster_ = lgb.Booster(model_str=str(state["booster"]))
@@ -332,6 +365,35 @@ class Reranked:
                   ) -> tuple[np.ndarray, np.ndarray]:
         """(rows × k) ids and scores, best first, -1 where fewer; a row's seeds are never picked."""
         return self.stage.rank(self.first, seeds, k, userids=userids, titles=titles, text=self.text, order=order)
+
+
+def _playlist_neighbours(knn: Any, seeds: sp.csr_matrix) -> np.ndarray:
+    """Playlist-kNN scores (rows × items, each row scaled to a maximum of 1; zero without seeds): the
+    ``PLAYLIST_NEIGHBOURS`` training playlists of highest cosine with the row's seeds, each adding its similarity to
+    the power ``PLAYLIST_POWER`` to every track it holds. ``knn`` is the first stage's item-kNN, whose training
+    matrix (and its transpose, tracks × playlists) it reads."""
+    n_rows, n_items = seeds.shape
+    out = np.zeros((n_rows, n_items), dtype=np.float32)
+    held, by_track = knn.matrix_, knn._matrix_t
+    sizes = np.diff(held.indptr).astype(np.float32)
+    for r in range(n_rows):
+        seed_ids = seeds.indices[seeds.indptr[r]:seeds.indptr[r + 1]]
+        if not len(seed_ids):
+            continue
+        overlap = np.asarray(by_track[seed_ids].sum(axis=0)).ravel()
+        near = np.flatnonzero(overlap)
+        if len(near) > PLAYLIST_NEIGHBOURS:
+            sims = overlap[near] / np.sqrt(sizes[near])
+            near = near[np.argpartition(-sims, PLAYLIST_NEIGHBOURS - 1)[:PLAYLIST_NEIGHBOURS]]
+        weight = (overlap[near] / np.sqrt(sizes[near] * len(seed_ids))) ** PLAYLIST_POWER
+        starts, ends = held.indptr[near], held.indptr[near + 1]
+        at = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
+        row = np.bincount(held.indices[at], weights=np.repeat(weight, ends - starts), minlength=n_items)
+        row[seed_ids] = 0.0
+        peak = row.max()
+        if peak > 0:
+            out[r] = row / peak
+    return out
 
 
 def _ranks(top: np.ndarray, cands: np.ndarray, cap: int) -> np.ndarray:

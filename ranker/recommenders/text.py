@@ -110,6 +110,13 @@ class TextModel:
             self._own_t_cache = self.item_own.T.tocsr()
         return self._own_t_cache
 
+    @property
+    def _names_t(self) -> sp.csr_matrix:
+        """Features × playlists, kept: transposing the names for every query cost more than the product."""
+        if getattr(self, "_names_t_cache", None) is None:
+            self._names_t_cache = self.name_vectors.T.tocsr()
+        return self._names_t_cache
+
     def bind(self, playlist_items: sp.csr_matrix) -> TextModel:
         """Attach the playlists × tracks matrix the names belong to (a model version keeps it once, elsewhere)."""
         if self.name_vectors is not None and playlist_items.shape[0] != self.name_vectors.shape[0]:
@@ -169,18 +176,20 @@ class TextModel:
         if not titles:
             return out
         queries = self.transform_many([t or "" for t in titles], query=True)
-        sims = (queries @ self.name_vectors.T).tocsr()
+        sims = (queries @ self._names_t).tocsr()
         own_weight = self.own_weight if self.item_own is not None and self.item_own.nnz else 0.0
         own_all = (queries @ self._own_t).tocsr() if own_weight else None
+        held = self.playlist_items
         for i in range(len(titles)):
-            row = sims[i]
-            keep = np.flatnonzero(row.data >= MIN_SIMILARITY)
+            data, names = sims.data[sims.indptr[i]:sims.indptr[i + 1]], sims.indices[sims.indptr[i]:sims.indptr[i + 1]]
+            keep = np.flatnonzero(data >= MIN_SIMILARITY)
             if len(keep):
-                keep = keep[np.argsort(-row.data[keep], kind="stable")[:self.neighbours]]
-                weights = sp.csr_matrix((row.data[keep] ** self.power, (np.zeros(len(keep), dtype=np.int64),
-                                                                        row.indices[keep])),
-                                        shape=(1, self.name_vectors.shape[0]))
-                out[i] = np.asarray((weights @ self.playlist_items).todense()).ravel()
+                keep = keep[np.argsort(-data[keep], kind="stable")[:self.neighbours]]
+                # Σ over the nearest names of similarity^power × their playlist's tracks: the playlists' rows gathered
+                starts, ends = held.indptr[names[keep]], held.indptr[names[keep] + 1]
+                at = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
+                weight = np.repeat(data[keep] ** self.power, ends - starts)
+                out[i] = np.bincount(held.indices[at], weights=weight * held.data[at], minlength=n_items)
             if own_all is not None:
                 own = own_all[i]
                 near = own.data >= MIN_SIMILARITY

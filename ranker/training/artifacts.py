@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -53,6 +54,8 @@ KIND = "ranker"
 FORMAT = 2  # 1: every string array fixed-width, the training matrix in data.npz, item-kNN and playlists.npz
 MANIFEST = "manifest.json"
 CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 class ModelUnavailable(UnavailableError, FileNotFoundError):
@@ -264,12 +267,17 @@ class RankerModel:
         second_stage = None
         if (path / "second_stage.npz").exists():
             with np.load(path / "second_stage.npz", allow_pickle=False) as t:
-                second_stage = SecondStage.from_state({k: t[k] for k in t.files})
+                try:
+                    second_stage = SecondStage.from_state({k: t[k] for k in t.files})
+                except ValueError as exc:  # trained on other features than this code computes (an older release)
+                    log.warning("model version %s serves continuations without its second stage: %s", version, exc)
         recommender_meta = json.loads((path / "recommender.json").read_text())
         if recommender_meta.get("class") == Blend.name:
             recommender = Blend.load(path / "recommender", training_matrix=user_items)
         else:
             recommender = Recommender.load(path / "recommender")
+        if second_stage is not None and isinstance(recommender, Blend):
+            second_stage.warm(recommender)  # here, not in the first request a worker serves (0.5 s)
         return cls(version=version, user_items=user_items, recommender=recommender, titles=titles, meta=meta,
                    playlist_names=names, text=text, second_stage=second_stage, **arrays)
 

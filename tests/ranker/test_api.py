@@ -62,12 +62,18 @@ def test_unknown_users_are_404_and_bad_k_is_400(api, live, path):
 
 
 def test_continuation_tolerates_unknown_seeds_and_refuses_malformed_ones(api, live):
+    from ranker.api import ContinuationApi
     _, tracks = _user_with_tracks(live)
     ok = api.post("/api/v1/recommendations/continuation",
                   {"name": "road trip", "seed_tracks": [*tracks[:3], BOGUS], "k": 50}, format="json")
     body = ok.json()
     assert ok.status_code == 200 and body["unknown_seeds"] == [BOGUS] and len(body["tracks"]) == 50
     assert not {t["uri"] for t in body["tracks"]} & set(tracks[:3])
+    # The view returns the picks as built, not through its serializer: they must be exactly the documented shape.
+    schema = ContinuationApi.ContinuationSerializer(data=body)
+    assert schema.is_valid(), schema.errors
+    assert set(body) <= set(schema.fields) and all(set(t) == {"uri", "score"} for t in body["tracks"])
+    assert schema.validated_data["tracks"] == body["tracks"]
     title_only = api.post("/api/v1/recommendations/continuation", {"name": "road trip"}, format="json").json()
     assert title_only["source"] in ("title", "popularity") and len(title_only["tracks"]) == 500
     for bad, field in ((["not-a-uri"], "seed_tracks"), ("spotify:track:x", "seed_tracks")):

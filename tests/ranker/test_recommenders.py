@@ -77,6 +77,17 @@ def test_batch_equals_one_at_a_time(fitted):
         np.testing.assert_allclose(batch_scores[u][: len(ids)], scores, rtol=1e-4, atol=1e-6)
 
 
+def test_scores_of_some_items_are_those_columns_of_every_score(fitted):
+    m = tiny()
+    items = np.asarray([5, 0, 3])
+    for users in (np.arange(8), None):  # trained rows, and the same rows folded in
+        full = fitted.score(users, m)
+        np.testing.assert_allclose(fitted.score_items(users, m, items), full[:, items], rtol=1e-5, atol=1e-6)
+    # a second call with another array of items is not answered from the first one's slice
+    np.testing.assert_allclose(fitted.score_items(None, m, np.asarray([1, 2])), fitted.score(None, m)[:, [1, 2]],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_folds_in_an_unseen_seed_playlist(fitted):
     seeds = sp.csr_matrix((np.ones(2, dtype=np.float32), ([0, 0], [0, 1])), shape=(1, 6))
     ids, _ = fitted.recommend(None, seeds, k=2, recalculate_user=True)

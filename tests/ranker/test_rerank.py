@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ranker.recommenders import ALS, BPR, Blend, ItemKNN
-from ranker.recommenders.rerank import FEATURES, SecondStage, _ranks, _share, codes
+from ranker.recommenders.rerank import FEATURES, HEAD_MIN_COUNT, SecondStage, _ranks, _share, codes
 from ranker.training.data import Playlists, rows_matrix
 from ranker.training.second_stage import CATEGORIES, cut_cases, second_stage_data, second_stage_train
 
@@ -69,6 +69,49 @@ def test_candidates_never_hold_a_seed_and_their_features_are_what_they_claim():
             assert x[j, col["cooc_last_mean"]] == pytest.approx(np.mean(counts[-5:]))
             same_artist = np.mean([pl.item_artist[t] == pl.item_artist[ids[j]] for t in s])
             assert x[j, col["artist_share"]] == pytest.approx(same_artist)
+
+
+def test_the_factor_parts_score_only_tracks_in_two_playlists_or_more():
+    pl = _clustered(n_items=3000)  # a long tail: many tracks in a single playlist
+    matrix = pl.matrix()
+    first = _first().fit(matrix)
+    counts = np.asarray(matrix.sum(axis=0)).ravel()
+    once = np.flatnonzero(counts == 1)
+    assert len(once) and (counts >= HEAD_MIN_COUNT).sum() > 100  # the data has both kinds
+    stage = SecondStage(per_part=len(counts), blend_depth=len(counts))  # every track a candidate
+    seeds = [pl.tracks_of(3)[:6]]
+    stage.warm(first)
+    ids, x = stage.candidates(first, rows_matrix(seeds, pl.n_items), titles=[None], order=seeds).of(0)
+    col = {name: i for i, name in enumerate(FEATURES)}
+    tail = np.isin(ids, once)
+    assert tail.any() and (x[tail, col["als"]] == 0).all() and (x[tail, col["bpr"]] == 0).all()
+    head = ~tail
+    # in the head, the part's scores scaled over the head alone, as ALS itself scores them
+    als = first.components[1][0].score(None, rows_matrix(seeds, pl.n_items))[0]
+    heads = np.flatnonzero(counts >= HEAD_MIN_COUNT)
+    scaled = (als[ids[head]] - als[heads].min()) / (als[heads].max() - als[heads].min())
+    np.testing.assert_allclose(x[head, col["als"]], scaled, atol=1e-5)
+    assert (x[tail, col["knn"]] > 0).any()  # a track of one playlist is still found through its co-occurrence
+
+
+def test_playlist_neighbours_vote_for_their_tracks_by_cosine_with_the_seeds(monkeypatch):
+    from ranker.recommenders import rerank
+
+    playlists = [[0, 1, 2], [0, 1, 3, 6, 7], [4, 5], [1, 8]]  # cosine with seeds {0, 1}: .82, .63, 0, .5
+    matrix = rows_matrix([np.asarray(p) for p in playlists], 9)
+    knn = ItemKNN().fit(matrix)
+    seeds = rows_matrix([np.asarray([0, 1]), np.asarray([], dtype=np.int64)], 9)
+    got = rerank._playlist_neighbours(knn, seeds)
+    cos = {0: 2 / np.sqrt(3 * 2), 1: 2 / np.sqrt(5 * 2), 3: 1 / np.sqrt(2 * 2)}
+    expected = np.zeros(9)
+    for p, c in cos.items():
+        expected[playlists[p]] += c ** rerank.PLAYLIST_POWER
+    expected[[0, 1]] = 0.0  # seeds
+    np.testing.assert_allclose(got[0], expected / expected.max(), rtol=1e-5)
+    assert not got[1].any()  # no seeds, no neighbours
+    monkeypatch.setattr(rerank, "PLAYLIST_NEIGHBOURS", 1)
+    only = rerank._playlist_neighbours(knn, seeds)[0]
+    assert np.flatnonzero(only).tolist() == [2]  # the nearest playlist's tracks alone
 
 
 def test_a_title_alone_gets_candidates_from_the_text_model_only():
@@ -164,7 +207,7 @@ def test_a_state_saved_with_other_features_is_refused_by_name():
     meta = json.loads(str(state["meta"]))
     meta["features"] = meta["features"][:-1]
     state["meta"] = np.asarray(json.dumps(meta))
-    with pytest.raises(ValueError, match="retrain"):
+    with pytest.raises(ValueError, match=rf"lacks \['{FEATURES[-1]}'\].*retrain"):
         SecondStage.from_state(state)
 
 
@@ -212,3 +255,20 @@ def test_a_version_trained_with_a_second_stage_serves_continuations_through_it(d
             assert len({t["uri"] for t in got["tracks"]}) == body["k"]
     finally:
         live_model_clear()
+
+    # A release that computes other features still loads the version, and serves continuations with the blend
+    import json
+
+    from ranker.recommenders import rerank
+    from ranker.training.artifacts import ensure_local
+
+    path = ensure_local(model.version, model_dir) / "second_stage.npz"
+    with np.load(path) as saved:
+        state = {k: saved[k] for k in saved.files}
+    meta = json.loads(str(state["meta"]))
+    state["meta"] = np.asarray(json.dumps({**meta, "features": [*meta["features"], "tomorrows_feature"]}))
+    np.savez_compressed(path, **state)
+    older = RankerModel.load(model.version, model_dir)
+    assert older.second_stage is None
+    assert recommend_tracks(seed_tracks=seeds, title="chill", k=100, model=older).source in ("model", "model+title")
+    assert tuple(meta["features"]) == rerank.FEATURES  # what the version was trained on is this code's
