@@ -122,6 +122,16 @@ def fly_user(user: str) -> bool:
 CURRENT_ARTIFACTS = ("text.npz", "second_stage.npz")
 
 
+def _stage_current(version_dir: Path) -> bool:
+    """Whether the version's second stage was trained on the features this code computes (else it is not served)."""
+    import numpy as np
+
+    from ranker.recommenders.rerank import FEATURES
+
+    with np.load(version_dir / "second_stage.npz", allow_pickle=False) as state:
+        return json.loads(str(state["meta"])).get("features") == list(FEATURES)
+
+
 def prepare(world: World, data: Path) -> dict[str, Any]:
     """Ingest, train + promote, buddies, picks: each skipped when the store already has it for the live model.
 
@@ -148,6 +158,9 @@ def prepare(world: World, data: Path) -> dict[str, Any]:
                and not (model_root() / live / f).exists()]
     if missing:
         say(f"live model {live} has no {', '.join(missing)} (made before them): training a new one")
+        live = None
+    elif live is not None and (model_root() / live).exists() and not _stage_current(model_root() / live):
+        say(f"live model {live} has a second stage trained on other features than this code's: training a new one")
         live = None
     if live is None or not (model_root() / live).exists():
         say("training and promoting a model (a few minutes on 2 cores) ...")
