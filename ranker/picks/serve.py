@@ -11,7 +11,7 @@ A title with only a few seeds (``title_heavy``) gets the model's ranking fused w
 A version with a second stage (``ranker.recommenders.rerank``) replaces steps 1–2 for a playlist's continuation:
 its candidates from every part and from the title, ordered by the booster (source ``reranked``); popularity still
 tops a short list up. A user's own picks keep the blend's order, as the weekly precompute serves them (the second
-stage is measured on continuation, and adds about 11 ms of CPU to one; ADR 0018). Seeds are
+stage is measured on continuation, and what it costs a request is in ADR 0018). Seeds are
 never returned. Unknown seed URIs are reported, not fatal.
 """
 

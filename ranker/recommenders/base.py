@@ -132,6 +132,15 @@ def sliced(model: Recommender, attr: str, items: np.ndarray) -> np.ndarray:
     return hit[2]
 
 
+def weighted_rows(matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Σ weights[i] · matrix[rows[i]] as a dense vector over the columns: the rows gathered, no sparse product."""
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    at = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+                        or [np.zeros(0, dtype=np.int64)])
+    return np.bincount(matrix.indices[at], weights=np.repeat(weights, ends - starts) * matrix.data[at],
+                       minlength=matrix.shape[1])
+
+
 def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Row-wise top-``k`` (ids, scores) of a dense matrix, best first; -inf entries come back as id -1."""
     n = scores.shape[1]

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .base import topk
+from .base import topk, weighted_rows
 from .blend import Blend, minmax_rows
 
 PARTS = ("knn", "als", "bpr", "blend", "text", "pknn")
@@ -375,20 +375,17 @@ def _playlist_neighbours(knn: Any, seeds: sp.csr_matrix) -> np.ndarray:
     n_rows, n_items = seeds.shape
     out = np.zeros((n_rows, n_items), dtype=np.float32)
     held, by_track = knn.matrix_, knn._matrix_t
-    sizes = np.diff(held.indptr).astype(np.float32)
     for r in range(n_rows):
         seed_ids = seeds.indices[seeds.indptr[r]:seeds.indptr[r + 1]]
         if not len(seed_ids):
             continue
-        overlap = np.asarray(by_track[seed_ids].sum(axis=0)).ravel()
-        near = np.flatnonzero(overlap)
+        # the playlists holding a seed, and how many seeds each holds: only those, never every playlist
+        near, overlap = np.unique(by_track[seed_ids].indices, return_counts=True)
+        cosine = overlap / np.sqrt((held.indptr[near + 1] - held.indptr[near]) * len(seed_ids))
         if len(near) > PLAYLIST_NEIGHBOURS:
-            sims = overlap[near] / np.sqrt(sizes[near])
-            near = near[np.argpartition(-sims, PLAYLIST_NEIGHBOURS - 1)[:PLAYLIST_NEIGHBOURS]]
-        weight = (overlap[near] / np.sqrt(sizes[near] * len(seed_ids))) ** PLAYLIST_POWER
-        starts, ends = held.indptr[near], held.indptr[near + 1]
-        at = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
-        row = np.bincount(held.indices[at], weights=np.repeat(weight, ends - starts), minlength=n_items)
+            keep = np.argpartition(-cosine, PLAYLIST_NEIGHBOURS - 1)[:PLAYLIST_NEIGHBOURS]
+            near, cosine = near[keep], cosine[keep]
+        row = weighted_rows(held, near, cosine ** PLAYLIST_POWER)
         row[seed_ids] = 0.0
         peak = row.max()
         if peak > 0:

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from ingestion.mpd import normalize_name
 
+from .base import weighted_rows
 from .state import csr_from_state, csr_state
 
 # Title-heavy continuation: a playlist with a title and at most this many seeds gets the recommender's ranking
@@ -185,11 +186,7 @@ class TextModel:
             keep = np.flatnonzero(data >= MIN_SIMILARITY)
             if len(keep):
                 keep = keep[np.argsort(-data[keep], kind="stable")[:self.neighbours]]
-                # Σ over the nearest names of similarity^power × their playlist's tracks: the playlists' rows gathered
-                starts, ends = held.indptr[names[keep]], held.indptr[names[keep] + 1]
-                at = np.concatenate([np.arange(a, b) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)])
-                weight = np.repeat(data[keep] ** self.power, ends - starts)
-                out[i] = np.bincount(held.indices[at], weights=weight * held.data[at], minlength=n_items)
+                out[i] = weighted_rows(held, names[keep], data[keep] ** self.power)  # their playlists' tracks
             if own_all is not None:
                 own = own_all[i]
                 near = own.data >= MIN_SIMILARITY
