@@ -1,10 +1,13 @@
 """The second stage of track picks: a LightGBM LambdaRank model that re-ranks the first stage's candidates.
 
 The first stage (``Blend``: item-kNN + ALS + BPR) scores the catalogue cheaply. Its candidates for one playlist are
-the union of the top ``per_part`` tracks of each part, of playlist kNN, of the blend (``blend_depth``), and of the
-text model when the playlist has a title. Each candidate gets the features below; a gradient-boosted ranker trained
-on playlists cut from the training data (``ranker.training.second_stage``) orders them. Tracks outside the
-candidates keep the blend's order after them, so a list is always complete.
+the union of the top ``per_part`` tracks of each part, of playlist kNN, of the blend (``blend_depth``), of the
+text model when the playlist has a title, and the seeds' artists' most popular tracks (``ARTIST_CANDIDATES``). A
+seed is never a candidate, nor a track that no training playlist holds. A playlist with a title and no seeds takes
+the text's best tracks as pseudo seeds (``PSEUDO_SEEDS``), so every part speaks for it. Each candidate gets the
+features below; a gradient-boosted ranker trained on playlists cut from the training data
+(``ranker.training.second_stage``) orders them. Tracks outside the candidates keep the blend's order after them, so
+a list is always complete.
 
 Features (``FEATURES``), per (playlist, candidate):
 
@@ -20,7 +23,12 @@ Features (``FEATURES``), per (playlist, candidate):
 - the same against the playlist's last ``LAST`` seeds, where the order is known (a playlist grows at its end):
   ``cooc_last_max``, ``cooc_last_mean``, ``als_last_max``;
 - ``pknn`` and its rank: playlist kNN (``_playlist_neighbours``), also a source of candidates;
-- ``n_seeds`` and ``has_title``.
+- ``n_seeds`` and ``has_title``;
+- raw evidence the scaled scores hide: ``knn_per_seed`` (item-kNN's score over the number of seeds) and
+  ``text_raw`` (the text model's score before scaling);
+- the playlist's kind: ``seed_log_popularity`` (mainstream or niche: the seeds' mean log popularity) and
+  ``seed_artist_top_share`` (the share of its most frequent artist: one artist's playlist or a mix), and the
+  candidate's ``artist_log_popularity``.
 
 ``docs/adr/0018-second-stage.md`` gives what each is worth and what the stage costs per request.
 """
@@ -44,9 +52,10 @@ FEATURES = (
     "cooc_max", "cooc_mean", "cooc_max_cosine", "cooc_seed_share",
     "als_seed_max", "als_seed_mean", "bpr_seed_max", "bpr_seed_mean",
     "cooc_last_max", "cooc_last_mean", "als_last_max", "n_seeds", "has_title",
+    "knn_per_seed", "text_raw", "seed_log_popularity", "seed_artist_top_share", "artist_log_popularity",
 )
 LAST = 5  # the seeds nearest the end of a playlist: what comes next is most like them
-PER_PART = 200  # candidates taken from each part
+PER_PART = 400  # candidates taken from each part
 # The factor parts (ALS, BPR) score the catalogue's head only: tracks in at least this many training playlists. A
 # track in one playlist almost never reaches their top 500 (2.5 % of ALS's, 0.5 % of BPR's on the real sample) but
 # is 2/3 of the catalogue, and their scores are a memory-bound pass over every track's factors: the head cuts a
@@ -58,6 +67,12 @@ FACTOR_PARTS = ("als", "bpr")
 # one being made, the neighbourhood model the RecSys 2018 leaders paired with item-kNN.
 PLAYLIST_NEIGHBOURS = 100
 PLAYLIST_POWER = 2.0
+# A playlist with a title and no seeds: the text model's best tracks stand in for its seeds (pseudo-relevance
+# feedback), so that the collaborative parts and their features speak for it too. Its ``n_seeds`` stays 0.
+PSEUDO_SEEDS = 10
+# Tracks by the seeds' artists (their most popular first) are candidates too: the share of seeds by a track's
+# artist is the stage's strongest feature after the blend's rank.
+ARTIST_CANDIDATES = 100
 BLEND_DEPTH = 500  # ... and from the blend: every track the first stage would serve is a candidate
 _COMPONENT = {"itemknn": "knn", "als": "als", "bpr": "bpr"}
 
@@ -115,11 +130,13 @@ class SecondStage:
         self.item_album = item_album
         self.booster_: Any = None
         self.metrics_: dict[str, Any] = {}
-        self._derived: tuple[Any, dict[str, np.ndarray], np.ndarray | None] | None = None  # see _of
+        self._derived: tuple[Any, dict[str, np.ndarray], np.ndarray | None, np.ndarray | None] | None = None
+        self._by_artist: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None  # see _tracks_by_artist
 
-    def _of(self, first: Blend) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    def _of(self, first: Blend) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
         """What the stage derives from a first stage, once: each factor part's track vectors scaled to unit length,
-        and the head of the catalogue the factor parts score (None: every track is in it)."""
+        the head of the catalogue the factor parts score (None: every track is in it), and each artist's
+        popularity (the training playlists holding each of its tracks, summed; None without artists)."""
         if self._derived is None or self._derived[0] is not first:
             unit = {}
             for model, _ in first.components:
@@ -129,12 +146,17 @@ class SecondStage:
                     unit[model.name] = v / np.maximum(norms, 1e-12)
             counts = next(m for m, _ in first.components if m.name == "itemknn").counts_
             head = np.flatnonzero(counts >= HEAD_MIN_COUNT)
-            self._derived = (first, unit, head if 0 < len(head) < len(counts) else None)
-        return self._derived[1], self._derived[2]
+            artist_pop = None
+            if self.item_artist is not None and len(self.item_artist) == len(counts):
+                known = self.item_artist >= 0
+                artist_pop = np.bincount(self.item_artist[known], weights=counts[known],
+                                         minlength=int(self.item_artist.max(initial=-1)) + 1)
+            self._derived = (first, unit, head if 0 < len(head) < len(counts) else None, artist_pop)
+        return self._derived[1], self._derived[2], self._derived[3]
 
     def warm(self, first: Blend) -> None:
         """Derive now what ``candidates`` needs from ``first`` (unit vectors, the head and its factors)."""
-        _, head = self._of(first)
+        _, head, _ = self._of(first)
         if head is not None:
             nothing = sp.csr_matrix((1, first.n_items), dtype=np.float32)
             for model, _ in first.components:
@@ -155,38 +177,52 @@ class SecondStage:
         """
         n_rows, n_items = seeds.shape
         knn = next(m for m, _ in first.components if m.name == "itemknn")
+        n_seeds = np.diff(seeds.indptr)
+        has_title = np.asarray([bool((t or "").strip()) for t in (titles or [None] * n_rows)])
+        raw_text = None
+        if text is not None and has_title.any():
+            raw_text = np.zeros((n_rows, n_items), dtype=np.float32)
+            raw_text[has_title] = text.scores([t for t, h in zip(titles, has_title, strict=True) if h], n_items)
+        scoring = _with_pseudo_seeds(seeds, raw_text) if raw_text is not None and PSEUDO_SEEDS else seeds
         scaled: dict[str, np.ndarray] = {}
         blend = np.zeros((n_rows, n_items), dtype=np.float32)
-        unit, head = self._of(first)
+        unit, head, artist_pop = self._of(first)
+        knn_raw = None
         for model, weight in first.components:
             if head is not None and model.name in FACTOR_PARTS:
                 part = np.zeros((n_rows, n_items), dtype=np.float32)  # beyond the head: the part's lowest, 0
-                part[:, head] = minmax_rows(model.score_items(userids, seeds, head))
+                part[:, head] = minmax_rows(model.score_items(userids, scoring, head))
             else:
-                part = minmax_rows(model.score(userids, seeds))
+                raw = model.score(userids, scoring)
+                if model is knn:
+                    knn_raw = raw
+                part = minmax_rows(raw)
             scaled[_COMPONENT.get(model.name, model.name)] = part
             if weight:
                 blend += weight * part
         scaled["blend"] = minmax_rows(blend)
         del blend
-        has_title = np.asarray([bool((t or "").strip()) for t in (titles or [None] * n_rows)])
-        if text is not None and has_title.any():
-            raw = np.zeros((n_rows, n_items), dtype=np.float32)
-            raw[has_title] = text.scores([t for t, h in zip(titles, has_title, strict=True) if h], n_items)
-            peak = raw.max(axis=1, keepdims=True)
-            scaled["text"] = np.divide(raw, peak, out=np.zeros_like(raw), where=peak > 0)
-        n_seeds = np.diff(seeds.indptr)
-        scaled["pknn"] = _playlist_neighbours(knn, seeds)
+        if raw_text is not None:
+            peak = raw_text.max(axis=1, keepdims=True)
+            scaled["text"] = np.divide(raw_text, peak, out=np.zeros_like(raw_text), where=peak > 0)
+        known = np.diff(scoring.indptr)  # seeds, or a title's pseudo seeds
+        scaled["pknn"] = _playlist_neighbours(knn, scoring)
         rows, cols = seeds.nonzero()
+        unheld = knn.counts_ == 0
         for name, matrix in scaled.items():
-            matrix[rows, cols] = -np.inf  # a seed is never a candidate
+            matrix[rows, cols] = -np.inf  # a seed is never a candidate (a pseudo seed may well be)
+            # Nor a track no training playlist holds: the models know nothing of it. (Offline, such a track is
+            # one that a test playlist hides: its popularity 0 would give it away.)
+            matrix[:, unheld] = -np.inf
             if name != "text":
-                matrix[n_seeds == 0] = -np.inf  # no seeds: the models know nothing of this playlist
+                matrix[known == 0] = -np.inf  # no seeds: the models know nothing of this playlist
         depth = {name: self.blend_depth if name == "blend" else self.per_part for name in scaled}
         tops = {name: topk(matrix, depth[name])[0] for name, matrix in scaled.items()}
         for name in ("text", "pknn"):  # sparse parts: a track they give nothing is not their candidate
             if name in scaled:
                 tops[name][~(np.take_along_axis(scaled[name], np.maximum(tops[name], 0), axis=1) > 0)] = -1
+        if ARTIST_CANDIDATES and self.item_artist is not None:
+            tops["artist"] = self._artist_candidates(scoring, seeds, popularity=knn.counts_)
         blend_top = topk(scaled["blend"], self.blend_depth + tail)[0] if tail else tops["blend"]
 
         ids, blocks, fallback = [], [], []
@@ -206,7 +242,7 @@ class SecondStage:
                 col += 2
             pop = popularity[cands]
             x[:, col], x[:, col + 1] = pop, np.log1p(pop)
-            seed_ids = seeds.indices[seeds.indptr[r]:seeds.indptr[r + 1]]
+            seed_ids = scoring.indices[scoring.indptr[r]:scoring.indptr[r + 1]]
             x[:, col + 2] = _share(self.item_artist, seed_ids, cands)
             x[:, col + 3] = _share(self.item_album, seed_ids, cands)
             if len(seed_ids) and len(cands):
@@ -222,15 +258,26 @@ class SecondStage:
                         cosines[name] = unit[name][seed_ids] @ unit[name][cands].T
                         x[:, col + 8 + 2 * n] = cosines[name].max(axis=0)
                         x[:, col + 9 + 2 * n] = cosines[name].mean(axis=0)
-                in_order = np.asarray(order[r], dtype=np.int64) if order is not None else seed_ids
+                in_order = (np.asarray(order[r], dtype=np.int64) if order is not None and n_seeds[r]
+                            else seed_ids)
                 # their rows in co (a CSR row's indices are sorted)
                 last = np.minimum(np.searchsorted(seed_ids, in_order[-LAST:]), len(seed_ids) - 1)
                 x[:, col + 12] = co[last].max(axis=0)
                 x[:, col + 13] = co[last].mean(axis=0)
                 if "als" in cosines:
                     x[:, col + 14] = cosines["als"][last].max(axis=0)
-            x[:, col + 15] = len(seed_ids)
+            x[:, col + 15] = n_seeds[r]
             x[:, col + 16] = float(has_title[r])
+            if knn_raw is not None:
+                x[:, col + 17] = knn_raw[r, cands] / max(len(seed_ids), 1)
+            if raw_text is not None:
+                x[:, col + 18] = raw_text[r, cands]
+            if len(seed_ids):
+                x[:, col + 19] = np.log1p(popularity[seed_ids]).mean()
+                x[:, col + 20] = _top_share(self.item_artist, seed_ids)
+            if artist_pop is not None:
+                cand_artist = self.item_artist[cands]
+                x[:, col + 21] = np.where(cand_artist >= 0, np.log1p(artist_pop[np.maximum(cand_artist, 0)]), 0.0)
             blocks.append(x)
             if tail:
                 rest = blend_top[r][blend_top[r] >= 0]
@@ -240,6 +287,37 @@ class SecondStage:
         offsets = np.concatenate([[0], np.cumsum([len(c) for c in ids])]).astype(np.int64)
         features = np.concatenate(blocks) if blocks else np.zeros((0, len(FEATURES)), dtype=np.float32)
         return Candidates(ids=ids, features=features, offsets=offsets, fallback=fallback)
+
+    def _artist_candidates(self, scoring: sp.csr_matrix, seeds: sp.csr_matrix, *, popularity: np.ndarray
+                           ) -> np.ndarray:
+        """Per row, up to ``ARTIST_CANDIDATES`` tracks by the seeds' artists (ids, -1 padded): the artists with
+        most seeds first, each artist's most popular tracks first; never a seed."""
+        n_rows = scoring.shape[0]
+        out = np.full((n_rows, ARTIST_CANDIDATES), -1, dtype=np.int64)
+        indptr, tracks_of = self._tracks_by_artist(popularity)
+        for r in range(n_rows):
+            seed_ids = scoring.indices[scoring.indptr[r]:scoring.indptr[r + 1]]
+            artists = self.item_artist[seed_ids]
+            artists = artists[artists >= 0]
+            if not len(artists):
+                continue
+            values, counts = np.unique(artists, return_counts=True)
+            tracks = np.concatenate([tracks_of[indptr[a]:indptr[a + 1]] for a in values[np.argsort(-counts,
+                                                                                               kind="stable")]])
+            tracks = tracks[~np.isin(tracks, seeds.indices[seeds.indptr[r]:seeds.indptr[r + 1]])]
+            out[r, :min(len(tracks), ARTIST_CANDIDATES)] = tracks[:ARTIST_CANDIDATES]
+        return out
+
+    def _tracks_by_artist(self, popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indptr, tracks): artist a's tracks are ``tracks[indptr[a]:indptr[a + 1]]``, most popular first (kept)."""
+        cached = self._by_artist
+        if cached is None or cached[0] is not popularity:
+            known = np.flatnonzero((self.item_artist >= 0) & (popularity > 0))  # held by a training playlist
+            order = known[np.lexsort((-popularity[known], self.item_artist[known]))]
+            n_artists = int(self.item_artist.max(initial=-1)) + 1
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(self.item_artist[order], minlength=n_artists))])
+            self._by_artist = cached = (popularity, (indptr, order))
+        return cached[1]
 
     # -- ranking ----------------------------------------------------------------------------------------------
 
@@ -391,6 +469,30 @@ def _playlist_neighbours(knn: Any, seeds: sp.csr_matrix) -> np.ndarray:
         if peak > 0:
             out[r] = row / peak
     return out
+
+
+def _with_pseudo_seeds(seeds: sp.csr_matrix, raw_text: np.ndarray) -> sp.csr_matrix:
+    """``seeds`` where each row without seeds but with text scores gets the text's ``PSEUDO_SEEDS`` best tracks."""
+    n_seeds = np.diff(seeds.indptr)
+    empty = np.flatnonzero((n_seeds == 0) & (raw_text.max(axis=1) > 0))
+    if not len(empty):
+        return seeds
+    top, top_scores = topk(raw_text[empty], PSEUDO_SEEDS)
+    rows = [seeds.indices[seeds.indptr[r]:seeds.indptr[r + 1]] for r in range(seeds.shape[0])]
+    for n, r in enumerate(empty):
+        rows[r] = np.sort(top[n][top_scores[n] > 0])
+    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int32) if indptr[-1] else np.zeros(0, dtype=np.int32)
+    return sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=seeds.shape)
+
+
+def _top_share(item_codes: np.ndarray | None, seeds: np.ndarray) -> float:
+    """The share of ``seeds`` by their most frequent known code (artist): 1 for a one-artist playlist."""
+    if item_codes is None or not len(seeds):
+        return 0.0
+    seed_codes = item_codes[seeds]
+    seed_codes = seed_codes[seed_codes >= 0]
+    return float(np.unique(seed_codes, return_counts=True)[1].max() / len(seeds)) if len(seed_codes) else 0.0
 
 
 def _ranks(top: np.ndarray, cands: np.ndarray, cap: int) -> np.ndarray:

@@ -97,8 +97,11 @@ class TextModel:
         self.name_vectors = self.transform_many(names, _docs=docs)
         n_items = playlist_items.shape[1]
         if item_names is not None and item_artists is not None and len(item_names) == n_items:
-            own = [f"{t} {a}" for t, a in zip(np.asarray(item_names).tolist(), np.asarray(item_artists).tolist(),
-                                              strict=True)]
+            # Only tracks some playlist holds: a track no playlist holds is one nothing was learned from (offline,
+            # one that only a test playlist's hidden part holds; found by its own title, it would give itself away).
+            held = np.asarray((playlist_items > 0).sum(axis=0)).ravel() > 0
+            own = [f"{t} {a}" if h else "" for t, a, h in zip(np.asarray(item_names).tolist(),
+                                                               np.asarray(item_artists).tolist(), held, strict=True)]
             self.item_own = self.transform_many(own)
         else:
             self.item_own = sp.csr_matrix((n_items, len(self.vocab)), dtype=np.float32)

@@ -69,6 +69,15 @@ def test_candidates_never_hold_a_seed_and_their_features_are_what_they_claim():
             assert x[j, col["cooc_last_mean"]] == pytest.approx(np.mean(counts[-5:]))
             same_artist = np.mean([pl.item_artist[t] == pl.item_artist[ids[j]] for t in s])
             assert x[j, col["artist_share"]] == pytest.approx(same_artist)
+            artist_rows = matrix[:, pl.item_artist == pl.item_artist[ids[j]]].sum()
+            assert x[j, col["artist_log_popularity"]] == pytest.approx(np.log1p(artist_rows), rel=1e-5)
+        popularity = np.asarray(matrix.sum(axis=0)).ravel()
+        assert x[:, col["seed_log_popularity"]] == pytest.approx(np.log1p(popularity[s]).mean(), rel=1e-5)
+        top_artist = max(np.unique(pl.item_artist[s], return_counts=True)[1]) / len(s)
+        assert x[:, col["seed_artist_top_share"]] == pytest.approx(top_artist)
+        knn = first.components[0][0].score(None, rows_matrix([s], pl.n_items))[0]
+        np.testing.assert_allclose(x[:, col["knn_per_seed"]], knn[ids] / len(s), rtol=1e-5)
+        assert not x[:, col["text_raw"]].any()  # no title
 
 
 def test_the_factor_parts_score_only_tracks_in_two_playlists_or_more():
@@ -114,20 +123,46 @@ def test_playlist_neighbours_vote_for_their_tracks_by_cosine_with_the_seeds(monk
     assert np.flatnonzero(only).tolist() == [2]  # the nearest playlist's tracks alone
 
 
-def test_a_title_alone_gets_candidates_from_the_text_model_only():
+def test_a_title_alone_gets_candidates_from_the_text_and_from_the_tracks_it_points_to():
+    from ranker.recommenders import rerank
     from ranker.recommenders.text import TextModel
 
     pl = _clustered()
     matrix = pl.matrix()
     text = TextModel().fit(pl.names, matrix, item_names=pl.item_name, item_artists=pl.item_artist_name)
-    stage = SecondStage(per_part=30, item_artist=codes(pl.item_artist), item_album=codes(pl.item_album))
-    got = stage.candidates(_first().fit(matrix), rows_matrix([np.zeros(0, np.int64)], pl.n_items),
-                           titles=["mood3 mix"], text=text)
-    ids, x = got.of(0)
-    assert 0 < len(ids) <= 30
-    in_cluster = np.mean([int(pl.item_ids[i][1:]) // 100 == 3 for i in ids])  # mood3's tracks: cluster 3's
-    assert in_cluster >= 0.9, in_cluster
-    assert (x[:, FEATURES.index("text")] > 0).all() and (x[:, FEATURES.index("has_title")] == 1).all()
+    stage = SecondStage(per_part=30, blend_depth=30, item_artist=codes(pl.item_artist),
+                        item_album=codes(pl.item_album))
+    first = _first().fit(matrix)
+    no_seeds = rows_matrix([np.zeros(0, np.int64)], pl.n_items)
+    ids, x = stage.candidates(first, no_seeds, titles=["mood3 mix"], text=text).of(0)
+    col = {name: i for i, name in enumerate(FEATURES)}
+    cluster = np.asarray([int(pl.item_ids[i][1:]) // 100 for i in ids])  # mood3's tracks: cluster 3's
+    assert np.mean(cluster[x[:, col["text_rank"]] < 30] == 3) >= 0.9  # the text's own top list
+    assert (cluster[x[:, col["knn"]] > 0] == 3).all()  # co-occurring with the text's tracks: the same cluster
+    assert (x[:, col["has_title"]] == 1).all() and (x[:, col["n_seeds"]] == 0).all()
+    # the text's best tracks stand in for seeds: they are candidates themselves, and the other parts speak
+    pseudo = np.argsort(-text.scores(["mood3 mix"], pl.n_items)[0], kind="stable")[:rerank.PSEUDO_SEEDS]
+    assert np.isin(pseudo, ids).all()
+    assert (x[:, col["knn"]] > 0).any() and (x[:, col["cooc_max"]] > 0).any()
+    assert len(ids) > 30  # more than the text's own top list
+    # without a text model there is nothing to go on: no candidates at all
+    assert len(stage.candidates(first, no_seeds, titles=["mood3 mix"]).ids[0]) == 0
+
+
+def test_tracks_by_the_seeds_artists_are_candidates_most_popular_first():
+    pl = _clustered()
+    matrix = pl.matrix()
+    first = _first().fit(matrix)
+    artist = codes(pl.item_artist)
+    stage = SecondStage(per_part=1, blend_depth=1, item_artist=artist, item_album=codes(pl.item_album))
+    seed = pl.tracks_of(0)[:1]
+    ids, _ = stage.candidates(first, rows_matrix([seed], pl.n_items), titles=[None], order=[seed]).of(0)
+    same = np.flatnonzero(artist == artist[seed[0]])
+    same = same[same != seed[0]]
+    popularity = np.asarray(matrix.sum(axis=0)).ravel()
+    held = same[popularity[same] > 0]
+    assert len(held) >= 2 and np.isin(held, ids).all()  # every other track of the artist (10 per artist here)
+    assert seed[0] not in ids
 
 
 def test_training_cases_follow_the_categories_and_never_touch_excluded_rows():

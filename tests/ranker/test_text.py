@@ -64,6 +64,14 @@ def test_tracks_for_a_title_are_those_of_similarly_named_playlists():
     assert model.search_tracks("rainy", 2)[0] == []  # a word seen in one name only is not in the vocabulary
 
 
+def test_a_track_no_playlist_holds_is_never_found_by_its_own_title():
+    held = _matrix().tolil()
+    held[6, 7] = 0  # track 7 ("Gym Anthem") is now in no playlist: offline, a test playlist's hidden track
+    model = TextModel().fit(NAMES, held.tocsr(), item_names=ITEM_NAMES, item_artists=ITEM_ARTISTS)
+    assert model.scores(["gym anthem"], 8)[0][7] == 0
+    assert _fit().scores(["gym anthem"], 8)[0][7] > 0  # held, it is
+
+
 def test_state_round_trips_through_npz(tmp_path):
     model = _fit()
     np.savez(tmp_path / "text.npz", **model.get_state())
