@@ -117,6 +117,21 @@ def codes(values: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass
+class Derived:
+    """What ``SecondStage`` derives once from a first stage: each factor part's track vectors at unit length; the
+    head of the catalogue the factor parts score (None: every track); the tracks no training playlist holds (never
+    candidates); and, with artists, each artist's popularity (its tracks' training playlists, summed) and its held
+    tracks, most popular first (``artist_tracks[artist_indptr[a]:artist_indptr[a + 1]]``)."""
+
+    unit: dict[str, np.ndarray]
+    head: np.ndarray | None
+    unheld: np.ndarray
+    artist_pop: np.ndarray | None = None
+    artist_indptr: np.ndarray | None = None
+    artist_tracks: np.ndarray | None = None
+
+
 class SecondStage:
     """Features for the first stage's candidates and the booster that orders them (``booster_`` once fitted)."""
 
@@ -130,13 +145,10 @@ class SecondStage:
         self.item_album = item_album
         self.booster_: Any = None
         self.metrics_: dict[str, Any] = {}
-        self._derived: tuple[Any, dict[str, np.ndarray], np.ndarray | None, np.ndarray | None] | None = None
-        self._by_artist: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None  # see _tracks_by_artist
+        self._derived: tuple[Any, Derived] | None = None  # see _of
 
-    def _of(self, first: Blend) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
-        """What the stage derives from a first stage, once: each factor part's track vectors scaled to unit length,
-        the head of the catalogue the factor parts score (None: every track is in it), and each artist's
-        popularity (the training playlists holding each of its tracks, summed; None without artists)."""
+    def _of(self, first: Blend) -> Derived:
+        """What the stage derives from a first stage, once (``Derived``)."""
         if self._derived is None or self._derived[0] is not first:
             unit = {}
             for model, _ in first.components:
@@ -146,17 +158,23 @@ class SecondStage:
                     unit[model.name] = v / np.maximum(norms, 1e-12)
             counts = next(m for m, _ in first.components if m.name == "itemknn").counts_
             head = np.flatnonzero(counts >= HEAD_MIN_COUNT)
-            artist_pop = None
-            if self.item_artist is not None and len(self.item_artist) == len(counts):
-                known = self.item_artist >= 0
-                artist_pop = np.bincount(self.item_artist[known], weights=counts[known],
-                                         minlength=int(self.item_artist.max(initial=-1)) + 1)
-            self._derived = (first, unit, head if 0 < len(head) < len(counts) else None, artist_pop)
-        return self._derived[1], self._derived[2], self._derived[3]
+            derived = Derived(unit=unit, head=head if 0 < len(head) < len(counts) else None,
+                              unheld=np.flatnonzero(counts == 0))
+            artist = self.item_artist
+            if artist is not None and len(artist) == len(counts):
+                known = artist >= 0
+                n_artists = int(artist.max(initial=-1)) + 1
+                derived.artist_pop = np.bincount(artist[known], weights=counts[known], minlength=n_artists)
+                held = np.flatnonzero(known & (counts > 0))  # an artist's tracks some training playlist holds
+                derived.artist_tracks = held[np.lexsort((-counts[held], artist[held]))]
+                derived.artist_indptr = np.concatenate([[0], np.cumsum(np.bincount(artist[derived.artist_tracks],
+                                                                                   minlength=n_artists))])
+            self._derived = (first, derived)
+        return self._derived[1]
 
     def warm(self, first: Blend) -> None:
         """Derive now what ``candidates`` needs from ``first`` (unit vectors, the head and its factors)."""
-        _, head, _ = self._of(first)
+        head = self._of(first).head
         if head is not None:
             nothing = sp.csr_matrix((1, first.n_items), dtype=np.float32)
             for model, _ in first.components:
@@ -186,7 +204,8 @@ class SecondStage:
         scoring = _with_pseudo_seeds(seeds, raw_text) if raw_text is not None and PSEUDO_SEEDS else seeds
         scaled: dict[str, np.ndarray] = {}
         blend = np.zeros((n_rows, n_items), dtype=np.float32)
-        unit, head, artist_pop = self._of(first)
+        derived = self._of(first)
+        unit, head = derived.unit, derived.head
         knn_raw = None
         for model, weight in first.components:
             if head is not None and model.name in FACTOR_PARTS:
@@ -208,12 +227,11 @@ class SecondStage:
         known = np.diff(scoring.indptr)  # seeds, or a title's pseudo seeds
         scaled["pknn"] = _playlist_neighbours(knn, scoring)
         rows, cols = seeds.nonzero()
-        unheld = knn.counts_ == 0
         for name, matrix in scaled.items():
             matrix[rows, cols] = -np.inf  # a seed is never a candidate (a pseudo seed may well be)
             # Nor a track no training playlist holds: the models know nothing of it. (Offline, such a track is
             # one that a test playlist hides: its popularity 0 would give it away.)
-            matrix[:, unheld] = -np.inf
+            matrix[:, derived.unheld] = -np.inf
             if name != "text":
                 matrix[known == 0] = -np.inf  # no seeds: the models know nothing of this playlist
         depth = {name: self.blend_depth if name == "blend" else self.per_part for name in scaled}
@@ -222,7 +240,7 @@ class SecondStage:
             if name in scaled:
                 tops[name][~(np.take_along_axis(scaled[name], np.maximum(tops[name], 0), axis=1) > 0)] = -1
         if ARTIST_CANDIDATES and self.item_artist is not None:
-            tops["artist"] = self._artist_candidates(scoring, seeds, popularity=knn.counts_)
+            tops["artist"] = self._artist_candidates(derived, scoring, seeds)
         blend_top = topk(scaled["blend"], self.blend_depth + tail)[0] if tail else tops["blend"]
 
         ids, blocks, fallback = [], [], []
@@ -275,9 +293,10 @@ class SecondStage:
             if len(seed_ids):
                 x[:, col + 19] = np.log1p(popularity[seed_ids]).mean()
                 x[:, col + 20] = _top_share(self.item_artist, seed_ids)
-            if artist_pop is not None:
+            if derived.artist_pop is not None:
                 cand_artist = self.item_artist[cands]
-                x[:, col + 21] = np.where(cand_artist >= 0, np.log1p(artist_pop[np.maximum(cand_artist, 0)]), 0.0)
+                x[:, col + 21] = np.where(cand_artist >= 0, np.log1p(derived.artist_pop[np.maximum(cand_artist, 0)]),
+                                          0.0)
             blocks.append(x)
             if tail:
                 rest = blend_top[r][blend_top[r] >= 0]
@@ -288,13 +307,14 @@ class SecondStage:
         features = np.concatenate(blocks) if blocks else np.zeros((0, len(FEATURES)), dtype=np.float32)
         return Candidates(ids=ids, features=features, offsets=offsets, fallback=fallback)
 
-    def _artist_candidates(self, scoring: sp.csr_matrix, seeds: sp.csr_matrix, *, popularity: np.ndarray
-                           ) -> np.ndarray:
+    def _artist_candidates(self, derived: Derived, scoring: sp.csr_matrix, seeds: sp.csr_matrix) -> np.ndarray:
         """Per row, up to ``ARTIST_CANDIDATES`` tracks by the seeds' artists (ids, -1 padded): the artists with
         most seeds first, each artist's most popular tracks first; never a seed."""
         n_rows = scoring.shape[0]
         out = np.full((n_rows, ARTIST_CANDIDATES), -1, dtype=np.int64)
-        indptr, tracks_of = self._tracks_by_artist(popularity)
+        indptr, tracks_of = derived.artist_indptr, derived.artist_tracks
+        if indptr is None:
+            return out
         for r in range(n_rows):
             seed_ids = scoring.indices[scoring.indptr[r]:scoring.indptr[r + 1]]
             artists = self.item_artist[seed_ids]
@@ -307,17 +327,6 @@ class SecondStage:
             tracks = tracks[~np.isin(tracks, seeds.indices[seeds.indptr[r]:seeds.indptr[r + 1]])]
             out[r, :min(len(tracks), ARTIST_CANDIDATES)] = tracks[:ARTIST_CANDIDATES]
         return out
-
-    def _tracks_by_artist(self, popularity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(indptr, tracks): artist a's tracks are ``tracks[indptr[a]:indptr[a + 1]]``, most popular first (kept)."""
-        cached = self._by_artist
-        if cached is None or cached[0] is not popularity:
-            known = np.flatnonzero((self.item_artist >= 0) & (popularity > 0))  # held by a training playlist
-            order = known[np.lexsort((-popularity[known], self.item_artist[known]))]
-            n_artists = int(self.item_artist.max(initial=-1)) + 1
-            indptr = np.concatenate([[0], np.cumsum(np.bincount(self.item_artist[order], minlength=n_artists))])
-            self._by_artist = cached = (popularity, (indptr, order))
-        return cached[1]
 
     # -- ranking ----------------------------------------------------------------------------------------------
 
