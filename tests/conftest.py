@@ -45,6 +45,9 @@ def servers(tmp_path_factory):
     settings.PICKS_CACHE_URL = broker.rsplit("/", 1)[0] + "/1"
     close_clients()
     yield {"mongo_uri": mongo_uri, "broker_url": broker, "var": var}
+    from ranker.experiments.served_log import SERVED_LOG
+
+    SERVED_LOG.flush()  # while the store is up: the at-exit flush would find it gone
     close_clients()
     for server in reversed(started):
         server.stop()

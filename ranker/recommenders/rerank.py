@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ import scipy.sparse as sp
 
 from .base import topk, weighted_rows
 from .blend import Blend, minmax_rows
+from .compiled import compile_booster
 
 PARTS = ("knn", "als", "bpr", "blend", "text", "pknn")
 FEATURES = (
@@ -146,6 +148,7 @@ class SecondStage:
         self.booster_: Any = None
         self.metrics_: dict[str, Any] = {}
         self._derived: tuple[Any, Derived] | None = None  # see _of
+        self._compiled: Any = None  # the booster as machine code (``compile``); None: LightGBM predicts
 
     def _of(self, first: Blend) -> Derived:
         """What the stage derives from a first stage, once (``Derived``)."""
@@ -171,6 +174,20 @@ class SecondStage:
                                                                                    minlength=n_artists))])
             self._derived = (first, derived)
         return self._derived[1]
+
+    def compile(self, cache_dir: Path | None) -> bool:
+        """Predict with the booster compiled for this CPU from now on (``ranker.recommenders.compiled``: same
+        scores, ~6× faster), its object code kept in ``cache_dir``; False when it could not be compiled (LightGBM's
+        own prediction serves then)."""
+        if self.booster_ is None:
+            raise RuntimeError("the second stage is not fitted")
+        self._compiled = compile_booster(self.booster_.model_to_string(), cache_dir)
+        return self.compiled
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the booster predicts as machine code (``compile``) rather than through LightGBM."""
+        return self._compiled is not None
 
     def warm(self, first: Blend) -> None:
         """Derive now what ``candidates`` needs from ``first`` (unit vectors, the head and its factors)."""
@@ -346,7 +363,8 @@ class SecondStage:
     def order(self, cands: Candidates, k: int, *, predict: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """``rank`` for candidates already computed. ``predict`` (features → scores) stands in for the booster:
         ``bench/rerank.py`` orders the same candidates by other rankers."""
-        predict = predict or (lambda x: self.booster_.predict(x, num_threads=self.params.get("num_threads", 0)))
+        predict = predict or self._compiled or (
+            lambda x: self.booster_.predict(x, num_threads=self.params.get("num_threads", 0)))
         predicted = predict(cands.features) if len(cands.features) else np.zeros(0)
         n_rows = len(cands.ids)
         out_ids = np.full((n_rows, k), -1, dtype=np.int64)
@@ -391,6 +409,7 @@ class SecondStage:
         params = {**self.params, "seed": random_state, "num_threads": num_threads or 0, "deterministic": True,
                   "force_row_wise": True}
         evals: dict[str, Any] = {}
+        self._compiled = None  # compiled from the booster this replaces
         self.booster_ = lgb.train(params, train, num_boost_round=rounds, valid_sets=[valid], valid_names=["valid"],
                                   callbacks=[lgb.early_stopping(early_stopping, verbose=False),
                                              lgb.record_evaluation(evals)])

@@ -19,6 +19,8 @@ The training matrix is stored once: item-kNN, whose state it is, and the playlis
 title index is rebuilt from the playlists' names.
 Strings are UTF-8 with lengths (a numpy string array takes four bytes a character, padded to the longest).
 Every ``.npz`` is read with ``allow_pickle=False``; versions of the earlier layout (format 1) still load.
+At load the second stage's booster is compiled for the machine's CPU, its object code cached in
+``MODEL_DIR/native/`` (derived per machine, so never part of a version nor of the store; ADR 0020).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from recsys_site.mongo import get_db
 KIND = "ranker"
 FORMAT = 2  # 1: every string array fixed-width, the training matrix in data.npz, item-kNN and playlists.npz
 MANIFEST = "manifest.json"
+NATIVE_DIR = "native"  # under MODEL_DIR: second stages compiled for this machine's CPU (ranker.recommenders.compiled)
 CHUNK = 1 << 20
 
 log = logging.getLogger(__name__)
@@ -276,6 +279,9 @@ class RankerModel:
             recommender = Blend.load(path / "recommender", training_matrix=user_items)
         else:
             recommender = Recommender.load(path / "recommender")
+        if second_stage is not None and settings.SECOND_STAGE_COMPILE:
+            # Once per model and CPU: ~5 s, then every process of the machine loads it in milliseconds.
+            second_stage.compile(path.parent.parent / NATIVE_DIR)
         if second_stage is not None and isinstance(recommender, Blend):
             second_stage.warm(recommender)  # here, not in the first request a worker serves (0.5 s)
         return cls(version=version, user_items=user_items, recommender=recommender, titles=titles, meta=meta,

@@ -148,7 +148,9 @@ def _explorer(tab, user: str = "mpd:7") -> str:
     # A seed track found by typing the start of its title, then the continuation from it.
     track = track_top(limit=1)[0]
     tab.click("#explorer-track-lookup")
-    tab.keyboard.type(track["name"][:4])
+    # Into the open dropdown's search box, as an analyst types once it shows. Keys sent the instant the dropdown is
+    # clicked go partly to its button and partly to the box as focus moves (Dash 4's dropdown): "Trap" became "Tap".
+    tab.locator("input.dash-dropdown-search:visible").fill(track["name"][:4])
     option = tab.get_by_role("option").filter(has_text=track["name"]).first
     option.wait_for(timeout=30_000)
     option.click()

@@ -253,7 +253,7 @@ def test_too_few_useful_cases_is_a_clear_error():
 
 
 @pytest.mark.django_db
-def test_a_version_trained_with_a_second_stage_serves_continuations_through_it(demo_store, model_dir):
+def test_a_version_trained_with_a_second_stage_serves_continuations_through_it(demo_store, model_dir, settings):
     """The weekly training trains the second stage; the saved version loads it whole; the continuation endpoint
     answers through it (seeds, a title, or both), never with a seed, and a user's own picks keep the blend."""
     from ranker.picks.serve import recommend_tracks
@@ -268,7 +268,11 @@ def test_a_version_trained_with_a_second_stage_serves_continuations_through_it(d
     assert "fitting a first stage" in said[0] and "boosting" in said[-1]  # the phases, in order
     assert any("candidates and features" in m for m in said[1:-1])
     loaded = RankerModel.load(model.version, model_dir)
-    assert loaded.second_stage is not None
+    assert loaded.second_stage is not None and loaded.second_stage.compiled  # compiled at load (ADR 0020)
+    assert list((model_dir / "native").glob("*.o"))
+    settings.SECOND_STAGE_COMPILE = False  # the switch: LightGBM predicts
+    assert not RankerModel.load(model.version, model_dir).second_stage.compiled
+    settings.SECOND_STAGE_COMPILE = True
     seeds = model.item_ids[model.user_items[0].indices[:5]].tolist()
     here = recommend_tracks(seed_tracks=seeds, title="chill", k=100, model=model)
     there = recommend_tracks(seed_tracks=seeds, title="chill", k=100, model=loaded)
