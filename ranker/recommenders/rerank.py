@@ -177,7 +177,7 @@ class SecondStage:
 
     def compile(self, cache_dir: Path | None) -> bool:
         """Predict with the booster compiled for this CPU from now on (``ranker.recommenders.compiled``: same
-        scores, ~6× faster), its object code kept in ``cache_dir``; False when it could not be compiled (LightGBM's
+        scores, 4–5× faster), its object code kept in ``cache_dir``; False when it could not be compiled (LightGBM's
         own prediction serves then)."""
         if self.booster_ is None:
             raise RuntimeError("the second stage is not fitted")

@@ -293,7 +293,7 @@ PLAYLIST_RANKER_KEEP = env.int("PLAYLIST_RANKER_KEEP", default=5)
 # --- Models ------------------------------------------------------------------------------------------------------
 MODEL_DIR = Path(env("MODEL_DIR", default=str(VAR_DIR / "models")))
 RECSYS_DEVICE = env("RECSYS_DEVICE", default="auto")  # auto | cpu | cuda
-# The second stage's booster compiled for the CPU at model load (ADR 0020); off: LightGBM predicts (6× slower).
+# The second stage's booster compiled for the CPU at model load (ADR 0020); off: LightGBM predicts (4–5× slower).
 SECOND_STAGE_COMPILE = env.bool("SECOND_STAGE_COMPILE", default=True)
 # A candidate model goes live only if its validation hit rate is at least (1 - this) × the live one's: the
 # validation sample is small enough that an identical retrain can score a few percent lower by chance.
