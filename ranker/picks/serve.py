@@ -425,6 +425,17 @@ def overload_picks(*, kind: str, k: int) -> dict:
             kind: items[:k]}
 
 
+def warm_up() -> str | None:
+    """Load what the first requests of a web worker would otherwise wait for: the live model (its files, the
+    compiled second stage, the derived candidate data) and the overload fallback lists. The live version, or None
+    when none is live. Called as a worker starts (``recsys_site.wsgi``): under load the first seconds of a cold
+    worker queued requests behind the model's loading (docs/BENCHMARKS.md, overload)."""
+    model = live_model()
+    for kind in ("tracks", "playlists"):
+        overload_picks(kind=kind, k=1)
+    return model.version if model is not None else None
+
+
 def serve_track_picks(*, user: str, k: int, record: bool = True) -> dict:
     """A user's track picks: cached, else precomputed when they come from the live model, else computed now.
     ``record=False`` leaves the list out of the served log (and so out of the A/B results)."""

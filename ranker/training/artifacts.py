@@ -69,6 +69,11 @@ class ModelUnavailable(UnavailableError, FileNotFoundError):
     public_message = "the live model cannot be loaded on this server; try again soon"
 
 
+def native_dir(model_dir: str | Path | None = None) -> Path:
+    """Where this machine keeps second stages compiled for its CPU (``ranker.recommenders.compiled``)."""
+    return Path(model_dir if model_dir is not None else settings.MODEL_DIR) / NATIVE_DIR
+
+
 def model_root(model_dir: str | Path | None = None) -> Path:
     if model_dir is None:
         model_dir = settings.MODEL_DIR
@@ -281,7 +286,7 @@ class RankerModel:
             recommender = Recommender.load(path / "recommender")
         if second_stage is not None and settings.SECOND_STAGE_COMPILE:
             # Once per model and CPU: ~5 s, then every process of the machine loads it in milliseconds.
-            second_stage.compile(path.parent.parent / NATIVE_DIR)
+            second_stage.compile(native_dir(path.parent.parent))
         if second_stage is not None and isinstance(recommender, Blend):
             second_stage.warm(recommender)  # here, not in the first request a worker serves (0.5 s)
         return cls(version=version, user_items=user_items, recommender=recommender, titles=titles, meta=meta,

@@ -39,6 +39,7 @@ from .artifacts import (
     check_uploaded,
     delete_stored,
     model_root,
+    native_dir,
     new_version,
     stored_versions,
     upload,
@@ -111,6 +112,8 @@ def ranker_train(*, params: dict[str, Any] | None = None, show_progress: bool = 
               "trained_at": _now().isoformat(), "history": history, "score_histogram": histogram},
     )
     path = model.save()
+    if second_stage is not None and settings.SECOND_STAGE_COMPILE:
+        second_stage.compile(native_dir())  # this machine's cache warmed before any worker loads the version
     upload(model.version)
     model_register(model=model, path=str(path))
     return model

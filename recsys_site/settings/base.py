@@ -295,6 +295,8 @@ MODEL_DIR = Path(env("MODEL_DIR", default=str(VAR_DIR / "models")))
 RECSYS_DEVICE = env("RECSYS_DEVICE", default="auto")  # auto | cpu | cuda
 # The second stage's booster compiled for the CPU at model load (ADR 0020); off: LightGBM predicts (4–5× slower).
 SECOND_STAGE_COMPILE = env.bool("SECOND_STAGE_COMPILE", default=True)
+# Each web worker loads the live model as it starts, not in its first request (recsys_site.wsgi).
+WEB_WARM_START = env.bool("WEB_WARM_START", default=True)
 # A candidate model goes live only if its validation hit rate is at least (1 - this) × the live one's: the
 # validation sample is small enough that an identical retrain can score a few percent lower by chance.
 RANKER_PROMOTION_TOLERANCE = env.float("RANKER_PROMOTION_TOLERANCE", default=0.05)

@@ -267,9 +267,13 @@ def test_a_version_trained_with_a_second_stage_serves_continuations_through_it(d
     assert model.second_stage is not None and model.meta["metrics"]["second_stage"]["cases"] == 120
     assert "fitting a first stage" in said[0] and "boosting" in said[-1]  # the phases, in order
     assert any("candidates and features" in m for m in said[1:-1])
+    # Compiled as it was trained, so this machine's cache is warm before any worker loads the version (ADR 0020).
+    [obj] = list((model_dir / "native").glob("*.o"))
+    written = obj.stat().st_mtime_ns
+    assert model.second_stage.compiled
     loaded = RankerModel.load(model.version, model_dir)
-    assert loaded.second_stage is not None and loaded.second_stage.compiled  # compiled at load (ADR 0020)
-    assert list((model_dir / "native").glob("*.o"))
+    assert loaded.second_stage is not None and loaded.second_stage.compiled
+    assert list((model_dir / "native").glob("*.o")) == [obj] and obj.stat().st_mtime_ns == written  # not again
     settings.SECOND_STAGE_COMPILE = False  # the switch: LightGBM predicts
     assert not RankerModel.load(model.version, model_dir).second_stage.compiled
     settings.SECOND_STAGE_COMPILE = True

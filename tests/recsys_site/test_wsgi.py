@@ -20,11 +20,21 @@ print(json.dumps({"pools": [p["num_threads"] for p in threadpool_info()], "froze
 """
 
 
-def _probe(**extra: str) -> dict:
+WARM_PROBE = """
+import json
+import recsys_site.wsgi  # as a gunicorn worker starts, before any request
+from ranker.training import selectors
+if recsys_site.wsgi.warming is not None:
+    recsys_site.wsgi.warming.join(120)
+print(json.dumps({"loaded": selectors._live._model.version if selectors._live._model is not None else None}))
+"""
+
+
+def _probe(script: str = PROBE, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "WEB_MATH_THREADS")}
     env.update(DJANGO_SETTINGS_MODULE="recsys_site.settings.test", **extra)
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -39,3 +49,14 @@ def test_a_web_worker_runs_one_math_thread_and_freezes_its_startup_objects():
 def test_an_explicit_thread_count_wins():
     probe = _probe(WEB_MATH_THREADS="2")
     assert set(probe["pools"]) == {2}
+
+
+def test_a_web_worker_loads_the_live_model_before_its_first_request(live, model_dir, settings):
+    where = {"MONGO_URI": settings.MONGO_URI, "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir)}
+    assert _probe(WARM_PROBE, **where)["loaded"] == live.version
+    assert _probe(WARM_PROBE, WEB_WARM_START="false", **where)["loaded"] is None  # the switch: the first request
+
+
+def test_a_store_that_cannot_answer_does_not_stop_a_worker_from_starting():
+    probe = _probe(MONGO_URI="mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300", MONGO_DB="nowhere")
+    assert probe["app"]
