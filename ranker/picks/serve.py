@@ -427,10 +427,14 @@ def overload_picks(*, kind: str, k: int) -> dict:
 
 def warm_up() -> str | None:
     """Load what the first requests of a web worker would otherwise wait for: the live model (its files, the
-    compiled second stage, the derived candidate data) and the overload fallback lists. The live version, or None
-    when none is live. Called as a worker starts (``recsys_site.wsgi``): under load the first seconds of a cold
-    worker queued requests behind the model's loading (docs/BENCHMARKS.md, overload)."""
+    compiled second stage, the derived candidate data, the playlists' vectors), the live playlist ranker and the
+    overload fallback lists. The live version, or None when none is live. Called as a worker starts
+    (``recsys_site.wsgi``): under load the first seconds of a cold worker queued requests behind the model's
+    loading (docs/BENCHMARKS.md, overload)."""
     model = live_model()
+    if model is not None and model.bpr is not None:
+        model.playlist_space()  # the playlists' vectors, built by the first playlist pick otherwise
+    playlist_ranker_live()
     for kind in ("tracks", "playlists"):
         overload_picks(kind=kind, k=1)
     return model.version if model is not None else None

@@ -26,7 +26,9 @@ import recsys_site.wsgi  # as a gunicorn worker starts, before any request
 from ranker.training import selectors
 if recsys_site.wsgi.warming is not None:
     recsys_site.wsgi.warming.join(120)
-print(json.dumps({"loaded": selectors._live._model.version if selectors._live._model is not None else None}))
+model = selectors._live._model
+print(json.dumps({"loaded": model.version if model is not None else None,
+                  "playlist_space": model is not None and model._space is not None}))
 """
 
 
@@ -53,7 +55,8 @@ def test_an_explicit_thread_count_wins():
 
 def test_a_web_worker_loads_the_live_model_before_its_first_request(live, model_dir, settings):
     where = {"MONGO_URI": settings.MONGO_URI, "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir)}
-    assert _probe(WARM_PROBE, **where)["loaded"] == live.version
+    warmed = _probe(WARM_PROBE, **where)
+    assert warmed == {"loaded": live.version, "playlist_space": True}
     assert _probe(WARM_PROBE, WEB_WARM_START="false", **where)["loaded"] is None  # the switch: the first request
 
 
