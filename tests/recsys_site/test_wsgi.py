@@ -55,7 +55,7 @@ def test_an_explicit_thread_count_wins():
 
 def test_a_web_worker_loads_the_live_model_before_its_first_request(live, model_dir, settings):
     where = {"MONGO_URI": settings.MONGO_URI, "MONGO_DB": settings.MONGO_DB, "MODEL_DIR": str(model_dir)}
-    warmed = _probe(WARM_PROBE, **where)
+    warmed = _probe(WARM_PROBE, WEB_WARM_START="true", **where)  # the product's default (off in test settings)
     assert warmed == {"loaded": live.version, "playlist_space": True}
     assert _probe(WARM_PROBE, WEB_WARM_START="false", **where)["loaded"] is None  # the switch: the first request
 
