@@ -166,7 +166,8 @@ class EventSerializer(serializers.Serializer):
     user = serializers.CharField()
     kind = serializers.ChoiceField(choices=EVENT_KINDS)
     track = serializers.CharField(required=False)
-    playlist = serializers.IntegerField(required=False)
+    playlist = serializers.IntegerField(required=False, help_text="follow/unfollow: the playlist (required); "
+                                        "play/skip/like: the playlist the track was played from (optional)")
     ms_played = serializers.IntegerField(required=False, min_value=0, max_value=MS_PLAYED_MAX,
                                          help_text="milliseconds, at most 24 h")
     rec_id = serializers.CharField(required=False, min_length=1, max_length=ID_MAX_CHARS,

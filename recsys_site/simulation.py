@@ -15,7 +15,8 @@ skipped and counted, with the reason.
 opens each pick at rank r with probability ``p / (1 + r)^γ``, and plays what it opened in order: a track of the
 hidden taste is played through; a track by an artist they like (the artists of their playlist, known and hidden; a
 track pick's artist is known when the MPD input names it) is played 40–120 s; any other is mostly skipped within
-seconds (a ``skip``, or a play under 30 s). A playlist whose share of good plays (taste or liked artist) reaches
+seconds (a ``skip``, or a play under 30 s); a track played from a playlist names it (``playlist``), as an app
+knows the context it plays from. A playlist whose share of good plays (taste or liked artist) reaches
 ``follow_threshold`` is followed. Every event carries its list's
 ``rec_id`` and an ``event_id``, and a user's events of a day go in one ``POST /api/v1/events``. Day d of n is dated
 n − d days ago (``ts`` on the events, ``?ts=`` on the picks reads), so the Engagement page draws the run's days.
@@ -315,15 +316,16 @@ def user_day(api: Api, cache: PlaylistCache, params: Params, user: SimUser, day:
         # (when no list is in one, every list counts).
         counted = {b["rec_id"] for b in (lists, tracks) if b.get("experiment")} or {lists["rec_id"], tracks["rec_id"]}
 
-        def play(uri: str, artist: str | None, duration: int | None, rec_id: str) -> bool:
+        def play(uri: str, artist: str | None, duration: int | None, rec_id: str, playlist: int | None = None) -> bool:
             kind, ms, good = _listen(rng, params, user, uri, artist, duration)
             mine = rec_id in counted
+            context = {} if playlist is None else {"playlist": playlist}  # the playlist it is played from
             if kind == "skip":
-                emit("skip", rec_id, track=uri)
+                emit("skip", rec_id, track=uri, **context)
                 out.skips += mine
                 out.all_skips += 1
             else:
-                emit("play", rec_id, track=uri, ms_played=ms)
+                emit("play", rec_id, track=uri, ms_played=ms, **context)
                 out.plays += mine
                 out.ms += ms if mine else 0
                 out.all_plays += 1
@@ -335,7 +337,8 @@ def user_day(api: Api, cache: PlaylistCache, params: Params, user: SimUser, day:
             if rng.random() >= params.open_playlist / (1 + rank) ** params.gamma:
                 continue
             started = cache.tracks(pick["pid"])[:params.plays_per_playlist]
-            good = [play(t["uri"], t.get("artist_name"), t.get("duration_ms"), lists["rec_id"]) for t in started]
+            good = [play(t["uri"], t.get("artist_name"), t.get("duration_ms"), lists["rec_id"], pick["pid"])
+                    for t in started]
             follow = bool(good) and sum(good) / len(good) >= params.follow_threshold
             if follow:
                 emit("follow", lists["rec_id"], playlist=pick["pid"])

@@ -91,6 +91,8 @@ def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
         errors["track"] = "required for play/skip/like: a spotify:track: URI"
     if kind in ("follow", "unfollow") and (not isinstance(playlist, int) or isinstance(playlist, bool)):
         errors["playlist"] = "required for follow/unfollow: a playlist id (integer)"
+    elif playlist is not None and (not isinstance(playlist, int) or isinstance(playlist, bool) or playlist < 0):
+        errors["playlist"] = "optional for play/skip/like: the playlist id (integer) the track was played from"
     if ms is not None and (not isinstance(ms, int) or isinstance(ms, bool) or not 0 <= ms <= MS_PLAYED_MAX):
         errors["ms_played"] = f"an integer of milliseconds from 0 to {MS_PLAYED_MAX} (24 h)"
     if kind == "play" and ms is None:
@@ -109,6 +111,8 @@ def _event_doc(raw: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
         return None, errors
     doc = {"user": user, "kind": kind, "ts": ts, "rec_id": rec_id}
     doc |= {"track": track} if kind in TRACK_KINDS else {"playlist": playlist}
+    if kind in TRACK_KINDS and playlist is not None:  # its context: the playlist it was played from
+        doc["playlist"] = playlist
     if ms is not None:
         doc["ms_played"] = ms
     if event_id is not None:

@@ -40,11 +40,12 @@ from ranker.recommenders.explore import FollowPosteriors, follow_posteriors_fit
 from ranker.recommenders.playlist_ranker import (
     DEFAULT_PARAMS,
     FEATURES,
+    LearnedWeights,
     PlaylistBPR,
     PlaylistRanker,
     follow_rate,
+    logistic_fit,
     pairwise_auc,
-    pairwise_logistic_fit,
     playlist_bpr_fit,
 )
 from ranker.recommenders.playlists import PlaylistWeights
@@ -74,6 +75,9 @@ class _Feedback:
         self.follow_ts: dict[tuple[str, int], datetime] = {}  # (user, pid) followed now → since when
         self.impressions: dict[int, int] = {}
         self.history: dict[str, list[tuple[datetime, int]]] = defaultdict(list)  # user → (ts, track) liked
+        # rec_id → the playlists of that served list the user opened: those with a track event (a play, skip or like)
+        # from them under its rec_id. Lists with no track event are absent: nothing says what was looked at.
+        self.examined: dict[str, set[int]] = {}
         self.follow_events = 0
         self.played_through = 0
 
@@ -117,29 +121,36 @@ def _read_feedback(model: RankerModel) -> _Feedback:
         fb.positive[(user, pid)] = ts
 
     items = model.item_index
-    credited: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
-    for event in event_iter(kinds=("play", "like")):
-        if track_signal(event["kind"], event.get("ms_played")) <= 0:
-            continue
+    # Per served list, its track events: (track, good play, the playlist it was played from when the client says).
+    answered: dict[str, list[tuple[int, bool, int | None]]] = defaultdict(list)
+    for event in event_iter(kinds=("play", "skip", "like")):
         track = items.get(event.get("track"))
         if track is None:
             continue
+        good = track_signal(event["kind"], event.get("ms_played")) > 0
         rec = event.get("rec_id")
         ts = shown_at.get(rec) or _aware(event["ts"])
-        fb.history[event["user"]].append((ts, track))
+        if good:
+            fb.history[event["user"]].append((ts, track))
         if rec in by_rec and by_rec[rec]["user"] == event["user"]:
-            credited[rec].append((ts, track))
+            context = event.get("playlist")
+            answered[rec].append((track, good, context if isinstance(context, int) else None))
     need = int(settings.PLAYLIST_RANKER_PLAYED_THROUGH)
     rows = model.playlist_row
-    for rec, plays in credited.items():
+    for rec, heard in answered.items():
         entry = by_rec[rec]
-        played = {t for _, t in plays}
+        fb.examined[rec] = set()
         for pid in entry["pids"]:
             row = rows.get(pid)
             if row is None:
                 continue
             tracks = model.playlist_items.indices[model.playlist_items.indptr[row]:model.playlist_items.indptr[row + 1]]
-            if np.isin(tracks, list(played)).sum() >= need and (entry["user"], pid) not in fb.positive:
+            # A track event names the playlist it came from, or else is credited to every shown one holding it.
+            mine = [(t, good) for t, good, context in heard
+                    if context == pid or (context is None and np.isin(t, tracks))]
+            if mine:
+                fb.examined[rec].add(pid)
+            if len({t for t, good in mine if good}) >= need and (entry["user"], pid) not in fb.positive:
                 fb.positive[(entry["user"], pid)] = entry["ts"]
                 fb.played_through += 1
     for history in fb.history.values():
@@ -240,23 +251,34 @@ def _posteriors(fb: _Feedback, until: datetime | None, seed: int) -> FollowPoste
                                  strength=settings.PLAYLIST_EXPLORE_PRIOR_STRENGTH, seed=seed)
 
 
-def _list_pairs(fb: _Feedback, users: _Users, lists: list[dict[str, Any]], bpr: PlaylistBPR,
-                posteriors: FollowPosteriors) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each list with a follow: the features of its rows (``FEATURES``, playlist-BPR and follow rate filled
-    in) and which were followed. The weights learn from follows only: a "played through" playlist (the BPR's
-    other positive) is credited with every play of the list that is one of its tracks, opened or not, so it
-    favours long playlists whether or not anyone opened them (pairwise AUC of the size 0.79 for played-through
-    positives, 0.56 for follows, on the simulated A/B's first days). Every playlist of the list not followed is a
-    negative. Cutting a list after its last follow ("skip-above") was tried and dropped: the playlists above a
-    follow are by construction those the serving ranker scored higher, so the weights learned to invert it (a
-    negative affinity weight, the hand-set ranking at AUC 0.28)."""
+def _looked_at(fb: _Feedback, entry: dict[str, Any]) -> list[int] | None:
+    """The playlists of a served list whose outcome says something about them, in the list's order: the ones the
+    user opened (a track event from them, ``_Feedback.examined``) and the ones they followed. A list without any
+    track event says only what was followed: then, if something was, every playlist it showed (a client that sends
+    follows alone), else None. Whether a playlist was followed depends on what it holds only among those the user
+    opened: a playlist shown and never opened says how far down the page it was, not whether it fits (ADR 0014)."""
+    rows_of = fb.model.playlist_row
+    pids = [p for p in dict.fromkeys(entry["pids"]) if p in rows_of]
+    followed = {p for p in pids if (entry["user"], p) in fb.follow_ts}
+    if entry["rec_id"] in fb.examined:
+        opened = fb.examined[entry["rec_id"]] | followed
+        return [p for p in pids if p in opened] or None
+    return pids if followed else None
+
+
+def _list_rows(fb: _Feedback, users: _Users, lists: list[dict[str, Any]], bpr: PlaylistBPR,
+               posteriors: FollowPosteriors) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    """For each list with an outcome (``_looked_at``): the features of those playlists (``FEATURES``, playlist-BPR
+    and follow rate filled in), which were followed, and whether the user's opening them is known (track events) or
+    assumed (follows alone). The weights learn from follows only: a "played through" playlist (the BPR's other
+    positive) needs no decision of the user's beyond opening it."""
     rows_of = fb.model.playlist_row
     out = []
     for entry in lists:
-        pids = [p for p in dict.fromkeys(entry["pids"]) if p in rows_of]
-        label = np.asarray([(entry["user"], p) in fb.follow_ts for p in pids], dtype=bool)
-        if not label.any():
+        pids = _looked_at(fb, entry)
+        if not pids:
             continue
+        label = np.asarray([(entry["user"], p) in fb.follow_ts for p in pids], dtype=bool)
         rows = np.asarray([rows_of[p] for p in pids], dtype=np.int64)
         user = entry["user"]
         tracks = users.tracks(user, entry["ts"])
@@ -265,19 +287,25 @@ def _list_pairs(fb: _Feedback, users: _Users, lists: list[dict[str, Any]], bpr: 
         feats[:, FEATURES.index("playlist_bpr")] = bpr.scores(user=user, taste=taste, pids=pids,
                                                               vectors=users.space.vectors[rows], same_space=True)
         feats[:, FEATURES.index("follow_rate")] = follow_rate(posteriors, pids=pids, vectors=users.space.vectors[rows])
-        out.append((feats, label[:len(pids)]))
+        out.append((feats, label, entry["rec_id"] in fb.examined))
     return out
 
 
-def _pairs(lists: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    pos, neg = [], []
-    for feats, label in lists:
-        for i in np.flatnonzero(label):
-            for j in np.flatnonzero(~label):
-                pos.append(feats[i])
-                neg.append(feats[j])
+def _fit_weights(lists: list[tuple[np.ndarray, np.ndarray, bool]], l2: float) -> LearnedWeights | None:
+    """The feature weights (``logistic_fit``). A list whose opened playlists are known gives labelled rows: each
+    playlist opened, followed or not (P(follow | opened), comparable across users and lists). A list known only by
+    its follows gives pairs within it: each followed playlist against each other one shown, as the follows say
+    only which of the page was preferred. None when there is no pair and the rows are all followed or none is."""
+    rows = [(f, lab) for f, lab, opened in lists if opened]
+    pairs = [(f[i], f[j]) for f, lab, opened in lists if not opened
+             for i in np.flatnonzero(lab) for j in np.flatnonzero(~lab)]
+    labels = np.concatenate([lab for _, lab in rows]) if rows else np.zeros(0, dtype=bool)
+    if not pairs and (labels.all() or not labels.any()):
+        return None
     width = len(FEATURES)
-    return np.asarray(pos).reshape(-1, width), np.asarray(neg).reshape(-1, width)
+    return logistic_fit(features=np.vstack([f for f, _ in rows]).reshape(-1, width) if rows else None,
+                        labels=labels, positives=np.asarray([p for p, _ in pairs]).reshape(-1, width),
+                        negatives=np.asarray([n for _, n in pairs]).reshape(-1, width), l2=l2)
 
 
 def _evaluate(lists: list[tuple[np.ndarray, np.ndarray]], scorers: dict[str, Callable[[np.ndarray], np.ndarray]]
@@ -317,23 +345,18 @@ def playlist_ranker_train(*, params: dict[str, Any] | None = None, promote: bool
     fb = _read_feedback(model)
     counts = {"follow_events": fb.follow_events, "follows": sum(fb.follows.values()),
               "played_through": fb.played_through, "positives": len(fb.positive), "lists": len(fb.lists)}
-    rows_of = model.playlist_row
     candidates = sorted({e["user"] for e in fb.lists} | {u for u, _ in fb.positive})
     users = _Users(fb, candidates)
     warm = {u for u in candidates if len(users.tracks(u)) > 0}
-    informative = []
-    for entry in fb.lists:
-        if entry["user"] not in warm:
-            continue
-        label = [(entry["user"], pid) in fb.positive for pid in entry["pids"] if pid in rows_of]
-        if any(label) and not all(label):
-            informative.append(entry)
+    # The lists with an outcome: some of their playlists were opened or followed (``_looked_at``).
+    informative = [e for e in fb.lists if e["user"] in warm and _looked_at(fb, e)]
     counts["informative_lists"] = len(informative)
+    counts["opened_lists"] = sum(1 for e in informative if e["rec_id"] in fb.examined)
     if counts["follows"] < settings.PLAYLIST_RANKER_MIN_FOLLOWS \
             or len(informative) < settings.PLAYLIST_RANKER_MIN_LISTS:
         reason = (f"not enough feedback: {counts['follows']} follows (PLAYLIST_RANKER_MIN_FOLLOWS="
-                  f"{settings.PLAYLIST_RANKER_MIN_FOLLOWS}), {len(informative)} served lists with a positive and a "
-                  f"negative (PLAYLIST_RANKER_MIN_LISTS={settings.PLAYLIST_RANKER_MIN_LISTS})")
+                  f"{settings.PLAYLIST_RANKER_MIN_FOLLOWS}), {len(informative)} served lists with a playlist opened "
+                  f"or followed (PLAYLIST_RANKER_MIN_LISTS={settings.PLAYLIST_RANKER_MIN_LISTS})")
         return {"trained": False, "reason": reason, **counts, "seconds": round(time.perf_counter() - began, 3)}
 
     device = resolve_device()
@@ -344,20 +367,23 @@ def playlist_ranker_train(*, params: dict[str, Any] | None = None, promote: bool
     held_out = [e for e in informative if e["ts"] >= hold_from]
     early = _fit_bpr(fb, users, fit_from, p, device)
     before = _posteriors(fb, fit_from, int(p["seed"]))
-    fitted = _list_pairs(fb, users, weight_lists, early, before)
-    pos, neg = _pairs(fitted)
-    weights_split = pairwise_logistic_fit(positives=pos, negatives=neg, l2=float(p["l2"]))
+    late = [e for e in informative if e["ts"] >= fit_from]
+    late_rows = _list_rows(fb, users, late, early, before)
+    weights = _fit_weights(late_rows, float(p["l2"]))
+    if weights is None:
+        reason = (f"no outcome to learn from: of the playlists opened or followed in the newest "
+                  f"{len(late)} lists, {'all' if any(lab.any() for _, lab, _ in late_rows) else 'none'} were followed")
+        return {"trained": False, "reason": reason, **counts, "seconds": round(time.perf_counter() - began, 3)}
+    weights_split = _fit_weights(_list_rows(fb, users, weight_lists, early, before), float(p["l2"])) or weights
     hand = PlaylistWeights()
-    evaluation = _evaluate(_list_pairs(fb, users, held_out, early, before), {
+    evaluation = _evaluate([(f, lab) for f, lab, _ in _list_rows(fb, users, held_out, early, before)
+                            if lab.any() and not lab.all()], {
         "learned": weights_split.combine, "hand": lambda f: _hand_scores(f, hand),
         "playlist_bpr": lambda f: f[:, FEATURES.index("playlist_bpr")]})
     evaluation["split"] = {"bpr_before": fit_from.isoformat(), "held_out_from": hold_from.isoformat(),
                            "weight_lists": len(weight_lists)}
 
     final = _fit_bpr(fb, users, None, p, device, callback)
-    late = [e for e in informative if e["ts"] >= fit_from]
-    pos, neg = _pairs(_list_pairs(fb, users, late, early, before))
-    weights = pairwise_logistic_fit(positives=pos, negatives=neg, l2=float(p["l2"]))
     posteriors = _posteriors(fb, None, int(p["seed"]))
     version = new_version()
     meta = {"params": p, "counts": counts, "evaluation": evaluation, "weights": weights.to_dict(),

@@ -14,8 +14,8 @@ maths only (no store):
   learned map (initialised to the identity, regularised towards it). The taste term carries what the track model knows
   to users with few follows; the free embeddings carry what only follows say. Served beside a track model other than
   the one it was trained with, W is meaningless and is left out (the plain cosine t_u · v_p stands in).
-* ``LearnedWeights``: the combination of the ranking features (``FEATURES``) fitted by pairwise logistic regression
-  on the lists users were shown (engaged playlist against shown-and-not-engaged one of the same list).
+* ``LearnedWeights``: the combination of the ranking features (``FEATURES``) fitted by logistic regression of
+  "followed" over the playlists users opened from the lists they were shown (``logistic_fit``).
 
 ``PlaylistRanker`` bundles them with the exploration posteriors (``ranker.recommenders.explore``) into one
 versioned artifact, written and read as one ``.npz`` (no pickle).
@@ -178,28 +178,48 @@ class LearnedWeights:
         return {name: round(float(c), 6) for name, c in zip(FEATURES, self.coef, strict=True)}
 
 
-def pairwise_logistic_fit(*, positives: np.ndarray, negatives: np.ndarray, l2: float = 1.0) -> LearnedWeights:
-    """Weights ``w`` that rank each positive above its negative: minimise Σ log(1 + exp(−(x⁺ − x⁻)·w)) + l2/2 ‖w‖²
-    over the standardised features of the pairs (rows of ``positives`` and ``negatives`` are paired). No
-    intercept: it cancels within a pair. Raises ``ValueError`` without pairs."""
+def logistic_fit(*, features: np.ndarray | None = None, labels: np.ndarray | None = None,
+                 positives: np.ndarray | None = None, negatives: np.ndarray | None = None,
+                 l2: float = 1.0) -> LearnedWeights:
+    """Feature weights ``w`` from two kinds of evidence, over the same standardised features:
+
+    * rows with a label (``features``, ``labels``): P(label) = σ(b + x·w), the intercept b not penalised and then
+      dropped (it does not change a ranking);
+    * pairs (rows of ``positives`` and ``negatives``), each positive preferred to its negative: P = σ((x⁺ − x⁻)·w).
+
+    Minimises the summed log-losses + l2/2 ‖w‖². Raises ``ValueError`` when there is neither a pair nor both labels.
+    """
     from scipy.optimize import minimize  # lazy: only the daily training fits weights
 
-    positives, negatives = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
-    if positives.shape != negatives.shape or positives.ndim != 2 or len(positives) == 0:
-        raise ValueError(f"need paired features, got {positives.shape} and {negatives.shape}")
-    both = np.vstack([positives, negatives])
+    width = next(np.asarray(a).shape[1] for a in (features, positives) if a is not None and np.asarray(a).ndim == 2)
+    x = np.asarray(features if features is not None else np.zeros((0, width)), np.float64).reshape(-1, width)
+    y = np.asarray(labels if labels is not None else np.zeros(0), dtype=bool)
+    pos = np.asarray(positives if positives is not None else np.zeros((0, width)), np.float64).reshape(-1, width)
+    neg = np.asarray(negatives if negatives is not None else np.zeros((0, width)), np.float64).reshape(-1, width)
+    if len(x) != len(y) or pos.shape != neg.shape:
+        raise ValueError(f"rows and labels, positives and negatives must match: {x.shape}, {y.shape}, {pos.shape}, "
+                         f"{neg.shape}")
+    rows_inform = len(y) > 0 and y.any() and not y.all()
+    if not rows_inform and len(pos) == 0:
+        raise ValueError(f"need a pair or rows of both labels, got {int(y.sum())} of {len(y)} rows positive "
+                         f"and no pair")
+    both = np.vstack([x, pos, neg])
     mean, std = both.mean(axis=0), both.std(axis=0)
     std = np.where(std > 1e-9, std, 1.0)
-    diff = (positives - negatives) / std
+    # One design: labelled rows [z, 1] with their sign; pairs [z⁺ − z⁻, 0], always "the first is preferred".
+    design = np.vstack([np.column_stack([(x - mean) / std, np.ones(len(x))]),
+                        np.column_stack([(pos - neg) / std, np.zeros(len(pos))])])
+    sign = np.r_[np.where(y, 1.0, -1.0), np.ones(len(pos))]
+    penalty = np.r_[np.full(width, l2), 0.0]
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        margin = diff @ w
-        value = np.logaddexp(0.0, -margin).sum() + 0.5 * l2 * (w @ w)
-        grad = -(diff * (1.0 / (1.0 + np.exp(margin)))[:, None]).sum(axis=0) + l2 * w
+        margin = sign * (design @ w)
+        value = np.logaddexp(0.0, -margin).sum() + 0.5 * (penalty * w) @ w
+        grad = -(design * (sign / (1.0 + np.exp(margin)))[:, None]).sum(axis=0) + penalty * w
         return float(value), grad
 
-    found = minimize(loss, np.zeros(diff.shape[1]), jac=True, method="L-BFGS-B")
-    return LearnedWeights(mean=mean, std=std, coef=np.asarray(found.x, dtype=np.float64))
+    found = minimize(loss, np.zeros(width + 1), jac=True, method="L-BFGS-B")
+    return LearnedWeights(mean=mean, std=std, coef=np.asarray(found.x[:-1], dtype=np.float64))
 
 
 def follow_rate(posteriors: FollowPosteriors | None, *, pids: np.ndarray | list[int], vectors: np.ndarray

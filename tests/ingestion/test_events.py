@@ -108,3 +108,19 @@ def test_the_bounds_are_the_services_and_the_serializer_states_them():
     assert fields["ms_played"].max_value == MS_PLAYED_MAX and fields["ms_played"].min_value == 0
     for name in ("rec_id", "event_id"):
         assert (fields[name].min_length, fields[name].max_length, fields[name].required) == (1, ID_MAX_CHARS, False)
+
+
+def test_a_track_event_may_name_the_playlist_it_was_played_from(app_client, user):
+    assert post(app_client, [{"user": user, "kind": "play", "track": TRACK, "ms_played": 40_000, "playlist": 7},
+                             {"user": user, "kind": "skip", "track": TRACK}])[0] == 201
+    stored = sorted(event_iter(user=user), key=lambda e: e["kind"])
+    assert [(e["kind"], e.get("playlist")) for e in stored] == [("play", 7), ("skip", None)]
+
+
+@pytest.mark.parametrize("playlist", ["7", True, -1, 1.5, {"$gt": 0}])
+def test_a_track_events_playlist_that_is_not_a_playlist_id_is_refused_and_nothing_stored(app_client, user, playlist):
+    status, body = post(app_client, [{"user": user, "kind": "like", "track": TRACK},
+                                     {"user": user, "kind": "skip", "track": TRACK, "playlist": playlist}])
+    assert status == 400, body
+    assert set(body["fields"]) == {"1"} and "played from" in body["fields"]["1"]["playlist"]
+    assert list(event_iter(user=user)) == []

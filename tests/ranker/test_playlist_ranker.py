@@ -13,7 +13,7 @@ import pytest
 
 from ranker.experiments.spec import spec_errors
 from ranker.recommenders.explore import follow_posteriors_fit, thompson_pick
-from ranker.recommenders.playlist_ranker import FEATURES, pairwise_logistic_fit
+from ranker.recommenders.playlist_ranker import FEATURES, logistic_fit
 
 pytestmark = pytest.mark.django_db
 
@@ -23,22 +23,22 @@ LEARNED = {"playlist_ranker": "learned", "explore_slots": 0}
 
 # -- the maths, without a store --------------------------------------------------------------------------------
 
-def test_pairwise_weights_follow_the_data():
-    """Which feature separates engaged from shown-and-skipped playlists decides the weights: swap it, they swap."""
+def test_weights_follow_the_data():
+    """Which feature separates followed from opened-and-left playlists decides the weights: swap it, they swap."""
     rng = np.random.default_rng(0)
 
-    def pairs(decisive: int):
-        pos, neg = rng.random((400, len(FEATURES))), rng.random((400, len(FEATURES)))
-        pos[:, decisive] += 0.5  # engaged playlists are higher on this feature only
-        return {"positives": pos, "negatives": neg}
+    def rows(decisive: int):
+        feats = rng.random((800, len(FEATURES)))
+        labels = feats[:, decisive] + 0.3 * rng.standard_normal(800) > 0.6  # followed: high on this feature only
+        return {"features": feats, "labels": labels}
 
     novelty, familiarity = FEATURES.index("novelty"), FEATURES.index("familiarity")
-    by_novelty = pairwise_logistic_fit(**pairs(novelty)).coef
-    by_familiarity = pairwise_logistic_fit(**pairs(familiarity)).coef
+    by_novelty = logistic_fit(**rows(novelty)).coef
+    by_familiarity = logistic_fit(**rows(familiarity)).coef
     assert np.argmax(by_novelty) == novelty and np.argmax(by_familiarity) == familiarity
     assert by_novelty[novelty] > 3 * abs(by_novelty[familiarity])
-    with pytest.raises(ValueError, match="paired features"):
-        pairwise_logistic_fit(positives=np.zeros((0, 5)), negatives=np.zeros((0, 5)))
+    with pytest.raises(ValueError, match="both labels"):
+        logistic_fit(features=np.zeros((4, 5)), labels=np.ones(4, dtype=bool))
 
 
 def _two_clusters(n: int = 200):
@@ -252,6 +252,52 @@ def test_weights_are_learned_from_the_feedback(live, feedback_settings):
         weights[key] = summary["weights"]
     assert weights["new_share"]["novelty"] > weights["known_artist_share"]["novelty"]
     assert weights["known_artist_share"]["familiarity"] > weights["new_share"]["familiarity"]
+
+
+def _serve_open_and_follow(users, *, opened: int, with_plays: bool, k: int = 20) -> int:
+    """Each user is served a page and opens its first ``opened`` playlists (position bias: nothing lower is looked
+    at), plays the first track of each (naming the playlist it came from) when ``with_plays``, and follows the
+    opened playlist of *lowest* affinity. How many follows were stored."""
+    from ingestion.feedback.services import event_record_many
+    from ranker.experiments.served_log import SERVED_LOG
+    from ranker.picks.serve import serve_playlist_picks
+    from ranker.training.selectors import live_model
+
+    model = live_model()
+    events = []
+    for user in users:
+        body = serve_playlist_picks(user=user, k=k)
+        top = body["playlists"][:opened]
+        if with_plays:
+            for p in top:
+                row = model.playlist_row[p["pid"]]
+                first = model.item_ids[model.playlist_items.indices[model.playlist_items.indptr[row]]]
+                events.append({"user": user, "kind": "play", "track": str(first), "ms_played": 40_000,
+                               "playlist": p["pid"], "rec_id": body["rec_id"]})
+        least = min(top, key=lambda p: p["why"]["affinity"])
+        events.append({"user": user, "kind": "follow", "playlist": least["pid"], "rec_id": body["rec_id"]})
+    SERVED_LOG.flush()
+    return sum(e["kind"] == "follow" for e in event_record_many(events=events).docs)
+
+
+@pytest.mark.slow
+def test_weights_learn_from_the_playlists_opened_not_from_their_place_on_the_page(live, feedback_settings):
+    """Users look at the top 3 of a hand-ranked page only and follow the one of lowest affinity among them. Told
+    what was opened (plays naming their playlist), the ranker learns that low affinity is followed: a negative
+    affinity weight. Told only the follows, it sees followed playlists high on the page and learns the page's own
+    order (positive), which is the position bias the opened playlists remove."""
+    from ranker.playlist_ranking.services import playlist_ranker_train
+
+    users = [str(u) for u in live.user_ids[:300]]
+    weights = {}
+    for with_plays in (True, False):
+        _clear_feedback()
+        assert _serve_open_and_follow(users, opened=3, with_plays=with_plays) >= 20
+        summary = playlist_ranker_train(params={"epochs": 5})
+        assert summary["trained"], summary
+        assert summary["opened_lists"] == (summary["informative_lists"] if with_plays else 0)
+        weights[with_plays] = summary["weights"]
+    assert weights[True]["affinity"] < 0 < weights[False]["affinity"], weights
 
 
 def test_exploration_slots_say_why_with_their_posterior(live, feedback_settings):
