@@ -19,12 +19,14 @@ def event_iter(*, kinds: tuple[str, ...] | None = None, user: str | None = None)
 
     One user's events come oldest first; all users' events come in store order (training does not care).
     """
-    query: dict[str, Any] = {}
-    if kinds:
-        query["kind"] = {"$in": list(kinds)}
     if user is not None:
-        query["user"] = user
-        return get_db()[c.EVENTS].find(query, {"_id": 0}).sort("ts", 1)
+        # One user's events through the (user, ts) index alone, their kinds filtered here: a query that also names
+        # the kinds makes SecantusDB scan the whole collection (48 ms a user at 28k events, and growing with them;
+        # measured), where mongod walks the same index either way. The hot path reads this for every user the live
+        # model does not hold.
+        cursor = get_db()[c.EVENTS].find({"user": user}, {"_id": 0}).sort("ts", 1)
+        return (e for e in cursor if not kinds or e.get("kind") in kinds)
+    query: dict[str, Any] = {"kind": {"$in": list(kinds)}} if kinds else {}
     return get_db()[c.EVENTS].find(query, {"_id": 0})
 
 

@@ -31,7 +31,7 @@ from django.conf import settings
 
 from ingestion.feedback.rules import track_signal
 from ingestion.feedback.selectors import event_iter
-from ingestion.selectors import user_liked_tracks
+from ingestion.selectors import users_playlist_tracks
 from pairing.selectors import buddies_for_users
 from ranker import collections as c
 from ranker.experiments.selectors import served_lists_iter
@@ -171,12 +171,15 @@ class _Users:
         self.space = self.model.playlist_space()
         self.base: dict[str, np.ndarray] = {}
         later = {u: {t for _, t in fb.history.get(u, [])} for u in users}
+        # A user the track model does not hold starts from their own playlists' tracks. What they liked or played
+        # since (feedback events) is in ``fb.history``, dated, and ``tracks`` adds it back as of a list's time.
+        owned = users_playlist_tracks(users=[u for u in users if u not in self.model.user_index])
+        items = self.model.item_index
         for user in users:
             if user in self.model.user_index:
                 base = self.model.user_items[self.model.user_index[user]].indices.astype(np.int64)
             else:
-                base = np.asarray([self.model.item_index[t] for t in user_liked_tracks(user=user)
-                                   if t in self.model.item_index], dtype=np.int64)
+                base = np.asarray([items[t] for t in owned[user] if t in items], dtype=np.int64)
                 base = base[~np.isin(base, list(later[user]))] if later[user] else base
             self.base[user] = base
         buddies = buddies_for_users(users=users, k=PlaylistWeights().buddies)
@@ -361,13 +364,14 @@ def playlist_ranker_train(*, params: dict[str, Any] | None = None, promote: bool
 
     device = resolve_device()
     n = len(informative)
-    fit_from = informative[int(n * FIT_FROM)]["ts"]
-    hold_from = informative[min(int(n * HOLD_OUT_FROM), n - 1)]["ts"]
-    weight_lists = [e for e in informative if fit_from <= e["ts"] < hold_from] or informative[int(n * FIT_FROM):]
-    held_out = [e for e in informative if e["ts"] >= hold_from]
+    # Split by place in time order, not by time: lists served at one instant (a simulated day's) still split.
+    cut, hold = int(n * FIT_FROM), min(int(n * HOLD_OUT_FROM), n - 1)
+    fit_from, hold_from = informative[cut]["ts"], informative[hold]["ts"]
+    weight_lists = informative[cut:hold] or informative[cut:]
+    held_out = informative[hold:]
     early = _fit_bpr(fb, users, fit_from, p, device)
     before = _posteriors(fb, fit_from, int(p["seed"]))
-    late = [e for e in informative if e["ts"] >= fit_from]
+    late = informative[cut:]
     late_rows = _list_rows(fb, users, late, early, before)
     weights = _fit_weights(late_rows, float(p["l2"]))
     if weights is None:

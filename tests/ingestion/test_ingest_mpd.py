@@ -469,3 +469,20 @@ def test_a_writer_whose_deltas_a_rebuild_overlapped_is_repaired(store, slice_wri
     again = catalogue_mark(writer="api:quick", dirty=True)  # no rebuild in between: the writer's own entry goes
     catalogue_mark(writer="api:quick", dirty=False, rebuilds=again)
     assert not catalogue_is_dirty()
+
+
+def test_users_playlist_tracks_reads_many_users_own_playlists_in_chunks(store, slice_writer):
+    """Each user's distinct tracks across their own playlists, across chunk boundaries; a user with none maps to []
+    (the playlist ranker's training reads them for every user it learns from)."""
+    from ingestion.selectors import users_playlist_tracks
+    from ingestion.services import user_create, user_playlist_create
+
+    mpd_ingest(paths=[str(slice_writer(0, [make_playlist(pid, [pid, pid + 1, 9]) for pid in range(5)]))])
+    users = [user_create(name=f"reader{i}") for i in range(3)]
+    user_playlist_create(user=users[0], name="a", tracks=[uri("track", 0), uri("track", 1)])
+    user_playlist_create(user=users[0], name="b", tracks=[uri("track", 1), uri("track", 9)])
+    user_playlist_create(user=users[2], name="c", tracks=[uri("track", 4)])
+    found = users_playlist_tracks(users=users, chunk=2)
+    assert set(found) == set(users)
+    assert sorted(found[users[0]]) == sorted([uri("track", 0), uri("track", 1), uri("track", 9)])  # distinct
+    assert found[users[1]] == [] and found[users[2]] == [uri("track", 4)]
