@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from pairing.knn import exact_topk
 from ranker.evaluation import metrics
+from ranker.evaluation.compare import paired_bootstrap
 from ranker.recommenders import Recommender, topk
 from ranker.recommenders.base import Callback
 from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights, user_vector
@@ -371,6 +372,9 @@ def content_peer_picks(split: Split, cases: list[Case], *, candidates: np.ndarra
     return out
 
 
+PLAYLIST_COMPARED = ("hit_rate_10", "precision_10")  # learned against hand-set, paired bootstrap
+
+
 def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 10, learned: Any = None,
                        show_progress: bool = False) -> dict[str, dict[str, float]]:
     """HitRate/Coverage/Novelty/Diversity/Precision@10 of buddy playlist picks against two baselines on the same
@@ -384,7 +388,8 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
     picks of the share of each picked playlist's tracks that are hidden tracks of the test playlist.
 
     ``learned`` (a ``ranker.recommenders.playlist_ranker.PlaylistRanker``, the live one) adds a ``learned`` row:
-    the same candidates ranked by its learned weights instead of the hand-set ones. Its BPR was trained beside
+    the same candidates ranked by its learned weights instead of the hand-set ones, with ``vs_hand``: the
+    paired-bootstrap difference to the hand-set row in ``PLAYLIST_COMPARED``. Its BPR was trained beside
     another track model, so its taste term is the plain cosine here, and the test playlists' owners are users it
     never saw: what it brings offline is its weights, follow rates and playlist biases.
     """
@@ -426,7 +431,12 @@ def evaluate_playlists(split: Split, bpr: Any, *, weights: Any = None, k: int = 
         for name, rows in ranked:
             sets = [space.tracks(r).tolist() for r in rows]
             results[name].append(metrics.playlist_metrics(sets, case.seeds.tolist(), case.hidden.tolist(), k=k))
-    return {name: metrics.mean_metrics(rows) for name, rows in results.items()}
+    out = {name: metrics.mean_metrics(rows) for name, rows in results.items()}
+    if learned is not None and cases:  # learned against the hand-set ranking, case by case (the same candidates)
+        out["learned"]["vs_hand"] = {
+            m: paired_bootstrap([r[m] for r in results["buddies"]], [r[m] for r in results["learned"]],
+                                metric=m).to_json() for m in PLAYLIST_COMPARED}
+    return out
 
 
 def format_playlist_table(results: dict[str, dict[str, float]], *, served: str = "buddies") -> str:

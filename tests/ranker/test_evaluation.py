@@ -202,7 +202,8 @@ def _ranker_on_affinity(coef_affinity: float):
 
 def test_the_learned_ranker_row_ranks_the_same_candidates_by_its_weights():
     """With weights that score affinity alone, the learned row picks what the hand-set ranking picks with only its
-    affinity weight (same candidates, same order, no diversity): equal metrics. Reversed weights pick otherwise."""
+    affinity weight (same candidates, same order, no diversity): equal metrics, and a paired difference of 0 with a
+    zero-width interval. Reversed weights pick otherwise, and the paired difference says so."""
     from ranker.recommenders.playlists import PlaylistWeights
 
     pl = _playlists()
@@ -213,6 +214,14 @@ def test_the_learned_ranker_row_ranks_the_same_candidates_by_its_weights():
     affinity_only = PlaylistWeights(familiarity=0.0, discovery=0.0, diversity=0.0)
     same = evaluate_playlists(s, bpr, weights=affinity_only, learned=_ranker_on_affinity(1.0))
     assert list(same) == ["buddies", "content", "most_followed", "learned"]
-    assert same["learned"] == pytest.approx(same["buddies"])
+    means = lambda row: {m: v for m, v in row.items() if m != "vs_hand"}  # noqa: E731
+    assert means(same["learned"]) == pytest.approx(same["buddies"])
+    assert set(same["learned"]["vs_hand"]) == {"hit_rate_10", "precision_10"}
+    for d in same["learned"]["vs_hand"].values():
+        assert d["diff"] == d["low"] == d["high"] == 0 and d["cases"] == len([c for c in s.cases if len(c.seeds)])
     reversed_ = evaluate_playlists(s, bpr, weights=affinity_only, learned=_ranker_on_affinity(-1.0))
-    assert reversed_["learned"] != pytest.approx(reversed_["buddies"])
+    assert means(reversed_["learned"]) != pytest.approx(reversed_["buddies"])
+    precision = reversed_["learned"]["vs_hand"]["precision_10"]
+    gap = reversed_["learned"]["precision_10"] - reversed_["buddies"]["precision_10"]
+    assert precision["diff"] == pytest.approx(gap)
+    assert precision["diff"] != 0 and precision["low"] <= precision["diff"] <= precision["high"]

@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ranker.evaluation.compare import paired_bootstrap
@@ -95,7 +96,13 @@ class Command(BaseCommand):
             self.stdout.write(f"\n{RERANKED} against {SERVED_NAME}, paired bootstrap over the same test playlists:\n")
             self.stdout.write(format_comparison(comparison))
         self.stdout.write("\nPlaylist picks (10 per user, test playlists with seeds):\n")
-        self.stdout.write(format_playlist_table(playlists_result))
+        served_playlists = "learned" if learned is not None and settings.PLAYLIST_RANKER_DEFAULT == "learned" \
+            else "buddies"
+        self.stdout.write(format_playlist_table(playlists_result, served=served_playlists))
+        if learned is not None and "vs_hand" in playlists_result.get("learned", {}):
+            self.stdout.write(f"\nlearned (playlist ranker {learned.version}) against buddies (the hand-set ranking), "
+                              "paired bootstrap over the same test playlists:\n")
+            self.stdout.write(format_comparison(playlists_result["learned"]["vs_hand"]))
         if comparison:
             self.stdout.write(f"\n{RERANKED} = LightGBM LambdaRank over {SERVED_NAME}'s candidates "
                               f"({reranked.stage.metrics_['cases']} training cases, "
@@ -108,7 +115,7 @@ class Command(BaseCommand):
             else None,
             "methods": {name: r.to_json() for name, r in results.items()},
             "playlists": playlists_result,
-            "served_playlists": "buddies",
+            "served_playlists": served_playlists,
             "learned_playlist_ranker": learned.version if learned is not None else None,
             "split": {"test_size": len(the_split.cases), "seed": opts["seed"], "playlists": len(playlists),
                       "categories": sorted({c.category for c in the_split.cases})},
