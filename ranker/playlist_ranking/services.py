@@ -3,15 +3,19 @@
 What it learns from, read through the owners' selectors:
 * **positives**: playlists a user follows now (follow events, minus later unfollows), and playlists *played
   through*: a playlist of a served playlist list whose tracks the user then played ``PLAY_POSITIVE_MS`` or longer
-  (or liked), at least ``PLAYLIST_RANKER_PLAYED_THROUGH`` of them, under that list's ``rec_id``;
-* **hard negatives**: playlists a user was shown in a served playlist list and did not engage with;
+  (or liked), at least ``PLAYLIST_RANKER_PLAYED_THROUGH`` of them, under that list's ``rec_id`` (from that playlist,
+  when the events name the ``playlist`` they were played from);
+* **opened**: the playlists of a served list with a track event from them (``_Feedback.examined``), what the
+  feature weights learn from;
+* **hard negatives** (the BPR's): playlists a user was shown in a served playlist list and did not engage with;
 * **impressions**: how often each playlist was shown (the exploration posteriors).
 
-The served lists with a positive and a negative are split by time: the oldest half trains a first playlist BPR,
-whose scores on the next 30 % fit the feature weights (pairwise logistic regression, out of time so the BPR's
-in-sample fit does not inflate its own weight); the newest 20 % are held out and score the learned ranking against
-the hand-set one (pairwise AUC, hit@1). The BPR served is then retrained on all the feedback and the weights refit
-on the newest half.
+The served lists with an outcome (a playlist opened, by a track event from it, or followed) are split by their place
+in time order: the oldest half trains a first playlist BPR, whose scores on the next 30 % fit the feature weights
+(logistic regression of "followed" over the playlists opened; within-list pairs for lists known by their follows
+alone), out of time so the BPR's in-sample fit does not inflate its own weight; the newest 20 % are held out and
+score the learned ranking against the hand-set one (within-list pairwise AUC, hit@1). The BPR served is then
+retrained on all the feedback and the weights refit on the newest half.
 """
 
 from __future__ import annotations
