@@ -153,9 +153,7 @@ def user_liked_tracks(*, user: str) -> list[str]:
 
     What a per-user refresh folds in, so a like posted a second ago already counts.
     """
-    tracks: dict[str, None] = {}
-    for playlist in get_db()[c.PLAYLISTS].find({"owner": user}, {"tracks.uri": 1}):
-        tracks.update(dict.fromkeys(t["uri"] for t in playlist.get("tracks") or ()))
+    tracks = dict.fromkeys(users_playlist_tracks(users=[user])[user])
     for event in event_iter(kinds=("like", "play"), user=user):
         if event.get("track") and track_signal(event["kind"], event.get("ms_played")) > 0:
             tracks[event["track"]] = None
@@ -168,8 +166,9 @@ def users_playlist_tracks(*, users: list[str], chunk: int = 100) -> dict[str, li
     scans for each."""
     tracks: dict[str, dict[str, None]] = {user: {} for user in users}
     for start in range(0, len(users), chunk):
-        for playlist in get_db()[c.PLAYLISTS].find({"owner": {"$in": users[start:start + chunk]}},
-                                                   {"owner": 1, "tracks.uri": 1}):
+        some = users[start:start + chunk]
+        owner = some[0] if len(some) == 1 else {"$in": some}  # one user (the hot path's): an equality
+        for playlist in get_db()[c.PLAYLISTS].find({"owner": owner}, {"owner": 1, "tracks.uri": 1}):
             tracks[playlist["owner"]].update(dict.fromkeys(t["uri"] for t in playlist.get("tracks") or ()))
     return {user: list(found) for user, found in tracks.items()}
 

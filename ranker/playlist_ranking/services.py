@@ -148,10 +148,10 @@ def _read_feedback(model: RankerModel) -> _Feedback:
             row = rows.get(pid)
             if row is None:
                 continue
-            tracks = model.playlist_items.indices[model.playlist_items.indptr[row]:model.playlist_items.indptr[row + 1]]
+            holds = set(model.playlist_items.indices[model.playlist_items.indptr[row]:
+                                                     model.playlist_items.indptr[row + 1]].tolist())
             # A track event names the playlist it came from, or else is credited to every shown one holding it.
-            mine = [(t, good) for t, good, context in heard
-                    if context == pid or (context is None and np.isin(t, tracks))]
+            mine = [(t, good) for t, good, context in heard if context == pid or (context is None and t in holds)]
             if mine:
                 fb.examined[rec].add(pid)
             if len({t for t, good in mine if good}) >= need and (entry["user"], pid) not in fb.positive:
