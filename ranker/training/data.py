@@ -118,8 +118,9 @@ class Playlists:
         return np.diff(self.indptr)
 
     def matrix(self) -> sp.csr_matrix:
-        """Playlists × tracks, binary (a track twice in one playlist counts once)."""
-        m = sp.csr_matrix((np.ones(len(self.tracks), dtype=np.float32), self.tracks, self.indptr),
+        """Playlists × tracks, binary (a track twice in one playlist counts once). Its arrays are its own: sorting
+        its indices (``sum_duplicates`` here, or a model's fit) must not reorder ``tracks``, the playlists' order."""
+        m = sp.csr_matrix((np.ones(len(self.tracks), dtype=np.float32), self.tracks.copy(), self.indptr.copy()),
                           shape=(len(self), self.n_items))
         m.sum_duplicates()
         m.data[:] = 1.0

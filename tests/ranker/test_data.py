@@ -24,6 +24,15 @@ def test_playlists_keep_order_ids_and_artists():
     assert pl.followers.tolist() == [3, 0, 0]
 
 
+def test_the_matrix_never_reorders_the_playlists_tracks():
+    """A model's fit sorts a CSR's indices in place: the playlists' order (the second stage reads it) must survive."""
+    pl = Playlists.from_docs([*DOCS, {"_id": 4, "tracks": [{"uri": "t4"}, {"uri": "t1"}, {"uri": "t3"}]}])
+    m = pl.matrix()
+    m.indices[:] = m.indices[::-1]  # what any in-place work on the matrix could do
+    m.sort_indices()
+    assert pl.item_ids[pl.tracks_of(3)].tolist() == ["t4", "t1", "t3"]
+
+
 def test_users_are_owners_and_events_add_positives_and_negatives():
     events = [
         {"user": "u2", "kind": "like", "track": "t1"},
