@@ -139,7 +139,10 @@ class PlaylistSpace:
         entry_row = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
         mean_factors, mean_bias = self._playlist_means()
         affinity = mean_factors[rows] @ user_vector + mean_bias[rows]
-        mine = np.isin(sub.indices, user_tracks)
+        # The candidates' distinct tracks, once: a track test is then a lookup per entry, not a sort (``rank``
+        # makes one per pick).
+        local, inverse = np.unique(sub.indices, return_inverse=True)
+        mine = np.isin(local, user_tracks)[inverse]
         new_share = 1.0 - np.bincount(entry_row, weights=np.asarray(sub.data, dtype=np.float64) * mine,
                                       minlength=len(rows)) / sizes
         artists = self._playlist_artists()[rows]
@@ -149,7 +152,8 @@ class PlaylistSpace:
                             minlength=len(rows))
         known_artists = known / np.maximum(np.diff(artists.indptr), 1)
         return {"sub": sub, "sizes": sizes, "entry_row": entry_row, "affinity": affinity, "new_share": new_share,
-                "artists": artists, "known_entry": known_entry, "known_artists": known_artists}
+                "artists": artists, "known_entry": known_entry, "known_artists": known_artists,
+                "n_local": len(local), "inverse": inverse}
 
     def features(self, *, user_vector: np.ndarray, user_tracks: np.ndarray, rows: np.ndarray,
                  buddy_of: dict[int, tuple[str, float]] | None = None) -> np.ndarray:
@@ -186,7 +190,7 @@ class PlaylistSpace:
         if len(rows) == 0:
             return []
         st = self._stats(rows, user_vector, user_tracks)
-        sub, sizes, entry_row = st["sub"], st["sizes"], st["entry_row"]
+        sub, sizes, entry_row, inverse = st["sub"], st["sizes"], st["entry_row"], st["inverse"]
         affinity, new_share, known_artists = st["affinity"], st["new_share"], st["known_artists"]
         artists, known_entry = st["artists"], st["known_entry"]
         if scorer is None:
@@ -216,13 +220,15 @@ class PlaylistSpace:
         picks: list[Pick] = []
         closest = np.zeros(len(rows), dtype=np.float32)  # each candidate's largest Jaccard with the picks so far
         left = np.ones(len(rows), dtype=bool)
+        in_best = np.zeros(st["n_local"], dtype=bool)  # the pick's tracks, over the candidates' distinct tracks
         while left.any() and len(picks) < k - slots:
             gains = np.where(left, base - weights.diversity * closest, -np.inf)
             best = int(np.argmax(gains))
             left[best] = False
-            best_tracks = sub.indices[sub.indptr[best]:sub.indptr[best + 1]]
-            overlap = np.bincount(entry_row, weights=np.isin(sub.indices, best_tracks),
-                                  minlength=len(rows)).astype(np.float32)
+            best_local = inverse[sub.indptr[best]:sub.indptr[best + 1]]
+            in_best[best_local] = True
+            overlap = np.bincount(entry_row, weights=in_best[inverse], minlength=len(rows)).astype(np.float32)
+            in_best[best_local] = False
             closest = np.maximum(closest, overlap / (sizes + sizes[best] - overlap))
             picks.append(pick(best, gains[best]))
         if slots and left.any():

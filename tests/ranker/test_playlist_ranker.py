@@ -402,3 +402,42 @@ def test_the_follow_rate_feature_is_each_playlists_posterior_mean():
     expected = [(20 * prior + f) / (20 + n) for f, n in ((0, 10), (1, 10), (9, 10), (0, 0))]
     assert score == pytest.approx(expected)
     assert list(np.argsort(-score)) == [2, 3, 1, 0]
+
+
+def test_playlist_picks_trade_relevance_for_diversity_as_the_greedy_rule_says():
+    """``PlaylistSpace.rank`` against the rule written out with sets: each step takes the candidate with the best
+    base score minus ``diversity`` × its largest Jaccard with the picks so far; shares are counted per track."""
+    import scipy.sparse as sp
+
+    from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights
+
+    rng = np.random.default_rng(4)
+    n_playlists, n_items = 60, 80
+    tracks = [np.sort(rng.choice(n_items, size=int(rng.integers(3, 15)), replace=False)) for _ in range(n_playlists)]
+    items = sp.csr_matrix((np.ones(sum(map(len, tracks)), dtype=np.float32), np.concatenate(tracks),
+                           np.concatenate([[0], np.cumsum([len(t) for t in tracks])])), shape=(n_playlists, n_items))
+    artist = np.asarray([f"a{i % 9}" for i in range(n_items)])
+    space = PlaylistSpace(playlist_items=items, item_factors=rng.normal(size=(n_items, 4)).astype(np.float32),
+                          item_bias=np.zeros(n_items, dtype=np.float32), item_artist=artist,
+                          item_artist_name=artist, owners=np.asarray([f"u{i}" for i in range(n_playlists)]))
+    mine = rng.choice(n_items, size=12, replace=False)
+    weights = PlaylistWeights(diversity=2.0)  # strong enough to reorder
+    base = {r: float(rng.normal()) for r in range(n_playlists)}
+    picks = space.rank(user_vector=np.zeros(4, dtype=np.float32), user_tracks=mine, candidates=np.arange(n_playlists),
+                       exclude={0}, buddy_of={}, weights=weights, k=8,
+                       scorer=lambda rows, feats: np.asarray([base[int(r)] for r in rows]))
+
+    sets = {r: set(tracks[r].tolist()) for r in range(n_playlists)}
+    chosen: list[int] = []
+    left = set(range(1, n_playlists))
+    while len(chosen) < 8:
+        def gain(r):
+            closest = max((len(sets[r] & sets[p]) / len(sets[r] | sets[p]) for p in chosen), default=0.0)
+            return base[r] - weights.diversity * closest
+        best = max(sorted(left), key=gain)
+        chosen.append(best)
+        left.remove(best)
+    assert [p.row for p in picks] == chosen
+    assert chosen != sorted(left | set(chosen), key=lambda r: -base[r])[:8]  # diversity did reorder them
+    for p in picks:
+        assert p.new_share == pytest.approx(1 - len(sets[p.row] & set(mine.tolist())) / len(sets[p.row]), abs=1e-4)
