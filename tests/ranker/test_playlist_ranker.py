@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from ranker.experiments.spec import spec_errors
 from ranker.recommenders.explore import follow_posteriors_fit, thompson_pick
 from ranker.recommenders.playlist_ranker import FEATURES, logistic_fit
+from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights
 
 pytestmark = pytest.mark.django_db
 
@@ -407,10 +409,6 @@ def test_the_follow_rate_feature_is_each_playlists_posterior_mean():
 def test_playlist_picks_trade_relevance_for_diversity_as_the_greedy_rule_says():
     """``PlaylistSpace.rank`` against the rule written out with sets: each step takes the candidate with the best
     base score minus ``diversity`` × its largest Jaccard with the picks so far; shares are counted per track."""
-    import scipy.sparse as sp
-
-    from ranker.recommenders.playlists import PlaylistSpace, PlaylistWeights
-
     rng = np.random.default_rng(4)
     n_playlists, n_items = 60, 80
     tracks = [np.sort(rng.choice(n_items, size=int(rng.integers(3, 15)), replace=False)) for _ in range(n_playlists)]
