@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+GENRES = 300  # taste_data's genres
 
 
 def cpu_model() -> str:
@@ -44,3 +45,19 @@ def setup_django(settings_module: str) -> None:
 def write_json(path: Path, out: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+
+
+def taste_data(n: int, dim: int, seed: int) -> Any:
+    """Clustered unit vectors shaped like users' tastes: each is one of ``GENRES`` unit "genre" centres (Zipf-popular,
+    as genres are), plus 0.4 of a second random genre, plus Gaussian noise of norm about 1, L2-normalised."""
+    import numpy as np
+
+    from ranker.recommenders.vectors import normalize_rows
+
+    rng = np.random.default_rng(seed)
+    genres = normalize_rows(rng.normal(size=(GENRES, dim)))
+    popularity = 1 / np.arange(1, GENRES + 1) ** 0.8
+    main = rng.choice(GENRES, size=n, p=popularity / popularity.sum())
+    side = rng.integers(GENRES, size=n)
+    noise = rng.normal(scale=1 / np.sqrt(dim), size=(n, dim))
+    return normalize_rows(genres[main] + 0.4 * genres[side] + noise)

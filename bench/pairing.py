@@ -33,7 +33,6 @@ import _common  # bench/ is on sys.path when a script runs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = REPO / "var" / "bench" / "pairing.json"
-GENRES = 300
 PROBE = 2000
 SEED = 0
 
@@ -62,21 +61,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def taste_data(n: int, dim: int, seed: int) -> Any:
-    """Clustered unit vectors shaped like users' tastes (see the module docstring)."""
-    import numpy as np
-
-    from ranker.recommenders.vectors import normalize_rows
-
-    rng = np.random.default_rng(seed)
-    genres = normalize_rows(rng.normal(size=(GENRES, dim)))
-    popularity = 1 / np.arange(1, GENRES + 1) ** 0.8
-    main = rng.choice(GENRES, size=n, p=popularity / popularity.sum())
-    side = rng.integers(GENRES, size=n)
-    noise = rng.normal(scale=1 / np.sqrt(dim), size=(n, dim))
-    return normalize_rows(genres[main] + 0.4 * genres[side] + noise)
-
-
 def timed(call: Any) -> tuple[Any, float]:
     started = time.perf_counter()
     result = call()
@@ -101,7 +85,7 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     from pairing.knn import Neighbours, ann_topk, exact_topk, recall_at_k
 
     progress = not args.no_progress
-    vectors = taste_data(n, args.dim, SEED)
+    vectors = _common.taste_data(n, args.dim, SEED)
     common = {"batch_size": 8192, "show_progress": progress}
     results = []
 
@@ -185,7 +169,7 @@ def main() -> int:
         "benchmark": "bench/pairing.py",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "data": {"sizes": args.sizes, "dim": args.dim, "genres": GENRES, "seed": SEED},
+        "data": {"sizes": args.sizes, "dim": args.dim, "genres": _common.GENRES, "seed": SEED},
         "machine": facts,
         "settings": {"k": args.k, "threads": args.threads, "device": args.device, "nprobe": args.nprobe,
                      "hnsw_m": args.hnsw_m, "ef_search": args.ef_search, "sklearn_budget": args.sklearn_budget},
@@ -193,7 +177,7 @@ def main() -> int:
     }
     _common.write_json(args.json, out)
 
-    print(f"\ndata: synthetic {args.dim}-d taste vectors around {GENRES} genres (seed {SEED}); top-{args.k}, "
+    print(f"\ndata: synthetic {args.dim}-d taste vectors around {_common.GENRES} genres (seed {SEED}); top-{args.k}, "
           f"self excluded; every user is a query")
     print(f"machine: {facts['cores']} cores ({facts['cpu']}), {args.threads} threads, Python {facts['python']}, "
           f"numpy {facts['numpy']}, faiss {facts['faiss']}, scikit-learn {facts['sklearn']}")

@@ -28,12 +28,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ranker.recommenders import ALS, BPR, Blend, ItemKNN
+from ranker.recommenders.ann import EXACT_MAX, inner_product_index
 
 PER_PART = 200
 NEIGHBOURS = 100  # co-occurring tracks kept per seed track for item-kNN
-EXACT_MAX = 200_000  # tracks: above this, the factor indexes are IVF (approximate) instead of flat (exact)
-PER_LIST = 1000  # tracks per IVF list: the scan per query stays the same size however large the catalogue
-NPROBE = 8
 
 
 class Unsupported(TypeError):
@@ -72,25 +70,9 @@ class _FactorPart:
     """One factor model (ALS, or BPR with its item bias) as a FAISS inner-product index over its tracks."""
 
     def __init__(self, model: ALS | BPR, weight: float, exact_max: int) -> None:
-        import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
-
         self.weight = weight
         self.users, self.items = _vectors(model)
-        dim = self.items.shape[1]
-        n = len(self.items)
-        if n <= exact_max:
-            self.index = faiss.IndexFlatIP(dim)
-        else:
-            # IVF, not HNSW: every worker builds the index once per model version, and HNSW took minutes on 571k
-            # tracks where IVF's k-means on a sample takes seconds (docs/SCALING.md). Lists of about PER_LIST
-            # tracks, NPROBE of them scanned: a query costs the same at 500k tracks as at 2M.
-            nlist = int(min(max(n // PER_LIST, 64), 16384))
-            self.index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            self.index.cp.niter = 10
-            sample = np.random.default_rng(0).choice(n, size=min(n, 40 * nlist), replace=False)
-            self.index.train(self.items[np.sort(sample)])
-            self.index.nprobe = NPROBE
-        self.index.add(self.items)
+        self.index = inner_product_index(self.items, exact_max=exact_max)
 
     def queries(self, rows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self.users[rows])

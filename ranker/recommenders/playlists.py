@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .ann import inner_product_index
 from .playlist_ranker import FEATURES
 from .vectors import normalize_rows, taste_vectors
 
@@ -58,12 +59,21 @@ class Pick:
     explore: dict[str, Any] | None = None  # an exploration slot's posterior and sample (``explore.explore_info``)
 
 
+# The nearest playlist vectors come from an exact (flat) search up to this many candidate playlists: at the MPD's
+# 1,000,000 it costs 0.72 ms a user on 2 cores, a few per cent of a user's picks, for exact neighbours. Above it, IVF
+# (``ann``) scanning SEARCH_NPROBE lists of about 1,000 playlists: a cost per user that no longer grows, for a recall
+# of the exact 100 of 0.77 on diffuse synthetic vectors at 1M and 1.00 on a trained model's at 50k (nprobe 8 reads
+# 0.49 and 1.00). bench/playlist_search.py, docs/BENCHMARKS.md.
+SEARCH_EXACT_MAX = 2_000_000
+SEARCH_NPROBE = 32
+
+
 class PlaylistSpace:
     """Playlists as rows: their tracks, artists, owners and vectors, with a FAISS index over the vectors."""
 
     def __init__(self, *, playlist_items: sp.csr_matrix, item_factors: np.ndarray, item_bias: np.ndarray,
                  item_artist: np.ndarray, item_artist_name: np.ndarray, owners: np.ndarray,
-                 candidate_mask: np.ndarray | None = None) -> None:
+                 candidate_mask: np.ndarray | None = None, exact_max: int = SEARCH_EXACT_MAX) -> None:
         self.items = playlist_items.tocsr()
         self.item_factors, self.item_bias = item_factors, item_bias
         keys, self.item_artist_idx = np.unique(item_artist, return_inverse=True)
@@ -78,17 +88,16 @@ class PlaylistSpace:
         self._artists: sp.csr_matrix | None = None
         # Rows that may be recommended (the evaluation hides test playlists); default: all.
         self.candidate_mask = np.ones(self.items.shape[0], dtype=bool) if candidate_mask is None else candidate_mask
+        self.exact_max = exact_max  # candidate playlists: above this many, the vector search is IVF (``ann``)
         self._index = None
         self._rows = None
 
     def nearest(self, vector: np.ndarray, n: int) -> np.ndarray:
         """Rows of the ``n`` candidate playlists whose vectors are closest (cosine) to ``vector``."""
-        import faiss  # lazy: faiss takes 0.5 s to import (measured); only search needs it
-
         if self._index is None:
             self._rows = np.flatnonzero(self.candidate_mask & (np.abs(self.vectors).sum(axis=1) > 0))
-            self._index = faiss.IndexFlatIP(self.vectors.shape[1])
-            self._index.add(self.vectors[self._rows])
+            self._index = inner_product_index(self.vectors[self._rows], exact_max=self.exact_max,
+                                              nprobe=SEARCH_NPROBE)
         if n <= 0 or len(self._rows) == 0:
             return np.zeros(0, dtype=np.int64)
         query = normalize_rows(vector[None, :])
