@@ -18,7 +18,16 @@ from pairing.services import buddies_compute
 from ranker.evaluation.services import version_evaluate
 from ranker.experiments.assign import pinned_versions
 from ranker.experiments.served_log import served_delete_before
-from ranker.picks.precompute import picks_discard, picks_plan, picks_refresh_user, picks_shard, picks_swap
+from ranker.picks.precompute import (
+    picks_discard,
+    picks_plan,
+    picks_refresh_user,
+    picks_shard,
+    picks_swap,
+    playlist_picks_done,
+    playlist_picks_plan,
+    playlist_picks_shard,
+)
 from ranker.picks.selectors import picks_state
 from ranker.playlist_ranking.services import playlist_ranker_train
 from ranker.recommenders.playlist_ranker import DEFAULT_PARAMS as PLAYLIST_RANKER_PARAMS
@@ -214,8 +223,39 @@ def _train_playlist_ranker(ctx: Context) -> dict[str, Any]:
         ctx.log(f"no playlist ranker trained: {summary['reason']}")
         return summary
     _set_run_fields(ctx, playlist_ranker_version=summary["version"], device=summary["device"])
+    ctx.remember(playlist_ranker_live=bool(summary["live"]))
     ctx.log(f"playlist ranker {summary['version']} (live: {summary['live']}): weights {summary['weights']}, "
             f"held out {summary['evaluation']}")
+    return summary
+
+
+def _playlist_picks_plan(ctx: Context) -> list[dict[str, Any]]:
+    """After a new playlist ranker went live: the stored playlist picks it would rank otherwise are re-ranked with
+    it, so that users get them precomputed rather than computed on their first request of the day."""
+    trained = ctx.state.get("playlist_ranker_live")
+    plan = playlist_picks_plan(shard_users=ctx.params.get("shard_users")) if trained else None
+    if plan is None:
+        ctx.remember(playlist_picks_plan=None)
+        ctx.log("playlist picks: nothing to re-rank ("
+                + ("no new playlist ranker went live" if not trained else
+                   "no stored picks, or the default ranking does not use the learned ranker") + ")")
+        return []
+    ctx.remember(playlist_picks_plan={k: v for k, v in plan.items() if k != "shards"})
+    ctx.log(f"playlist picks: {plan['users']:,} users of {plan['version']} re-ranked by {plan['ranker']} in "
+            f"{len(plan['shards'])} shards")
+    return plan["shards"]
+
+
+def _playlist_picks_shard(ctx: Context, spec: dict[str, Any]) -> dict[str, Any]:
+    return playlist_picks_shard(plan=ctx.state["playlist_picks_plan"], **spec)
+
+
+def _playlist_picks_done(ctx: Context, shard_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    plan = ctx.state.get("playlist_picks_plan")
+    if not plan:
+        return {"reranked": 0}
+    summary = playlist_picks_done(plan=plan, shard_metrics=shard_metrics)
+    ctx.log(f"playlist picks: {summary}")
     return summary
 
 
@@ -235,6 +275,9 @@ PICKS = Step("picks", _picks_plan, weight=3, shard=_picks_shard, gather=_picks_s
 METRICS = Step("metrics", _metrics, weight=0.1)
 CLEANUP = Step("cleanup", _cleanup, weight=0.1)
 TRAIN_PLAYLIST_RANKER = Step("train_playlist_ranker", _train_playlist_ranker, queue="gpu", weight=1)
+# Sharded like the picks, but in place: each stored document's playlist half is re-ranked by the new ranker.
+PLAYLIST_PICKS = Step("playlist_picks", _playlist_picks_plan, weight=1, shard=_playlist_picks_shard,
+                      gather=_playlist_picks_done)
 
 register(Job("weekly_refresh", "Train the ranker, evaluate it against the live one on the same split, promote it if "
              "not worse, recompute buddies and every user's picks, then remove the model versions nobody needs (a "
@@ -248,5 +291,6 @@ register(Job("compute_buddies", "Recompute every user's buddies from the live mo
 register(Job("precompute_picks", "Recompute every user's track and playlist picks from the live model.", (PICKS,),
              params={"shard_users": None}))
 register(Job("train_playlist_ranker", "Train the learned playlist ranker (playlist BPR, feature weights, exploration "
-             "posteriors) from the feedback so far and make it live; ends saying so when there is not enough.",
-             (TRAIN_PLAYLIST_RANKER,), params={"ranker": {}, "promote": True}))
+             "posteriors) from the feedback so far and make it live, then re-rank the stored playlist picks with it; "
+             "ends saying so when there is not enough feedback.",
+             (TRAIN_PLAYLIST_RANKER, PLAYLIST_PICKS), params={"ranker": {}, "promote": True, "shard_users": None}))

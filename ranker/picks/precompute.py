@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from celery import current_app
 from django.conf import settings
-from pymongo import ReplaceOne
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import PyMongoError
 from tqdm.auto import tqdm
 
@@ -23,7 +23,15 @@ from ingestion.selectors import user_liked_tracks
 from ranker import collections as c
 from ranker.experiments.assign import experiment_feedback
 from ranker.picks import cache
-from ranker.picks.serve import TrackPicks, recommend_playlists, recommend_playlists_many, recommend_tracks
+from ranker.picks.serve import (
+    TrackPicks,
+    playlist_ranker_tag,
+    playlist_ranking,
+    recommend_playlists,
+    recommend_playlists_many,
+    recommend_tracks,
+)
+from ranker.playlist_ranking.selectors import playlist_ranker_live_clear
 from ranker.recommenders.base import Callback
 from ranker.training.artifacts import RankerModel
 from ranker.training.selectors import live_model
@@ -177,17 +185,81 @@ def picks_swap(*, plan: dict[str, Any], shard_metrics: list[dict[str, Any]] | No
     return summary
 
 
-def _replay_refreshes(*, since: datetime) -> int:
+def _replay_refreshes(*, since: datetime, prune: bool = True) -> int:
     """Refresh again the users whose picks a feedback refresh rewrote while the precompute ran: the swap has just
-    replaced their fresh picks with ones computed before that feedback. Older refresh records are dropped."""
+    replaced their fresh picks with ones computed before that feedback. With ``prune``, older refresh records are
+    dropped (only the weekly swap prunes: a run that started later must not drop what an earlier one still needs)."""
     db = get_db()
     users = [d["_id"] for d in db[c.PICKS_REFRESHES].find({"at": {"$gte": since}}, {"_id": 1})]
-    db[c.PICKS_REFRESHES].delete_many({"at": {"$lt": since}})
+    if prune:
+        db[c.PICKS_REFRESHES].delete_many({"at": {"$lt": since}})
     for user in users:
         picks_refresh_user(user=user)
     if users:
         log.info("picks: %d users refreshed during the precompute were refreshed again after the swap", len(users))
     return len(users)
+
+
+# -- stored playlist picks re-ranked after a new playlist ranker --------------------------------------------------
+#
+# Precomputed playlist picks carry the ranker that ranked them (``playlist_ranker_tag``), and picks ranked by a
+# ranker that is no longer live are computed on the fly instead (``serve_playlist_picks``). So after the daily
+# playlist ranker goes live, the playlist half of every stored picks document is re-ranked in place, in shards as
+# above: the track picks, which did not change, are left alone, and there is nothing to swap (each document is
+# whole at every moment, ranked by the old ranker or the new).
+
+
+def playlist_picks_plan(*, model: RankerModel | None = None, shard_users: int | None = None,
+                        playlist_k: int = PICKS_PLAYLISTS) -> dict[str, Any] | None:
+    """What re-ranking the stored playlist picks with the live playlist ranker will do (JSON-able, as
+    ``picks_plan``), or None when there is nothing to do: no live track model, no stored picks, or picks ranked by
+    hand (the default ranking does not use the learned ranker)."""
+    model = model or live_model()
+    tag = playlist_ranker_tag(*playlist_ranking())
+    if model is None or tag == "hand" or get_db()[c.PICKS].find_one({"model_version": model.version}, {"_id": 1}) \
+            is None:
+        return None
+    plan = picks_plan(model=model, shard_users=shard_users, playlist_k=playlist_k)
+    return {**{k: v for k, v in plan.items() if k not in ("side", "track_k")}, "ranker": tag}
+
+
+def playlist_picks_shard(*, plan: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    """Re-rank the stored playlist picks of the users in rows ``start``–``stop`` of the plan's model (idempotent).
+    A document of another model version, or one already ranked by the plan's ranker, is left as it is."""
+    began = time.perf_counter()
+    model = _plan_model(plan["version"])
+    if not 0 <= start <= stop <= len(model.user_ids):
+        raise ValueError(f"shard rows {start}–{stop} are outside model {model.version}'s {len(model.user_ids)} users")
+    if playlist_ranker_tag(*playlist_ranking()) != plan["ranker"]:
+        playlist_ranker_live_clear()  # this worker's cached ranker may predate the plan: read the live one now
+    now = datetime.fromisoformat(plan["computed_at"])
+    users = model.user_ids[start:stop].tolist()
+    stale = {d["_id"] for d in get_db()[c.PICKS].find(
+        {"_id": {"$in": [str(u) for u in users]}, "model_version": model.version,
+         "playlists_ranker": {"$ne": plan["ranker"]}}, {"_id": 1})}
+    rows = np.asarray([start + n for n, u in enumerate(users) if str(u) in stale], dtype=np.int64)
+    updates = []
+    for begin in range(0, len(rows), 256):
+        part = rows[begin:begin + 256]
+        liked = model.user_items[part]
+        picks = recommend_playlists_many(
+            users=[str(u) for u in model.user_ids[part]], k=plan["playlist_k"], model=model,
+            tracks=[liked.indices[liked.indptr[n]:liked.indptr[n + 1]].astype(np.int64) for n in range(len(part))])
+        updates += [UpdateOne({"_id": str(model.user_ids[row]), "model_version": model.version},
+                              {"$set": {"playlists": p.playlists, "playlists_source": p.source,
+                                        "playlists_ranker": p.ranker, "playlists_computed_at": now}})
+                    for row, p in zip(part, picks, strict=True)]
+    if updates:
+        get_db()[c.PICKS].bulk_write(updates, ordered=False)
+    return {"users": len(updates), "seconds": round(time.perf_counter() - began, 3)}
+
+
+def playlist_picks_done(*, plan: dict[str, Any], shard_metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """After the last shard: users whose feedback refreshed their picks while the shards ran are refreshed again
+    (a shard may have written playlist picks computed before that feedback)."""
+    replayed = _replay_refreshes(since=datetime.fromisoformat(plan["computed_at"]), prune=False)
+    return {"users": plan["users"], "reranked": sum(m.get("users", 0) for m in shard_metrics),
+            "model_version": plan["version"], "ranker": plan["ranker"], "refreshes_replayed": replayed}
 
 
 def picks_discard(*, plan: dict[str, Any]) -> None:

@@ -41,8 +41,11 @@ def test_beat_holds_the_daily_playlist_ranker_beside_the_weekly_refresh():
 def test_the_job_trains_on_a_real_worker_and_its_version_serves(live, model_dir, settings):
     """Not enough feedback first: the run succeeds saying so, and nothing serves. Then, with feedback, a run through
     a real worker (on the gpu queue) makes a version live whose figures and weights are in the run's result, and
-    playlist picks of the learned variant are ranked by it."""
-    from ranker.picks.serve import recommend_playlists
+    playlist picks of the learned variant are ranked by it; the stored playlist picks are re-ranked by it too (their
+    track picks untouched), so a user's page is served precomputed."""
+    from ranker import collections as c
+    from ranker.picks.precompute import picks_precompute
+    from ranker.picks.serve import recommend_playlists, serve_playlist_picks
     from ranker.playlist_ranking.selectors import (
         playlist_ranker_get,
         playlist_ranker_live,
@@ -50,6 +53,7 @@ def test_the_job_trains_on_a_real_worker_and_its_version_serves(live, model_dir,
         playlist_ranker_live_version,
     )
     from recsys_site.jobs import job_start, run_get
+    from recsys_site.mongo import get_db
 
     settings.EXPERIMENTS = {}
     settings.SERVED_LOG_FLUSH_SECONDS = 0
@@ -70,9 +74,12 @@ def test_the_job_trains_on_a_real_worker_and_its_version_serves(live, model_dir,
         result = final["metrics"]["train_playlist_ranker"]
         assert result["trained"] is False and "not enough feedback: 0 follows" in result["reason"]
         assert playlist_ranker_live_version() == before
+        assert final["steps"][1]["name"] == "playlist_picks" and final["metrics"]["playlist_picks"]["reranked"] == 0
 
         follows = _serve_and_follow([str(u) for u in live.user_ids[:300]], _pids_where(lambda p: p["pid"] % 3 == 0))
         assert follows >= settings.PLAYLIST_RANKER_MIN_FOLLOWS
+        picks_precompute(model=live)  # ranked by the ranker live before this run (or by hand: none yet)
+        stored_before = {d["_id"]: d for d in get_db()[c.PICKS].find({}, {"tracks": 1, "playlists_ranker": 1})}
         run = job_start(name="train_playlist_ranker", params={"ranker": {"epochs": 5}}, trigger="beat")
         final = wait_until(lambda: finished(run["_id"]), 300, "the run to finish")
     finally:
@@ -90,3 +97,16 @@ def test_the_job_trains_on_a_real_worker_and_its_version_serves(live, model_dir,
     assert playlist_ranker_live().version == version
     picks = recommend_playlists(user=str(live.user_ids[-1]), k=10, changes={"playlist_ranker": "learned"})
     assert picks.ranker == f"learned:{version}" and all("playlist_bpr" in p["why"] for p in picks.playlists)
+
+    # The stored picks: every one re-ranked by the new version, its track half as it was.
+    assert {d["playlists_ranker"] for d in stored_before.values()} == {f"learned:{before}" if before else "hand"}
+    stored = {d["_id"]: d for d in get_db()[c.PICKS].find({}, {"tracks": 1, "playlists_ranker": 1})}
+    assert stored.keys() == stored_before.keys() and len(stored) == len(live.user_ids)
+    assert {d["playlists_ranker"] for d in stored.values()} == {f"learned:{version}"}
+    followers = {str(u) for u in live.user_ids[:300]}  # their follows' refreshes recompute whole documents
+    assert all(stored[u]["tracks"] == d["tracks"] for u, d in stored_before.items() if u not in followers)
+    assert final["metrics"]["playlist_picks"]["reranked"] == len(stored)
+    assert final["steps"][1]["shards"] >= 1 and final["steps"][1]["status"] == "succeeded"
+    user = str(live.user_ids[-1])
+    served = serve_playlist_picks(user=user, k=5, record=False)
+    assert served["source"] == "precomputed", served
