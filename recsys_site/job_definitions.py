@@ -236,9 +236,9 @@ def _playlist_picks_plan(ctx: Context) -> list[dict[str, Any]]:
     plan = playlist_picks_plan(shard_users=ctx.params.get("shard_users")) if trained else None
     if plan is None:
         ctx.remember(playlist_picks_plan=None)
-        ctx.log("playlist picks: nothing to re-rank ("
-                + ("no new playlist ranker went live" if not trained else
-                   "no stored picks, or the default ranking does not use the learned ranker") + ")")
+        reason = ("no stored picks, or the default ranking does not use the learned ranker" if trained else
+                  "no new playlist ranker went live")
+        ctx.log(f"playlist picks: nothing to re-rank ({reason})")
         return []
     ctx.remember(playlist_picks_plan={k: v for k, v in plan.items() if k != "shards"})
     ctx.log(f"playlist picks: {plan['users']:,} users of {plan['version']} re-ranked by {plan['ranker']} in "

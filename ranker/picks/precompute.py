@@ -215,6 +215,7 @@ def playlist_picks_plan(*, model: RankerModel | None = None, shard_users: int | 
     ``picks_plan``), or None when there is nothing to do: no live track model, no stored picks, or picks ranked by
     hand (the default ranking does not use the learned ranker)."""
     model = model or live_model()
+    playlist_ranker_live_clear()  # the ranker that just went live, not one this process cached before
     tag = playlist_ranker_tag(*playlist_ranking())
     if model is None or tag == "hand" or get_db()[c.PICKS].find_one({"model_version": model.version}, {"_id": 1}) \
             is None:
