@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ def setup_django(settings_module: str) -> None:
 def write_json(path: Path, out: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+
+
+def timed(call: Any) -> tuple[Any, float]:
+    """``call()``'s result and its seconds."""
+    started = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - started
 
 
 def taste_data(n: int, dim: int, seed: int) -> Any:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,20 +60,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed(call: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = call()
-    return result, time.perf_counter() - started
-
-
 def sklearn_topk(vectors: Any, k: int, rows: Any, threads: int) -> tuple[Any, float, float]:
     """(ids of the k buddies of ``rows`` with self dropped, fit seconds, kneighbors seconds)."""
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
-    model, fit_s = timed(lambda: NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute",
+    model, fit_s = _common.timed(lambda: NearestNeighbors(n_neighbors=k + 1, metric="cosine", algorithm="brute",
                                                   n_jobs=threads).fit(vectors))
-    ids, search_s = timed(lambda: model.kneighbors(vectors[rows], return_distance=False))
+    ids, search_s = _common.timed(lambda: model.kneighbors(vectors[rows], return_distance=False))
     keep = np.argsort(ids == rows[:, None], axis=1, kind="stable")[:, :k]
     return np.take_along_axis(ids, keep, 1), fit_s, search_s
 
@@ -94,7 +87,7 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "search_seconds": found.search_seconds, "queries_per_s": n / found.search_seconds,
                 "recall": recall, "settings": settings, "scaled": False}
 
-    exact, seconds = timed(lambda: exact_topk(vectors, args.k, device=args.device, **common))
+    exact, seconds = _common.timed(lambda: exact_topk(vectors, args.k, device=args.device, **common))
     results.append(row("faiss exact (IndexFlatIP)", exact, seconds, 1.0, f"{args.device}, reference"))
 
     rng = np.random.default_rng(SEED)
@@ -113,12 +106,12 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                     "queries_per_s": len(probe) / search_s, "recall": recall, "settings": note, "scaled": scaled})
 
     nlist = min(int(4 * np.sqrt(n)), n // 39)  # ann_topk's default, passed so that the table shows what ran
-    ivf, seconds = timed(lambda: ann_topk(vectors, args.k, method="ivf", nlist=nlist, nprobe=args.nprobe,
+    ivf, seconds = _common.timed(lambda: ann_topk(vectors, args.k, method="ivf", nlist=nlist, nprobe=args.nprobe,
                                           device=args.device, **common))
     results.append(row("faiss ivf (IVFFlat)", ivf, seconds, recall_at_k(ivf, exact),
                        f"{args.device}, nlist {nlist}, nprobe {args.nprobe}"))
 
-    hnsw, seconds = timed(lambda: ann_topk(vectors, args.k, method="hnsw", hnsw_m=args.hnsw_m,
+    hnsw, seconds = _common.timed(lambda: ann_topk(vectors, args.k, method="hnsw", hnsw_m=args.hnsw_m,
                                            ef_search=args.ef_search, **common))
     results.append(row("faiss hnsw (HNSWFlat)", hnsw, seconds, recall_at_k(hnsw, exact),
                        f"cpu, M {args.hnsw_m}, efSearch {args.ef_search}"))

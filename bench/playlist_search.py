@@ -1,18 +1,19 @@
 #!/usr/bin/env python
 """Playlist-vector search for playlist picks: a flat index against the product's IVF and scikit-learn, per size.
 
-    .venv/bin/python bench/playlist_search.py [--sizes 200000 1000000] [--queries 2000] [--n 100] [--threads 2]
-                                              [--json PATH]
+    .venv/bin/python bench/playlist_search.py [--sizes 200000 1000000] [--queries 2000] [--n 100] [--nprobe 8 32]
+                                              [--version FOLDER] [--threads 2] [--json PATH]
 
 Playlist picks take each user's ``n`` (100) nearest playlist vectors as candidates
-(``ranker.recommenders.playlists.PlaylistSpace.nearest_many``). Its index is ``ranker.recommenders.ann
-.inner_product_index``: flat (exact) up to 200,000 candidate playlists, IVF above (lists of about 1,000, 8 probed),
-the same index as the track candidates'. A flat search scans every playlist per user, so picks for every user cost
-U × N: quadratic in the MPD's size. Data: synthetic 64-d taste vectors (``_common.taste_data``: as many playlists
-as the size, ``--queries`` users drawn with another seed). Contenders at each size:
+(``ranker.recommenders.playlists.PlaylistSpace.nearest_many``). It searches exactly (a flat index) up to
+``SEARCH_EXACT_MAX`` candidate playlists and, above, with ``ranker.recommenders.ann.inner_product_index``'s IVF
+(lists of about 1,000, ``SEARCH_NPROBE`` probed), the track candidates' index. A flat search scans every playlist
+per user, so picks for every user cost U × N: is that still affordable at the MPD's size? Data: synthetic 64-d taste
+vectors (``_common.taste_data``: as many playlists as the size, ``--queries`` users drawn with another seed), or a
+stored model version's playlists (``--version``). Contenders at each size:
 
 1. ``faiss flat``: ``inner_product_index`` forced exact: the reference for recall;
-2. ``faiss ivf (product)``: ``inner_product_index`` with the product's defaults;
+2. ``faiss ivf``: ``inner_product_index`` forced IVF, one row per ``--nprobe`` (the product's marked);
 3. ``sklearn brute (cosine)``: ``NearestNeighbors(metric="cosine", algorithm="brute")``, the peer.
 
 The table goes to stdout, the same numbers as JSON to ``var/bench/playlist_search.json`` (or ``--json PATH``).
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed(call: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = call()
-    return result, time.perf_counter() - started
-
-
 def version_vectors(folder: Path) -> Any:
     """The playlists' taste vectors of a stored model version, as ``PlaylistSpace`` computes them."""
     import json
@@ -82,7 +76,7 @@ def run_size(size: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
-    from ranker.recommenders.ann import EXACT_MAX, inner_product_index
+    from ranker.recommenders.ann import inner_product_index
 
     if args.version:
         playlists = version_vectors(args.version)
@@ -94,8 +88,8 @@ def run_size(size: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
 
     def faiss_row(name: str, exact_max: int, nprobe: int = 1) -> np.ndarray:
-        index, build = timed(lambda: inner_product_index(playlists, exact_max=exact_max, nprobe=nprobe))
-        (_, ids), search = timed(lambda: index.search(users, args.n))
+        index, build = _common.timed(lambda: inner_product_index(playlists, exact_max=exact_max, nprobe=nprobe))
+        (_, ids), search = _common.timed(lambda: index.search(users, args.n))
         settings = (f"nlist {index.nlist}, nprobe {index.nprobe}" if hasattr(index, "nprobe") else "exact")
         rows.append({"contender": name, "playlists": size, "build_s": build, "search_s": search, "ids": ids,
                      "settings": settings})
@@ -104,10 +98,10 @@ def run_size(size: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     reference = faiss_row("faiss flat", exact_max=size)
     for nprobe in args.nprobe:
         label = "faiss ivf (product)" if nprobe == args.product_nprobe else "faiss ivf"
-        faiss_row(label, exact_max=min(size - 1, EXACT_MAX), nprobe=nprobe)
-    model, build = timed(lambda: NearestNeighbors(n_neighbors=args.n, metric="cosine", algorithm="brute",
+        faiss_row(label, exact_max=size - 1, nprobe=nprobe)
+    model, build = _common.timed(lambda: NearestNeighbors(n_neighbors=args.n, metric="cosine", algorithm="brute",
                                                   n_jobs=args.threads).fit(playlists))
-    ids, search = timed(lambda: model.kneighbors(users, return_distance=False))
+    ids, search = _common.timed(lambda: model.kneighbors(users, return_distance=False))
     rows.append({"contender": "sklearn brute (cosine)", "playlists": size, "build_s": build, "search_s": search,
                  "ids": ids, "settings": "brute force"})
     for row in rows:

@@ -93,6 +93,14 @@ def _plan_model(version: str) -> RankerModel:
     return _loaded_version(version)
 
 
+def _shard_model(plan: dict[str, Any], start: int, stop: int) -> RankerModel:
+    """The plan's model, checked to hold the shard's user rows ``start``–``stop``."""
+    model = _plan_model(plan["version"])
+    if not 0 <= start <= stop <= len(model.user_ids):
+        raise ValueError(f"shard rows {start}–{stop} are outside model {model.version}'s {len(model.user_ids)} users")
+    return model
+
+
 @functools.lru_cache(maxsize=1)
 def _loaded_version(version: str) -> RankerModel:
     return RankerModel.load(version)
@@ -102,9 +110,7 @@ def picks_shard(*, plan: dict[str, Any], start: int, stop: int) -> dict[str, Any
     """Compute and write the picks of the users in rows ``start``–``stop`` of the plan's model (idempotent)."""
 
     began = time.perf_counter()
-    model = _plan_model(plan["version"])
-    if not 0 <= start <= stop <= len(model.user_ids):
-        raise ValueError(f"shard rows {start}–{stop} are outside model {model.version}'s {len(model.user_ids)} users")
+    model = _shard_model(plan, start, stop)
     now = datetime.fromisoformat(plan["computed_at"])
     docs, sources = picks_compute(model=model, rows=np.arange(start, stop), track_k=plan["track_k"],
                                   playlist_k=plan["playlist_k"], now=now)
@@ -228,9 +234,7 @@ def playlist_picks_shard(*, plan: dict[str, Any], start: int, stop: int) -> dict
     """Re-rank the stored playlist picks of the users in rows ``start``–``stop`` of the plan's model (idempotent).
     A document of another model version, or one already ranked by the plan's ranker, is left as it is."""
     began = time.perf_counter()
-    model = _plan_model(plan["version"])
-    if not 0 <= start <= stop <= len(model.user_ids):
-        raise ValueError(f"shard rows {start}–{stop} are outside model {model.version}'s {len(model.user_ids)} users")
+    model = _shard_model(plan, start, stop)
     if playlist_ranker_tag(*playlist_ranking()) != plan["ranker"]:
         playlist_ranker_live_clear()  # this worker's cached ranker may predate the plan: read the live one now
     now = datetime.fromisoformat(plan["computed_at"])
